@@ -1,0 +1,59 @@
+"""Celery settings, read from CoreC's typed settings object (never the reverse).
+
+At-least-once delivery: tasks are acknowledged after they run (late acks), are
+requeued when a worker dies mid-task, long tasks are prefetched one at a time,
+and the broker's visibility timeout is well above the longest task, so an
+unacknowledged task is redelivered only when its worker is really gone. Every
+task is idempotent, so a redelivery never applies twice.
+"""
+
+from kombu import Queue
+
+from beat_schedule import beat_schedule  # noqa: F401  (read by Celery beat)
+from corec_tasks.config import CHANNEL_QUEUES
+from corec_tasks.settings import get_settings
+
+_settings = get_settings()
+_env = _settings.env
+
+broker_url = _settings.redis_url
+result_backend = _settings.redis_url
+broker_connection_retry_on_startup = True
+
+# Redelivery only after a task has surely died: twice its hard time limit, plus slack.
+_visibility_timeout = 2 * _env.task_time_limit_s + 300
+_transport = {"visibility_timeout": _visibility_timeout}
+if _settings.redis_prefix:
+    _transport["global_keyprefix"] = _settings.redis_prefix
+broker_transport_options = dict(_transport)
+result_backend_transport_options = dict(_transport)
+
+task_acks_late = True
+task_reject_on_worker_lost = True
+task_acks_on_failure_or_timeout = True
+worker_prefetch_multiplier = 1
+worker_cancel_long_running_tasks_on_connection_loss = True
+task_time_limit = _env.task_time_limit_s
+task_soft_time_limit = max(5, _env.task_time_limit_s - 30)
+result_expires = _env.result_expires_s
+result_extended = True
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+
+# The seed's five priority channels are five queues; a node serves some with -Q.
+task_queues = [Queue(name) for name in CHANNEL_QUEUES.values()]
+task_default_queue = CHANNEL_QUEUES[1]
+task_routes = {
+    "corec.streams.*": {"queue": CHANNEL_QUEUES[4]},
+    "corec.db.*": {"queue": CHANNEL_QUEUES[1]},
+}
+
+# Flower needs events.
+worker_send_task_events = True
+task_send_sent_event = True
+worker_hijack_root_logger = False
+beat_schedule_filename = str(_settings.data_dir / "celerybeat-schedule")

@@ -1,0 +1,46 @@
+"""The ``corec`` command line: ``corec --help``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from corec_tasks.cli.config_cmd import config
+from corec_tasks.cli.db_cmd import db
+from corec_tasks.cli.demo_cmd import demo
+from corec_tasks.cli.services_cmd import services
+from corec_tasks.cli.status_cmd import status
+from corec_tasks.cli.streams_cmd import streams
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="corec_config.json to use (default: $COREC_CONFIG or ./corec_config.json).",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the embedded servers live (default: $COREC_DATA_DIR or ./.corec).",
+)
+def main(config_path: Path | None, data_dir: Path | None) -> None:
+    """CoreC: symbiotic blocks on Celery, Redis Streams and partitioned PostgreSQL.
+
+    Servers come from REDIS_URL and DATABASE_URL; when unset, the embedded Redis
+    and PostgreSQL that `corec services up` starts under .corec/ are used.
+    """
+    # Set in the environment so workers and beat started from here see the same.
+    if config_path:
+        os.environ["COREC_CONFIG"] = str(config_path)
+    if data_dir:
+        os.environ["COREC_DATA_DIR"] = str(data_dir)
+
+
+for command in (config, services, db, streams, status, demo):
+    main.add_command(command)
+
+__all__ = ["main"]

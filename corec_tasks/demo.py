@@ -1,0 +1,221 @@
+"""``make demo``: the foundation end to end on one machine.
+
+Starts the embedded Redis and PostgreSQL (unless REDIS_URL and DATABASE_URL are
+set), migrates, starts one Celery worker and beat, publishes events through the
+streams bus (a few malformed on purpose), waits while beat-driven persistence
+lands them in the partitioned tables, shows the result, and stops everything it
+started.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy import text
+
+from corec_tasks import services
+from corec_tasks.config import CHANNEL_QUEUES
+from corec_tasks.db import make_engine, redact
+from corec_tasks.errors import CorecError
+from corec_tasks.settings import Settings, load_env, load_settings
+
+console = Console()
+
+MALFORMED: list[tuple[str, dict[str, Any]]] = [
+    ("market_data", {"symbol": "BTCUSDT", "price": -5}),
+    ("macro_data", {"sp500_price": 4500.0}),
+    ("trading_results", {"data": "not-base64-gzip!"}),
+]
+
+
+def _events(n: int, rng: random.Random) -> Iterator[tuple[str, dict[str, Any]]]:
+    """A plausible mix of the seeds' channels."""
+    price = {"BTCUSDT": 35_000.0, "ETHUSDT": 2_000.0, "SPY": 450.0}
+    for i in range(n):
+        kind = i % 10
+        if kind < 6:
+            sym = rng.choice(list(price))
+            price[sym] *= 1 + rng.gauss(0, 0.001)
+            yield "market_data", {"symbol": sym, "price": round(price[sym], 2), "volume": 1.5}
+        elif kind < 8:
+            yield "macro_data", {"vix_price": round(rng.uniform(12, 30), 2), "sp500_price": 4500.0}
+        elif kind == 8:
+            trade = {"trade_id": f"demo-{i}", "profit": round(rng.gauss(5, 20), 2),
+                     "quantity": 0.001, "price": 35_000.0}  # fmt: skip
+            packed = base64.b64encode(gzip.compress(json.dumps(trade).encode())).decode()
+            yield "trading_results", {"data": packed}
+        else:
+            yield "corec_alerts", {"level": "info", "source": "demo", "message": f"tick {i}"}
+
+
+@contextmanager
+def _process(cmd: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
+    """Run a child in its own process group; on exit stop the whole group."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)  # fmt: skip
+    try:
+        yield proc
+    finally:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        # Prefork children share the group; make sure none outlives the demo.
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _wait_for_worker(timeout: float) -> str:
+    from corec_tasks.celery import app
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replies = app.control.ping(timeout=1.0) or []
+        if replies:
+            return next(iter(replies[0]))
+    raise CorecError(f"no Celery worker answered within {timeout:.0f}s (see .corec/logs/)")
+
+
+def _landed(settings: Settings, since: float) -> int:
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            q = text("SELECT count(*) FROM eventos WHERE timestamp >= :since")
+            return int(conn.execute(q, {"since": since}).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def run(events: int = 5_000, timeout: float = 120.0, seed: int = 7) -> None:
+    """The whole demo; raises CorecError with a clear message on failure."""
+    env = load_env()
+    embedded = not (env.redis_url and env.database_url)
+    data_dir = env.data_dir
+    started_services = False
+    if embedded:
+        before = services.status(data_dir)
+        started_services = not all(
+            isinstance(v, dict) and v["running"] for v in before.values()
+        )
+        console.rule("[bold]1. embedded services")
+        state = services.up(data_dir)
+        console.print(f"Redis      {state.redis_url}\nPostgreSQL {redact(state.database_url)}")
+    try:
+        _run(load_settings(), events, timeout, seed)
+    finally:
+        if started_services:
+            stopped = services.down(data_dir)
+            console.print(f"stopped {', '.join(stopped)}")
+
+
+def _run(settings: Settings, events: int, timeout: float, seed: int) -> None:
+    from corec_tasks.storage.migrate import current, upgrade
+    from corec_tasks.storage.partitions import ensure_partitions
+    from corec_tasks.streams.bus import StreamBus
+
+    console.rule("[bold]2. migrate")
+    upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    try:
+        created = ensure_partitions(engine, months_ahead=settings.env.partitions_ahead)
+    finally:
+        engine.dispose()
+    console.print(f"schema at {current(settings.database_url)}; new partitions: {created or 'none'}")
+
+    console.rule("[bold]3. Celery worker and beat")
+    logs = settings.data_dir / "logs"
+    child_env = dict(os.environ, COREC_PERSIST_EVERY_S="1")
+    celery = [sys.executable, "-m", "celery", "-A", "corec_tasks"]
+    worker_cmd = [*celery, "worker", "-Q", ",".join(CHANNEL_QUEUES.values()), "-c", "2",
+                  "-n", f"demo-{os.getpid()}@%h", "--loglevel", "INFO", "--without-mingle",
+                  "--without-gossip"]  # fmt: skip
+    beat_cmd = [*celery, "beat", "--loglevel", "INFO",
+                "--schedule", str(settings.data_dir / "demo-beat-schedule")]  # fmt: skip
+    with _process(worker_cmd, logs / "worker.log", child_env), _process(
+        beat_cmd, logs / "beat.log", child_env
+    ):
+        node = _wait_for_worker(60)
+        console.print(f"worker [bold]{node}[/] answered; beat persists streams every 1s "
+                      f"(logs in {logs})")  # fmt: skip
+
+        console.rule("[bold]4. publish through the streams bus")
+        bus = StreamBus(settings)
+        dead_before = _dead_count(settings)
+        since = time.time() - 1
+        rng = random.Random(seed)
+        batch: dict[str, list[dict[str, Any]]] = {}
+        for stream, payload in _events(events, rng):
+            batch.setdefault(stream, []).append(payload)
+        for stream, payloads in batch.items():
+            bus.publish_many(stream, payloads)
+            console.print(f"  {stream:<16} {len(payloads):>7,} events")
+        for stream, payload in MALFORMED:
+            bus.publish(stream, payload)
+        console.print(f"  + {len(MALFORMED)} malformed messages (expected in corec_dead_letter)")
+
+        console.rule("[bold]5. persisting (stream -> PostgreSQL, ack after commit)")
+        landed = 0
+        with Progress(TextColumn("eventos"), BarColumn(), MofNCompleteColumn(),
+                      TimeElapsedColumn(), console=console) as bar:  # fmt: skip
+            task = bar.add_task("landed", total=events)
+            deadline = time.monotonic() + timeout
+            while landed < events and time.monotonic() < deadline:
+                landed = _landed(settings, since)
+                bar.update(task, completed=landed)
+                time.sleep(0.3)
+        if landed != events:
+            raise CorecError(f"only {landed} of {events} events landed within {timeout:.0f}s")
+        while _dead_count(settings) - dead_before < len(MALFORMED):
+            if time.monotonic() > deadline:
+                raise CorecError("the malformed messages did not reach corec_dead_letter")
+            time.sleep(0.2)
+        _report(settings, since, bus.dead_letters(len(MALFORMED)))
+    console.rule("[bold]6. stopped worker and beat")
+
+
+def _dead_count(settings: Settings) -> int:
+    from corec_tasks.redis_conn import redis_client
+    from corec_tasks.streams.names import DEAD_LETTER
+
+    return int(redis_client(settings).xlen(settings.key(DEAD_LETTER)))
+
+
+def _report(settings: Settings, since: float, dead: list[dict[str, Any]]) -> None:
+    from corec_tasks.cli.output import table
+    from corec_tasks.storage.partitions import list_partitions
+
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            per_canal = conn.execute(text(
+                "SELECT canal, tableoid::regclass::text AS part, count(*) FROM eventos "
+                "WHERE timestamp >= :since GROUP BY 1, 2 ORDER BY 1"), {"since": since}).all()
+        parts = list_partitions(engine)
+    finally:
+        engine.dispose()
+    console.print(table("events landed in `eventos`", ["canal", "partition", "rows"],
+                        [(c, p, f"{n:,}") for c, p, n in per_canal]))  # fmt: skip
+    console.print(table("partitions", ["table", "partition", "rows"],
+                        [(p.table, p.name, f"{p.rows:,}") for p in parts]))  # fmt: skip
+    console.print(table("corec_dead_letter", ["stream", "reason"],
+                        [(d.get("stream"), d.get("reason")) for d in dead]))  # fmt: skip

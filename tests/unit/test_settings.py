@@ -1,0 +1,58 @@
+"""Settings: precedence of server URLs and environment validation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from corec_tasks.db import libpq_url, sqlalchemy_url
+from corec_tasks.errors import ConfigurationError, ServiceError
+from corec_tasks.settings import load_settings
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for var in ("REDIS_URL", "DATABASE_URL", "CORE_INSTANCE_ID", "COREC_REDIS_PREFIX"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("COREC_DATA_DIR", str(tmp_path / ".corec"))
+    monkeypatch.setenv("COREC_CONFIG", str(DATA / "small_config.json"))
+
+
+def test_env_wins_over_file_and_embedded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REDIS_URL", "redis://example:6379/3")
+    monkeypatch.setenv("CORE_INSTANCE_ID", "node7")
+    s = load_settings(DATA / "seed_sample_config.json")
+    assert s.redis_url == "redis://example:6379/3"
+    assert s.instance_id == "node7"
+    # db_config from the file is used when DATABASE_URL is unset
+    assert s.database_url == "postgresql://postgres:your_password@localhost:5432/corec_db"
+
+
+def test_embedded_state_is_the_fallback(tmp_path: Path) -> None:
+    s = load_settings()
+    with pytest.raises(ServiceError, match="corec services up"):
+        _ = s.redis_url
+    (tmp_path / ".corec").mkdir()
+    state = {"redis_url": "redis://127.0.0.1:9/0", "database_url": "postgresql://x@/corec"}
+    (tmp_path / ".corec" / "services.json").write_text(json.dumps(state))
+    assert s.redis_url == "redis://127.0.0.1:9/0"
+    assert s.database_url == "postgresql://x@/corec"
+    assert s.uses_embedded
+
+
+def test_bad_environment_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COREC_STREAM_MAXLEN", "ten")
+    with pytest.raises(ConfigurationError, match="COREC_STREAM_MAXLEN"):
+        load_settings()
+
+
+def test_postgres_urls_map_to_psycopg3() -> None:
+    assert sqlalchemy_url("postgresql://u@h/d") == "postgresql+psycopg://u@h/d"
+    assert sqlalchemy_url("postgres://u@h/d") == "postgresql+psycopg://u@h/d"
+    assert libpq_url("postgresql+psycopg://u:p@h:1/d") == "postgresql://u:p@h:1/d"
+    with pytest.raises(ConfigurationError, match="DATABASE_URL"):
+        sqlalchemy_url("mysql://u@h/d")

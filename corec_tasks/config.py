@@ -183,12 +183,14 @@ def load_config(path: str | Path, *, check_plugin_paths: bool = True) -> CorecCo
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
-        raise ConfigurationError([("(file)", f"cannot read {path}: {exc.strerror}")], str(path))
+        problem = ("(file)", f"cannot read {path}: {exc.strerror}")
+        raise ConfigurationError([problem], str(path)) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         where = f"line {exc.lineno} column {exc.colno}"
-        raise ConfigurationError([("(file)", f"not valid JSON at {where}: {exc.msg}")], str(path))
+        problem = ("(file)", f"not valid JSON at {where}: {exc.msg}")
+        raise ConfigurationError([problem], str(path)) from None
     config = parse_config(data, str(path))
     if check_plugin_paths:
         # Relative plugin paths resolve against the config file's folder or the cwd.

@@ -30,7 +30,7 @@ def libpq_url(url: str) -> str:
 def make_engine(url: str, **kwargs: object) -> Engine:
     """An Engine on psycopg 3 with pre-ping, so a restarted server is survived."""
     kwargs.setdefault("pool_pre_ping", True)
-    return create_engine(sqlalchemy_url(url), **kwargs)  # type: ignore[arg-type]
+    return create_engine(sqlalchemy_url(url), **kwargs)
 
 
 def redact(url: str) -> str:

@@ -140,7 +140,8 @@ def _run(settings: Settings, events: int, timeout: float, seed: int) -> None:
         created = ensure_partitions(engine, months_ahead=settings.env.partitions_ahead)
     finally:
         engine.dispose()
-    console.print(f"schema at {current(settings.database_url)}; new partitions: {created or 'none'}")
+    revision = current(settings.database_url)
+    console.print(f"schema at {revision}; new partitions: {created or 'none'}")
 
     console.rule("[bold]3. Celery worker and beat")
     logs = settings.data_dir / "logs"

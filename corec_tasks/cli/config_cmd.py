@@ -44,5 +44,8 @@ def check(path: Path | None, as_json: bool) -> None:
         (b.id, b.canal, queue_for_channel(b.canal), f"{b.entidades:,}", b.entidades_por_bloque)
         for b in blocks
     ]
-    console.print(table(f"{path}: valid", ["block", "canal", "queue", "entities", "per block"], rows))
-    console.print(f"{len(blocks)} blocks, {cfg.total_entities:,} entities, instance {cfg.instance_id}")
+    columns = ["block", "canal", "queue", "entities", "per block"]
+    console.print(table(f"{path}: valid", columns, rows))
+    console.print(
+        f"{len(blocks)} blocks, {cfg.total_entities:,} entities, instance {cfg.instance_id}"
+    )

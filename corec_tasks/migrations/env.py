@@ -1,0 +1,88 @@
+"""Alembic environment: runs on the connection ``storage.migrate`` hands over.
+
+Without one (the ``alembic`` command line), it connects to ``sqlalchemy.url`` from the
+Alembic config, or else to the deployment's DATABASE_URL from the CoreC settings.
+"""
+
+from __future__ import annotations
+
+import re
+
+from alembic import context
+from sqlalchemy import Connection
+from sqlalchemy.pool import NullPool
+
+from corec_tasks.storage.models import Base
+from corec_tasks.storage.partitions import PARTITIONED_TABLES
+
+config = context.config
+
+# Monthly and default partitions come from partition upkeep, not from the models, so
+# autogenerate must not offer to drop them.
+_TABLES = "|".join(map(re.escape, PARTITIONED_TABLES))
+_PARTITION = re.compile(rf"^({_TABLES})_(\d{{4}}_\d{{2}}|default)$")
+
+
+def include_object(
+    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object | None
+) -> bool:
+    """Leave partitions out of autogenerate's diff."""
+    return not (type_ == "table" and reflected and name and _PARTITION.match(name))
+
+
+def _database_url() -> str:
+    url = config.get_main_option("sqlalchemy.url")
+    if url:
+        return url
+    from corec_tasks.settings import get_settings
+
+    return get_settings().database_url
+
+
+def _run(connection: Connection) -> None:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        include_object=include_object,
+        # One transaction per revision: a failed revision leaves the previous ones applied.
+        transaction_per_migration=True,
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_offline() -> None:
+    """Print the SQL instead of running it (``alembic upgrade --sql``)."""
+    from corec_tasks.db import sqlalchemy_url
+
+    context.configure(
+        url=sqlalchemy_url(_database_url()),
+        target_metadata=Base.metadata,
+        literal_binds=True,
+        dialect_opts={"paramstyle": "named"},
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_online() -> None:
+    """Run on the handed-over connection, or on a fresh one."""
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    from corec_tasks.db import make_engine
+
+    engine = make_engine(_database_url(), poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            _run(conn)
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    run_offline()
+else:
+    run_online()

@@ -1,0 +1,576 @@
+"""The Redis Streams bus: wire format, publishing, consumer groups and the dead letter.
+
+Wire format. Every entry CoreC publishes has three fields, kept minimal for speed:
+
+=====  =================================================================
+``d``  the payload: one JSON object, UTF-8, compact separators
+``i``  the publishing instance's id (``Settings.instance_id``)
+``t``  publish time, epoch milliseconds, decimal ASCII
+=====  =================================================================
+
+The entry id Redis assigns (``<ms>-<seq>``) is the message's identity: consumers
+derive idempotency keys and timestamps from it, so a redelivery maps to the same key.
+Entries with other fields (a foreign producer) are still read; without ``d`` the
+persister dead-letters them.
+
+Reads go through a small server-side script (XREADGROUP, then one
+``<id>\\n<i>\\n<t>\\n<d>`` record per entry) and acks through another (XACK with the
+ids as one argument): redis-py's pure-Python RESP parser and packer otherwise cost
+more than everything else on the persister's path when hiredis is not installed.
+
+Dead-letter entries (stream ``corec_dead_letter``) have the fields ``stream`` (the
+unprefixed source stream), ``id`` (the source entry id), ``reason``, ``deliveries``,
+``payload`` (the original ``d`` bytes; the other fields as JSON if ``d`` was missing),
+``instance_id`` (the original producer, if known) and ``time`` (epoch ms). The dead
+letter is never trimmed automatically: an operator inspects it
+(``corec streams dead-letter``) and deletes what is handled.
+
+Every method takes unprefixed stream names; ``Settings.key`` adds the deployment's
+prefix. Regular streams are trimmed with ``MAXLEN ~ stream_maxlen``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from types import TracebackType
+from typing import Any
+
+import redis
+
+from corec_tasks.errors import StreamError
+from corec_tasks.redis_conn import redis_client
+from corec_tasks.settings import Settings
+from corec_tasks.streams.names import DEAD_LETTER
+
+log = logging.getLogger(__name__)
+
+F_DATA = b"d"
+F_INSTANCE = b"i"
+F_TIME = b"t"
+
+# XREADGROUP ">" for the hot path. Each entry in the wire format comes back as one
+# record "<id>\n<i>\n<t>\n<d>" (d last: it may hold newlines; id, i and t must not),
+# so the client parses one RESP element per entry instead of nine: redis-py's
+# pure-Python parser is most of a read's cost when hiredis is absent. Other entries
+# come back as ids only.
+_READ_LUA = """
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3],
+                     'STREAMS', KEYS[1], '>')
+local std, other = {}, {}
+if not r then return {std, other} end
+local find = string.find
+for _, e in ipairs(r[1][2]) do
+  local f = e[2]
+  local d, i, t, extra = nil, nil, nil, false
+  if f then
+    for j = 1, #f, 2 do
+      local k = f[j]
+      if k == 'd' and not d then d = f[j + 1]
+      elseif k == 'i' and not i then i = f[j + 1]
+      elseif k == 't' and not t then t = f[j + 1]
+      else extra = true end
+    end
+  end
+  if d and i and t and not extra and not find(i, '\\n', 1, true)
+      and not find(t, '\\n', 1, true) then
+    std[#std + 1] = e[1] .. '\\n' .. i .. '\\n' .. t .. '\\n' .. d
+  else
+    other[#other + 1] = e[1]
+  end
+end
+return {std, other}
+"""
+
+# XACK of ARGV[2] (ids joined by ","): one argument instead of one per id, in chunks
+# that stay below Lua's unpack() limit.
+_ACK_LUA = """
+local ids, n, acked = {}, 0, 0
+for id in string.gmatch(ARGV[2], '[^,]+') do
+  n = n + 1
+  ids[n] = id
+  if n == 1000 then
+    acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(ids))
+    ids, n = {}, 0
+  end
+end
+if n > 0 then acked = acked + redis.call('XACK', KEYS[1], ARGV[1], unpack(ids)) end
+return acked
+"""
+
+# Delete consumer ARGV[2] of group ARGV[1] only if it holds no pending entry.
+_DEL_IDLE_CONSUMER = """
+if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then return -1 end
+return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+"""
+
+
+@dataclass(slots=True)
+class Entry:
+    """One stream entry as read: unprefixed stream name, id, payload bytes, all fields.
+
+    Not frozen: a frozen dataclass's __init__ costs twice as much, and the persister
+    creates one per entry on its hot path. Treat it as read-only.
+    """
+
+    stream: str
+    id: str
+    payload: bytes
+    fields: Mapping[bytes, bytes] = field(repr=False)
+
+    @property
+    def instance_id(self) -> str | None:
+        """The producer's instance id, if it sent one."""
+        raw = self.fields.get(F_INSTANCE)
+        return raw.decode("utf-8", "replace") if raw is not None else None
+
+    @property
+    def millis(self) -> int:
+        """The millisecond part of the entry id (when Redis accepted it)."""
+        return int(self.id.partition("-")[0])
+
+    def original_bytes(self) -> bytes:
+        """The payload as sent; for a foreign entry without ``d``, its fields as JSON."""
+        if F_DATA in self.fields:
+            return self.payload
+        return _fields_json(self.fields)
+
+
+class StreamBus:
+    """Publish to and consume from CoreC's streams (one Redis client, thread-safe)."""
+
+    def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
+        self.settings = settings
+        self._own_client = client is None
+        self.client: redis.Redis = client if client is not None else redis_client(settings)
+        # The hot read path skips redis-py's reply parsing (a dict per entry built in
+        # Python, then rebuilt here): same connections, but XREADGROUP answers raw.
+        self._raw = redis.Redis(connection_pool=self.client.connection_pool)
+        self._raw.set_response_callback("XREADGROUP", _raw_reply)
+        self._read_script = self.client.register_script(_READ_LUA)
+        self._ack_script = self.client.register_script(_ACK_LUA)
+        self._instance = settings.instance_id.encode()
+        self._maxlen = settings.env.stream_maxlen
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the Redis client if this bus created it."""
+        if self._own_client:
+            self.client.close()
+
+    def __enter__(self) -> StreamBus:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def key(self, stream: str) -> str:
+        """The Redis key of ``stream`` (with the deployment's prefix)."""
+        return self.settings.key(stream)
+
+    # -- publishing ------------------------------------------------------------------
+
+    def encode(self, stream: str, payload: Mapping[str, Any]) -> dict[bytes, bytes]:
+        """The entry fields for ``payload``; StreamError if it cannot travel as JSON."""
+        if not isinstance(payload, Mapping):
+            raise StreamError(
+                f"payload for {stream} must be a JSON object (a dict), got {type(payload).__name__}"
+            )
+        try:
+            data = json.dumps(
+                payload,
+                separators=(",", ":"),
+                ensure_ascii=False,
+                allow_nan=False,  # NaN/Infinity are not JSON; PostgreSQL would reject them
+                default=_json_default,
+            ).encode()
+        except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
+            raise StreamError(f"payload for {stream} cannot be sent as JSON: {exc}") from None
+        return {F_DATA: data, F_INSTANCE: self._instance, F_TIME: b"%d" % (time.time() * 1000)}
+
+    def publish(self, stream: str, payload: Mapping[str, Any]) -> str:
+        """Append ``payload`` to ``stream``; return the entry id."""
+        fields: dict[Any, Any] = self.encode(stream, payload)
+        entry_id = self.client.xadd(self.key(stream), fields, maxlen=self._maxlen, approximate=True)
+        return _str(entry_id)
+
+    def publish_many(
+        self, stream: str, payloads: Iterable[Mapping[str, Any]], chunk: int = 1000
+    ) -> list[str]:
+        """Append many payloads, pipelined ``chunk`` at a time; return the ids in order."""
+        if chunk < 1:
+            raise StreamError(f"chunk must be >= 1, got {chunk}")
+        key = self.key(stream)
+        ids: list[str] = []
+        pipe = self.client.pipeline(transaction=False)
+        queued = 0
+        for payload in payloads:
+            fields: dict[Any, Any] = self.encode(stream, payload)
+            pipe.xadd(key, fields, maxlen=self._maxlen, approximate=True)
+            queued += 1
+            if queued == chunk:
+                ids.extend(_str(i) for i in pipe.execute())
+                queued = 0
+        if queued:
+            ids.extend(_str(i) for i in pipe.execute())
+        return ids
+
+    # -- consuming -------------------------------------------------------------------
+
+    def ensure_group(self, stream: str, group: str, start_id: str = "0") -> bool:
+        """Create ``group`` on ``stream`` (and the stream); True if it was created.
+
+        ``start_id`` "0" delivers what is already in the stream; "$" only new entries.
+        """
+        try:
+            self.client.xgroup_create(self.key(stream), group, id=start_id, mkstream=True)
+        except redis.ResponseError as exc:
+            if "BUSYGROUP" in str(exc):
+                return False
+            raise StreamError(f"cannot create group {group!r} on {stream}: {exc}") from None
+        return True
+
+    def read(
+        self,
+        stream: str,
+        group: str,
+        consumer: str,
+        count: int,
+        block_ms: int | None = None,
+    ) -> list[Entry]:
+        """New entries for ``consumer`` in ``group`` (XREADGROUP ">"); [] if none."""
+        if block_ms is not None:  # scripts cannot block
+            return self._read_blocking(stream, group, consumer, count, block_ms)
+        records, others = self.read_wire(stream, group, consumer, count)
+        out = [entry_from_record(stream, rec) for rec in records]
+        if others:
+            out.extend(others)
+            out.sort(key=lambda e: id_key(e.id))
+        return out
+
+    def read_wire(
+        self, stream: str, group: str, consumer: str, count: int
+    ) -> tuple[list[bytes], list[Entry]]:
+        """``read`` for hot loops: the entries in the wire format as records
+        ``b"<id>\\n<i>\\n<t>\\n<d>"`` (split with ``rec.split(b"\\n", 3)``; no object
+        per entry), and the entries with other fields as ``Entry`` objects."""
+        key = self.key(stream)
+        try:
+            records, other = self._read_script(keys=[key], args=[group, consumer, count])
+        except redis.ResponseError as exc:
+            raise _group_error(stream, group, exc) from None
+        # Entries in another layout (a foreign producer): fetched whole, rare.
+        return records, self._fetch(stream, key, [_str(i) for i in other]) if other else []
+
+    def _read_blocking(
+        self, stream: str, group: str, consumer: str, count: int, block_ms: int
+    ) -> list[Entry]:
+        args = ["XREADGROUP", "GROUP", group, consumer, "COUNT", count, "BLOCK", block_ms]
+        try:
+            resp: Any = self._raw.execute_command(*args, "STREAMS", self.key(stream), ">")
+        except redis.ResponseError as exc:
+            raise _group_error(stream, group, exc) from None
+        if not resp:
+            return []
+        # RESP3 answers {stream: entries}, RESP2 [[stream, entries]]; one stream either way.
+        items = next(iter(resp.values())) if isinstance(resp, dict) else resp[0][1]
+        return [_entry(stream, eid, flat) for eid, flat in items if flat is not None]
+
+    def _fetch(self, stream: str, key: str, ids: Sequence[str]) -> list[Entry]:
+        pipe = self._raw.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.xrange(key, entry_id, entry_id)
+        out = []
+        for entry_id, found in zip(ids, pipe.execute(), strict=True):
+            # Trimmed since it was read: nothing left to persist, but it is pending.
+            fields = dict(found[0][1]) if found else {}
+            out.append(Entry(stream, entry_id, fields.get(F_DATA, b""), fields))
+        return out
+
+    def reclaim(
+        self, stream: str, group: str, consumer: str, min_idle_ms: int, count: int
+    ) -> list[Entry]:
+        """Claim up to ``count`` entries idle for ``min_idle_ms`` (XAUTOCLAIM, whole PEL).
+
+        Entries deleted from the stream meanwhile (trimmed) cannot be delivered: they
+        are dropped from the pending list and logged.
+        """
+        key = self.key(stream)
+        out: list[Entry] = []
+        gone: list[bytes | str] = []
+        anonymous = False  # Redis 6.2 answers nil, without the id, for a deleted entry
+        cursor: bytes | str = "0-0"
+        while len(out) < count:
+            try:
+                resp: Any = self.client.xautoclaim(
+                    key, group, consumer, min_idle_ms, cursor, count=count - len(out)
+                )
+            except redis.ResponseError as exc:
+                raise _group_error(stream, group, exc) from None
+            cursor = resp[0]
+            for eid, fields in resp[1]:
+                if eid is None or not fields:
+                    anonymous = anonymous or eid is None
+                    if eid is not None:
+                        gone.append(eid)
+                    continue
+                out.append(Entry(stream, _str(eid), fields.get(F_DATA, b""), fields))
+            if len(resp) > 2:  # Redis >= 7 reports (and un-pends) deleted entries here
+                gone.extend(resp[2])
+            if _str(cursor) == "0-0":
+                break
+        if anonymous:
+            gone.extend(self._deleted_pending(key, group, consumer, {e.id for e in out}))
+        if gone:
+            # Redis 6.2 keeps them pending forever unless acked; on 7 this is a no-op.
+            self.client.xack(key, group, *gone)
+            log.warning(
+                "%s: %d pending entries were trimmed before %s could process them",
+                stream,
+                len(gone),
+                group,
+            )
+        return out
+
+    def _deleted_pending(self, key: str, group: str, consumer: str, alive: set[str]) -> list[str]:
+        """Ids pending for ``consumer`` whose entry no longer exists (Redis 6.2 only)."""
+        rows: Any = self.client.xpending_range(key, group, "-", "+", 10_000, consumer)
+        ids = [i for i in (_str(r["message_id"]) for r in rows) if i not in alive]
+        if not ids:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.xrange(key, entry_id, entry_id)
+        return [i for i, found in zip(ids, pipe.execute(), strict=True) if not found]
+
+    def ack(self, stream: str, group: str, ids: Sequence[str]) -> int:
+        """Acknowledge ``ids``; return how many were pending."""
+        if not ids:
+            return 0
+        return int(self._ack_script(keys=[self.key(stream)], args=[group, ",".join(ids)]))
+
+    def delivery_counts(
+        self, stream: str, group: str, ids: Sequence[str], consumer: str | None = None
+    ) -> dict[str, int]:
+        """How many times each pending id was delivered (XPENDING); acked ids are absent."""
+        if not ids:
+            return {}
+        wanted = set(ids)
+        lo = min(ids, key=id_key)
+        hi = max(ids, key=id_key)
+        page = max(100, len(ids))
+        out: dict[str, int] = {}
+        key = self.key(stream)
+        while True:
+            rows: Any = self.client.xpending_range(key, group, lo, hi, page, consumername=consumer)
+            for row in rows:
+                mid = _str(row["message_id"])
+                if mid in wanted:
+                    out[mid] = int(row["times_delivered"])
+            if len(rows) < page or len(out) == len(wanted):
+                return out
+            lo = "(" + _str(rows[-1]["message_id"])  # exclusive start (Redis >= 6.2)
+
+    def prune_consumers(self, stream: str, group: str, min_idle_ms: int) -> list[str]:
+        """Delete consumers of ``group`` idle over ``min_idle_ms`` with nothing pending.
+
+        Every worker process joins as ``<host>-<pid>``, so without this the group would
+        collect one dead consumer per process ever started. The pending check and the
+        delete run as one script: a consumer holding entries is never deleted (that
+        would make its entries unclaimable).
+        """
+        key = self.key(stream)
+        try:
+            consumers: Any = self.client.xinfo_consumers(key, group)
+        except redis.ResponseError:
+            return []
+        removed = []
+        for c in consumers:
+            if int(c["pending"]) or int(c["idle"]) < min_idle_ms:
+                continue
+            name = _str(c["name"])
+            if self.client.eval(_DEL_IDLE_CONSUMER, 1, key, group, name) != -1:
+                removed.append(name)
+        return removed
+
+    def pending(self, stream: str, group: str) -> int:
+        """How many entries of ``stream`` are delivered to ``group`` but not acked."""
+        try:
+            return int(self.client.xpending(self.key(stream), group)["pending"])
+        except redis.ResponseError:
+            return 0
+
+    # -- dead letter -----------------------------------------------------------------
+
+    def dead_letter(
+        self,
+        stream: str,
+        entry: Entry,
+        reason: str,
+        deliveries: int,
+        *,
+        group: str | None = None,
+    ) -> str:
+        """Move ``entry`` to ``corec_dead_letter`` with ``reason``; ack it in ``group`` if given.
+
+        Both happen in one MULTI, so a crash never leaves a dead-lettered entry pending
+        (it would be dead-lettered twice) nor an acked one without its dead letter.
+        """
+        pipe = self.client.pipeline(transaction=True)
+        fields: dict[Any, Any] = self._dead_fields(stream, entry, reason, deliveries)
+        pipe.xadd(self.key(DEAD_LETTER), fields)
+        if group is not None:
+            pipe.xack(self.key(stream), group, entry.id)
+        return _str(pipe.execute()[0])
+
+    def settle(
+        self,
+        stream: str,
+        group: str,
+        ack_ids: Sequence[str],
+        dead: Sequence[tuple[Entry, str, int]] = (),
+    ) -> None:
+        """Dead-letter ``dead`` (entry, reason, deliveries), ack them and ``ack_ids``,
+        atomically (one MULTI). Call only once the effect of ``ack_ids`` is durable."""
+        if not dead:
+            self.ack(stream, group, ack_ids)
+            return
+        pipe = self.client.pipeline(transaction=True)
+        dl_key = self.key(DEAD_LETTER)
+        for entry, reason, deliveries in dead:
+            fields: dict[Any, Any] = self._dead_fields(stream, entry, reason, deliveries)
+            pipe.xadd(dl_key, fields)
+        ids = [*ack_ids, *(e.id for e, _, _ in dead)]
+        pipe.xack(self.key(stream), group, *ids)
+        pipe.execute()
+
+    def _dead_fields(
+        self, stream: str, entry: Entry, reason: str, deliveries: int
+    ) -> dict[bytes, bytes]:
+        return {
+            b"stream": stream.encode(),
+            b"id": entry.id.encode(),
+            b"reason": reason.encode("utf-8", "replace"),
+            b"deliveries": b"%d" % deliveries,
+            b"payload": entry.original_bytes(),
+            b"instance_id": entry.fields.get(F_INSTANCE, b""),
+            b"time": b"%d" % (time.time() * 1000),
+        }
+
+    # -- inspection (CLI) ------------------------------------------------------------
+
+    def dead_letters(self, count: int = 20) -> list[dict[str, Any]]:
+        """The newest ``count`` dead letters, newest first, as plain dicts."""
+        rows: Any = self.client.xrevrange(self.key(DEAD_LETTER), count=count)
+        out = []
+        for dead_id, f in rows:
+            out.append(
+                {
+                    "dead_id": _str(dead_id),
+                    "stream": _text(f.get(b"stream")),
+                    "id": _text(f.get(b"id")),
+                    "reason": _text(f.get(b"reason")),
+                    "deliveries": _int(f.get(b"deliveries")),
+                    "payload": _text(f.get(b"payload")),
+                    "instance_id": _text(f.get(b"instance_id")),
+                    "time": _int(f.get(b"time")),
+                }
+            )
+        return out
+
+    def tail(self, stream: str, count: int = 10) -> list[dict[str, Any]]:
+        """The newest ``count`` entries of ``stream``, newest first, payload parsed."""
+        rows: Any = self.client.xrevrange(self.key(stream), count=count)
+        out = []
+        for eid, f in rows:
+            raw = f.get(F_DATA)
+            payload: Any
+            if raw is None:
+                payload = {_text(k): _text(v) for k, v in f.items()}
+            else:
+                try:
+                    payload = json.loads(raw)
+                except ValueError:
+                    payload = _text(raw)
+            out.append(
+                {
+                    "id": _str(eid),
+                    "instance_id": _text(f.get(F_INSTANCE)),
+                    "time": _int(f.get(F_TIME)),
+                    "payload": payload,
+                }
+            )
+        return out
+
+
+# -- helpers -------------------------------------------------------------------------
+
+
+def _json_default(value: object) -> object:
+    # Money is Decimal and travels as a string (DESIGN.md); times as ISO 8601.
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, dt.datetime | dt.date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def _fields_json(fields: Mapping[bytes, bytes]) -> bytes:
+    return json.dumps(
+        {_text(k): _text(v) for k, v in fields.items()}, separators=(",", ":")
+    ).encode()
+
+
+def _raw_reply(response: Any, **options: Any) -> Any:
+    return response
+
+
+def entry_from_record(stream: str, record: bytes) -> Entry:
+    """The Entry of a ``read_wire`` record."""
+    eid, i, t, d = record.split(b"\n", 3)
+    return Entry(stream, eid.decode(), d, {F_DATA: d, F_INSTANCE: i, F_TIME: t})
+
+
+def _entry(stream: str, eid: bytes, flat: list[bytes]) -> Entry:
+    fields = dict(zip(flat[::2], flat[1::2], strict=True))
+    return Entry(stream, eid.decode(), fields.get(F_DATA, b""), fields)
+
+
+def _str(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _text(value: bytes | None) -> str | None:
+    return value.decode("utf-8", "replace") if value is not None else None
+
+
+def _int(value: bytes | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def id_key(entry_id: str) -> tuple[int, int]:
+    """Sort key of a stream entry id (``"<ms>-<seq>"`` sorts numerically, not as text)."""
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _group_error(stream: str, group: str, exc: redis.ResponseError) -> StreamError:
+    if "NOGROUP" in str(exc):
+        return StreamError(
+            f"stream {stream} has no consumer group {group!r} (call ensure_group first)"
+        )
+    return StreamError(f"{stream} / {group}: {exc}")

@@ -1,0 +1,440 @@
+"""Move stream entries into PostgreSQL ``eventos``, exactly once in effect.
+
+Per stream, as consumer group ``corec_persister``:
+
+1. reclaim entries pending longer than ``stream_claim_idle_ms`` (their consumer died);
+   an entry delivered more than ``stream_max_deliveries`` times goes to the dead letter;
+2. read new entries, ``stream_batch`` at a time;
+3. validate each payload against its stream's schema; an invalid one goes to the
+   dead letter with the reason;
+4. COPY the valid ones (``write_events``), COMMIT, and only then XACK.
+
+Why this is exactly once in effect: the row key is ``"<stream>:<entry id>"`` and its
+timestamp is the entry id's milliseconds, both fixed by Redis at XADD, and the insert
+is ``ON CONFLICT DO NOTHING``. A crash before the commit leaves the entries pending and
+another consumer reclaims them; a crash after the commit but before the ack makes the
+redelivery insert nothing. Concurrent persisters (beat tasks on several nodes, the CLI
+loop) get disjoint entries from the consumer group; when a slow one's entries are
+reclaimed meanwhile, both insert the same keys in the same (id) order, so the second
+waits for the first and then skips them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import redis
+
+from corec_tasks.db import libpq_url
+from corec_tasks.errors import StorageError, StreamError
+from corec_tasks.settings import Settings
+from corec_tasks.storage.writer import EventRow, write_events
+from corec_tasks.streams.bus import F_DATA, F_INSTANCE, F_TIME, Entry, StreamBus, id_key
+from corec_tasks.streams.names import PERSISTED
+from corec_tasks.streams.schemas import PayloadError, payload_checker
+
+log = logging.getLogger(__name__)
+
+#: The consumer group every persister joins, on every stream it persists.
+GROUP = "corec_persister"
+#: Inserts a batch into ``eventos`` without committing; returns the rows inserted.
+Writer = Callable[[psycopg.Connection[Any], Sequence[EventRow]], int]
+
+#: Consumers idle this long with nothing pending are removed from the group.
+PRUNE_IDLE_MS = 3_600_000
+#: Batches written (and committed) at once, each on its own connection.
+WRITERS = 2
+#: How often a batch hit by a deadlock or serialization failure is retried at once.
+_RETRIES = 3
+
+
+@dataclass
+class StreamStats:
+    """What one stream's round did."""
+
+    read: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    reclaimed: int = 0
+    batches: int = 0
+
+
+@dataclass
+class PersistStats:
+    """Totals of one ``persist_once`` round, and the same per stream."""
+
+    read: int = 0
+    inserted: int = 0
+    duplicates: int = 0
+    dead_lettered: int = 0
+    reclaimed: int = 0
+    streams: dict[str, StreamStats] = field(default_factory=dict)
+
+    def add(self, stream: str, s: StreamStats) -> None:
+        """Fold one stream's stats into the totals."""
+        self.streams[stream] = s
+        self.read += s.read
+        self.inserted += s.inserted
+        self.duplicates += s.duplicates
+        self.dead_lettered += s.dead_lettered
+        self.reclaimed += s.reclaimed
+
+
+def default_consumer() -> str:
+    """This process's consumer name: ``<hostname>-<pid>``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def entry_row(stream: str, entry: Entry, default_instance: str) -> EventRow:
+    """The ``eventos`` row of ``entry``: key and timestamp fixed by its id, so a
+    redelivery maps to the same row."""
+    return EventRow(
+        entry_key=f"{stream}:{entry.id}",
+        canal=stream,
+        datos=entry.payload.decode(),
+        timestamp=entry.millis / 1000,
+        instance_id=entry.instance_id or default_instance,
+    )
+
+
+def persist_once(
+    settings: Settings,
+    streams: Sequence[str] | None = None,
+    consumer: str | None = None,
+    max_batches: int = 10,
+    conn: psycopg.Connection[Any] | None = None,
+    *,
+    writer: Writer = write_events,
+) -> PersistStats:
+    """Persist up to ``max_batches`` batches per stream (default: ``PERSISTED``).
+
+    ``streams`` are unprefixed names; ``conn``, if given, must not be inside a
+    transaction (each batch commits on it); ``writer`` inserts a batch without
+    committing (the benchmark swaps in the row-by-row baseline). Returns totals and
+    per-stream stats.
+    """
+    names = list(PERSISTED if streams is None else streams)
+    consumer = consumer or default_consumer()
+    stats = PersistStats()
+    # Connect before claiming anything: with PostgreSQL down, reclaiming would only
+    # push valid entries towards the dead letter by inflating their delivery counts.
+    with _Connections(settings, conn) as dbs, StreamBus(settings) as bus:
+        worker = _Persister(settings, bus, dbs, consumer, writer)
+        for stream in names:
+            stats.add(stream, worker.run(stream, max_batches))
+    return stats
+
+
+def lag(settings: Settings, streams: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per stream: ``length``, ``pending`` (delivered to the persister, not acked),
+    ``lag`` (not yet delivered; None where Redis < 7 cannot tell) and ``last_id``."""
+    out: dict[str, dict[str, Any]] = {}
+    with StreamBus(settings) as bus:
+        for stream in streams:
+            key = bus.key(stream)
+            info: dict[str, Any] = {"length": 0, "pending": 0, "lag": None, "last_id": None}
+            try:
+                raw: Any = bus.client.xinfo_stream(key)
+            except redis.ResponseError:  # no such stream yet
+                out[stream] = info
+                continue
+            info["length"] = int(raw["length"])
+            last = raw.get("last-generated-id")
+            info["last_id"] = last.decode() if isinstance(last, bytes) else last
+            groups: Any = bus.client.xinfo_groups(key)
+            for g in groups:
+                name = g["name"]
+                if (name.decode() if isinstance(name, bytes) else name) == GROUP:
+                    info["pending"] = int(g["pending"])
+                    info["lag"] = g.get("lag")
+            out[stream] = info
+    return out
+
+
+class _Connections:
+    """The round's PostgreSQL connections: the caller's one, or up to ``WRITERS`` own.
+
+    Batch commits wait on the WAL flush; a second connection commits one batch while
+    the next is copied. Extra connections open only when a second batch is in flight,
+    so a round over quiet streams costs one connection.
+    """
+
+    def __init__(self, settings: Settings, conn: psycopg.Connection[Any] | None) -> None:
+        self._url = libpq_url(settings.database_url)
+        self._owned: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+        if conn is not None:
+            if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+                raise StorageError(
+                    "persist_once needs a connection outside any transaction: "
+                    "it commits each batch before acking it"
+                )
+            self.limit = 1
+            self._free = [conn]
+        else:
+            self.limit = WRITERS
+            self._free = [self._open()]
+
+    def _open(self) -> psycopg.Connection[Any]:
+        try:
+            conn = psycopg.connect(self._url)
+        except psycopg.OperationalError as exc:
+            raise StorageError(f"cannot connect to PostgreSQL to persist streams: {exc}") from exc
+        self._owned.append(conn)
+        return conn
+
+    @contextmanager
+    def lease(self) -> Iterator[psycopg.Connection[Any]]:
+        """A connection for one batch (callers never exceed ``limit`` at once)."""
+        with self._lock:
+            conn = self._free.pop() if self._free else None
+        if conn is None:
+            conn = self._open()
+        try:
+            yield conn
+        finally:
+            with self._lock:
+                self._free.append(conn)
+
+    def __enter__(self) -> _Connections:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for conn in self._owned:
+            conn.close()
+
+
+#: One entry in the wire format: [id, i, t, d], as bytes (a split ``read_wire`` record).
+_Wire = Sequence[bytes]
+
+_NO_DATA = "no 'd' field: not CoreC's wire format (d, i, t)"
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A validated batch on its way to PostgreSQL: rows to write, entries to settle."""
+
+    stream: str
+    ids: list[str]  # of the rows, in the same order
+    wire: list[_Wire]  # of the rows, kept to dead-letter a row PostgreSQL rejects
+    rows: list[EventRow]
+    dead: list[tuple[Entry, str, int]]
+    counts: dict[str, int]
+
+
+def _wire_entry(stream: str, w: _Wire) -> Entry:
+    return Entry(stream, w[0].decode(), w[3], {F_DATA: w[3], F_INSTANCE: w[1], F_TIME: w[2]})
+
+
+class _Persister:
+    """One round's state: the bus, the connection and the limits from settings.
+
+    New entries are read and validated on the calling thread while earlier batches
+    are written, committed and acked on writer threads (up to ``_Connections.limit``,
+    each batch on a connection of its own), so Redis work, COPY and the WAL flush of
+    each commit overlap. A writer failure surfaces at the next hand-over and stops
+    the round; what was read but not committed stays pending and is reclaimed later.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        bus: StreamBus,
+        dbs: _Connections,
+        consumer: str,
+        writer: Writer,
+    ) -> None:
+        self.bus = bus
+        self.writer = writer
+        self.dbs = dbs
+        self.consumer = consumer
+        self.instance = settings.instance_id
+        self.batch = settings.env.stream_batch
+        self.idle_ms = settings.env.stream_claim_idle_ms
+        self.max_deliveries = settings.env.stream_max_deliveries
+
+    def run(self, stream: str, max_batches: int) -> StreamStats:
+        """Reclaim, then read, until the stream is drained or ``max_batches`` are done."""
+        s = StreamStats()
+        self.bus.ensure_group(stream, GROUP)
+        check = payload_checker(stream)
+        # Reclaimed entries are rare: handle them one batch at a time.
+        while s.batches < max_batches:
+            entries = self.bus.reclaim(stream, GROUP, self.consumer, self.idle_ms, self.batch)
+            if not entries:
+                break
+            s.reclaimed += len(entries)
+            counts = self.bus.delivery_counts(stream, GROUP, [e.id for e in entries], self.consumer)
+            batch = self._prepare(stream, [], entries, check, counts, s)
+            self._account(s, self._commit(batch))
+        limit = self.dbs.limit
+        with (
+            ThreadPoolExecutor(1, thread_name_prefix="corec-read") as reader,
+            ThreadPoolExecutor(limit, thread_name_prefix="corec-persist") as pool,
+        ):
+            in_flight: deque[Future[tuple[int, int, int]]] = deque()
+
+            def fetch() -> Future[tuple[list[bytes], list[Entry]]]:
+                return reader.submit(self.bus.read_wire, stream, GROUP, self.consumer, self.batch)
+
+            # The next batch is read while this one is validated: Redis works while
+            # Python does. Only batches the round will process are read ahead.
+            ahead = fetch() if s.batches < max_batches else None
+            try:
+                while ahead is not None:
+                    records, others = ahead.result()
+                    if not records and not others:
+                        break
+                    ahead = fetch() if s.batches + 1 < max_batches else None
+                    # Fresh reads were delivered once: no delivery count to look up.
+                    batch = self._prepare(stream, records, others, check, {}, s)
+                    if len(in_flight) == limit:
+                        self._account(s, in_flight.popleft().result())
+                    in_flight.append(pool.submit(self._commit, batch))
+            except BaseException:
+                # Let the batches in flight finish (their acks follow their commits),
+                # but report the error that stopped the round, not theirs. A batch read
+                # ahead stays pending and is reclaimed later.
+                wait(in_flight)
+                raise
+            while in_flight:
+                self._account(s, in_flight.popleft().result())
+        self.bus.prune_consumers(stream, GROUP, max(PRUNE_IDLE_MS, 10 * self.idle_ms))
+        if s.read:
+            log.info("persisted %s: %s", stream, s)
+        return s
+
+    def _prepare(
+        self,
+        stream: str,
+        records: list[bytes],
+        others: list[Entry],
+        check: Callable[[bytes], None],
+        counts: dict[str, int],
+        s: StreamStats,
+    ) -> _Batch:
+        """Sort entries (``read_wire`` records, then ``others``) into rows and dead letters.
+
+        The persister's hot loop: no object per entry beyond its row.
+        """
+        dead: list[tuple[Entry, str, int]] = []
+        wire: Iterable[_Wire] = (rec.split(b"\n", 3) for rec in records)
+        if others:
+            converted = []
+            for e in others:
+                f = e.fields
+                if F_DATA in f:
+                    converted.append(
+                        (e.id.encode(), f.get(F_INSTANCE, b""), f.get(F_TIME, b""), e.payload)
+                    )
+                else:
+                    dead.append((e, _NO_DATA, counts.get(e.id, 1)))
+            # Keep id order, so two persisters that race on the same entries insert
+            # the same keys in the same order (they wait for each other, no deadlock).
+            wire = sorted([*wire, *converted], key=lambda w: id_key(w[0].decode()))
+        s.batches += 1
+        s.read += len(records) + len(others)
+        ids: list[str] = []
+        kept: list[_Wire] = []
+        rows: list[EventRow] = []
+        max_deliveries = self.max_deliveries
+        instance = self.instance
+        prefix = f"{stream}:"
+        for w in wire:
+            eid = w[0].decode()
+            n = counts.get(eid, 1) if counts else 1
+            if n > max_deliveries:
+                reason = f"delivered {n} times without being persisted"
+                dead.append((_wire_entry(stream, w), reason, n))
+                continue
+            try:
+                check(w[3])
+            except PayloadError as exc:
+                dead.append((_wire_entry(stream, w), exc.reason, n))
+                continue
+            ids.append(eid)
+            kept.append(w)
+            # entry_row(), inlined: key and timestamp come from the entry id.
+            rows.append(
+                EventRow(
+                    prefix + eid,
+                    stream,
+                    w[3].decode(),
+                    int(eid[: eid.index("-")]) / 1000,
+                    w[1].decode("utf-8", "replace") if w[1] else instance,
+                )
+            )
+        return _Batch(stream, ids, kept, rows, dead, counts)
+
+    def _commit(self, b: _Batch) -> tuple[int, int, int]:
+        """Write and commit ``b``, then settle it; return (inserted, duplicates, dead)."""
+        inserted, rejected = self._write(b.rows)
+        ids, dead = b.ids, b.dead
+        if rejected:
+            bad = {i for i, _ in rejected}
+            dead = dead + [
+                (_wire_entry(b.stream, b.wire[i]), reason, b.counts.get(b.ids[i], 1))
+                for i, reason in rejected
+            ]
+            ids = [eid for i, eid in enumerate(ids) if i not in bad]
+        # The commit is done: now, and only now, the entries may leave the PEL.
+        self.bus.settle(b.stream, GROUP, ids, dead)
+        for e, reason, _ in dead:
+            log.warning("dead-lettered %s %s: %s", b.stream, e.id, reason)
+        return inserted, len(ids) - inserted, len(dead)
+
+    @staticmethod
+    def _account(s: StreamStats, result: tuple[int, int, int]) -> None:
+        s.inserted += result[0]
+        s.duplicates += result[1]
+        s.dead_lettered += result[2]
+
+    def _write(self, rows: list[EventRow]) -> tuple[int, list[tuple[int, str]]]:
+        """Insert and commit ``rows``; return (inserted, [(index, reason)] rejected).
+
+        A batch PostgreSQL rejects for its data (a value JSONB refuses) is split in
+        halves until the bad rows are alone, so one bad entry costs only itself.
+        """
+        if not rows:
+            return 0, []
+        with self.dbs.lease() as db:
+            return self._write_on(db, rows, 0)
+
+    def _write_on(
+        self, db: psycopg.Connection[Any], rows: list[EventRow], base: int
+    ) -> tuple[int, list[tuple[int, str]]]:
+        for attempt in range(_RETRIES):
+            try:
+                with db.transaction():
+                    return self.writer(db, rows), []
+            except psycopg.errors.TransactionRollback:
+                # Deadlock or serialization failure against another persister working
+                # on reclaimed entries: the transaction is gone, retrying is safe.
+                if attempt == _RETRIES - 1:
+                    raise
+            except (StorageError, psycopg.DataError, psycopg.IntegrityError) as exc:
+                cause = exc.__cause__ if isinstance(exc, StorageError) else exc
+                if not isinstance(cause, psycopg.DataError | psycopg.IntegrityError):
+                    raise
+                if len(rows) == 1:
+                    return 0, [(base, f"rejected by PostgreSQL: {_first_line(cause)}")]
+                mid = len(rows) // 2
+                n1, bad1 = self._write_on(db, rows[:mid], base)
+                n2, bad2 = self._write_on(db, rows[mid:], base + mid)
+                return n1 + n2, bad1 + bad2
+        raise StreamError("unreachable")  # pragma: no cover
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

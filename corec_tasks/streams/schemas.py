@@ -1,0 +1,333 @@
+"""One pydantic model per stream, validating the JSON payload of each entry.
+
+The models follow the payloads the seeds publish (000: ``market_data``,
+``macro_data``, ``capital_data``, ``trading_results``; 004: ``corec_alerts``,
+``corec_commands``, ``corec_responses``). Extra keys are allowed everywhere: producers
+add context (a block id, a source timestamp) and the persister keeps the payload as
+sent. A stream without a model carries any JSON object.
+
+Money in ``capital_data`` travels as decimal strings, never JSON numbers (DESIGN.md,
+"Money is Decimal"). ``trading_results`` also accepts numbers, because the seed's
+producer sends ``{"data": base64(gzip(json))}`` with float ``profit``/``price``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+import zlib
+from collections.abc import Callable, Mapping
+from decimal import Decimal
+from types import MappingProxyType
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from corec_tasks.errors import StreamError
+from corec_tasks.streams import names
+
+#: A compressed trading result may not inflate beyond this (a gzip bomb stops here).
+MAX_INFLATED_BYTES = 1 << 20
+#: How many validation problems a reason lists before "and N more".
+_MAX_REASONS = 3
+
+
+class PayloadError(StreamError):
+    """A stream payload failed validation; ``reason`` names the bad key."""
+
+    def __init__(self, reason: str, stream: str | None = None) -> None:
+        self.reason = reason
+        self.stream = stream
+        super().__init__(f"invalid {stream} payload: {reason}" if stream else reason)
+
+
+# -- field types ---------------------------------------------------------------------
+
+NonEmptyStr = Annotated[str, Field(min_length=1)]
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+def _require_string(value: object) -> object:
+    if isinstance(value, str):
+        return value
+    raise ValueError(
+        'must be a decimal string such as "500.00" (money travels as strings, never numbers)'
+    )
+
+
+#: An amount of money: a JSON string holding a finite decimal.
+MoneyStr = Annotated[Decimal, BeforeValidator(_require_string), Field(allow_inf_nan=False)]
+
+
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
+# -- models --------------------------------------------------------------------------
+
+
+class StreamPayload(BaseModel):
+    """Base of every payload model: a JSON object, extra keys kept."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
+class Ohlc(BaseModel):
+    """A candle: open, high, low, close, all positive, high >= low."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    open: Positive
+    high: Positive
+    low: Positive
+    close: Positive
+
+    @model_validator(mode="after")
+    def _high_above_low(self) -> Ohlc:
+        if self.high < self.low:
+            raise ValueError(f"high ({self.high}) is below low ({self.low})")
+        return self
+
+
+class MarketData(StreamPayload):
+    """``market_data``: one price observation of a symbol."""
+
+    symbol: NonEmptyStr
+    price: Positive
+    volume: NonNegative | None = None
+    #: Source time, epoch seconds (or milliseconds: producers differ; not interpreted here).
+    timestamp: Positive | None = None
+    ohlc: Ohlc | None = None
+
+
+class MacroData(StreamPayload):
+    """``macro_data``: VIX and S&P 500 levels, plus optional other macro series."""
+
+    vix_price: Positive
+    sp500_price: Positive
+    gold_price: Positive | None = None
+    oil_price: Positive | None = None
+    dxy_price: Positive | None = None
+    nasdaq_price: Positive | None = None
+    altcoins_volume: NonNegative | None = None
+    timestamp: Positive | None = None
+
+
+class CapitalData(StreamPayload):
+    """``capital_data``: a capital action or allocation; ``action`` or ``kind`` says which."""
+
+    action: NonEmptyStr | None = None
+    kind: NonEmptyStr | None = None
+    user_id: NonEmptyStr | None = None
+    amount: MoneyStr | None = None
+    units: MoneyStr | None = None
+    nav: MoneyStr | None = None
+
+    @model_validator(mode="after")
+    def _has_action_or_kind(self) -> CapitalData:
+        if self.action is None and self.kind is None:
+            raise ValueError("action: Field required (or kind)")
+        return self
+
+
+class TradeResult(BaseModel):
+    """The body of a trading result (the seed's gzip payload has no ``trade_id``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    trade_id: NonEmptyStr | None = None
+    profit: Annotated[Decimal, Field(allow_inf_nan=False)]
+    quantity: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+    price: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+
+
+class TradingResults(StreamPayload):
+    """``trading_results``: ``{"data": base64(gzip(json))}`` or a plain result with trade_id."""
+
+    data: str | None = None
+    trade_id: NonEmptyStr | None = None
+    profit: Annotated[Decimal, Field(allow_inf_nan=False)] | None = None
+    quantity: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)] | None = None
+    price: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)] | None = None
+
+    @field_validator("data")
+    @classmethod
+    def _data_decodes(cls, value: str | None) -> str | None:
+        if value is not None:
+            decode_packed_result(value)
+        return value
+
+    @model_validator(mode="after")
+    def _complete(self) -> TradingResults:
+        if self.data is None:
+            missing = [
+                k for k in ("trade_id", "profit", "quantity", "price") if getattr(self, k) is None
+            ]
+            if missing:
+                raise ValueError(
+                    f"{', '.join(missing)}: Field required (or send the seed's form: "
+                    '{"data": base64(gzip(json))})'
+                )
+        return self
+
+
+class Alert(StreamPayload):
+    """``corec_alerts``: a leveled message from a named source."""
+
+    level: Annotated[
+        Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(_lower)
+    ]
+    source: NonEmptyStr
+    message: NonEmptyStr
+
+
+class Command(StreamPayload):
+    """``corec_commands``: a command for a plugin, with an ``id`` the response echoes."""
+
+    id: NonEmptyStr
+    command: NonEmptyStr
+    target: NonEmptyStr | None = None
+    args: dict[str, Any] | None = None
+
+
+class CommandResponse(StreamPayload):
+    """``corec_responses``: the answer to command ``id``: a ``response`` or an ``error``."""
+
+    id: NonEmptyStr
+    response: Any = None
+    error: str | None = None
+
+    @model_validator(mode="after")
+    def _answers(self) -> CommandResponse:
+        if "response" not in self.model_fields_set and self.error is None:
+            raise ValueError("response: Field required (or error)")
+        return self
+
+
+class AnyObject(StreamPayload):
+    """Streams without a model: any JSON object."""
+
+
+SCHEMAS: Mapping[str, type[StreamPayload]] = MappingProxyType(
+    {
+        names.MARKET_DATA: MarketData,
+        names.MACRO_DATA: MacroData,
+        names.CAPITAL_DATA: CapitalData,
+        names.TRADING_RESULTS: TradingResults,
+        names.ALERTS: Alert,
+        names.COMMANDS: Command,
+        names.RESPONSES: CommandResponse,
+    }
+)
+
+
+def schema_for(stream: str) -> type[StreamPayload] | None:
+    """The payload model of ``stream`` (unprefixed name), or None: any JSON object."""
+    return SCHEMAS.get(stream)
+
+
+# -- validation ----------------------------------------------------------------------
+
+# PostgreSQL's JSONB cannot hold U+0000; an escaped backslash before "u0000" is harmless.
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def payload_checker(stream: str) -> Callable[[bytes], None]:
+    """``check_payload`` bound to one stream, for hot loops (the model is looked up once)."""
+    validate = SCHEMAS.get(stream, AnyObject).__pydantic_validator__.validate_json
+
+    def check(raw: bytes) -> None:
+        try:
+            validate(raw)
+        except ValidationError as exc:
+            raise PayloadError(_reason(exc), stream) from None
+        if b"\\u0000" in raw and _NUL_ESCAPE.search(raw):
+            raise PayloadError(
+                "contains the escape \\u0000, which PostgreSQL JSONB cannot store", stream
+            )
+
+    return check
+
+
+def check_payload(stream: str, raw: bytes) -> None:
+    """Validate ``raw`` (JSON bytes) for ``stream``; raise PayloadError naming the bad key.
+
+    The fast path for consumers that keep the raw bytes: nothing is decoded twice.
+    """
+    payload_checker(stream)(raw)
+
+
+def validate_payload(stream: str, raw: bytes) -> dict[str, Any]:
+    """Validate ``raw`` for ``stream`` and return it as a dict, exactly as sent."""
+    check_payload(stream, raw)
+    data: dict[str, Any] = json.loads(raw)
+    return data
+
+
+def decode_packed_result(data: str) -> TradeResult:
+    """Decode the seed's ``base64(gzip(json))`` trading result; ValueError says what broke."""
+    try:
+        packed = base64.b64decode("".join(data.split()), validate=True)
+    except (binascii.Error, ValueError):
+        raise ValueError("not base64 (expected base64(gzip(json)))") from None
+    # wbits 16+MAX_WBITS: gzip framing. max_length stops a bomb before it fills memory.
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        body = inflater.decompress(packed, MAX_INFLATED_BYTES)
+    except zlib.error:
+        raise ValueError("base64 decodes, but not to gzip data") from None
+    if inflater.unconsumed_tail:
+        raise ValueError(f"inflates beyond {MAX_INFLATED_BYTES} bytes")
+    if not inflater.eof:
+        raise ValueError("gzip data is truncated")
+    try:
+        return TradeResult.model_validate_json(body)
+    except ValidationError as exc:
+        raise ValueError(f"decoded trade result: {_reason(exc)}") from None
+
+
+def trade_result(payload: Mapping[str, Any]) -> TradeResult:
+    """The trade result a validated ``trading_results`` payload carries, in either form."""
+    packed = payload.get("data")
+    if isinstance(packed, str):
+        return decode_packed_result(packed)
+    return TradeResult.model_validate(payload)
+
+
+def _json_kind(value: object) -> str:
+    kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    return kinds.get(type(value), "a number")
+
+
+def _reason(exc: ValidationError) -> str:
+    """One readable line from a ValidationError: ``key: problem (got value)``."""
+    errors = exc.errors(include_url=False)
+    parts: list[str] = []
+    for err in errors[:_MAX_REASONS]:
+        loc = ".".join(str(p) for p in err["loc"])
+        kind = err["type"]
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if kind == "json_invalid":
+            parts.append(f"not valid JSON ({err.get('ctx', {}).get('error', msg)})")
+        elif kind == "model_type" and not loc:
+            parts.append(f"must be a JSON object, got {_json_kind(err['input'])}")
+        elif kind == "missing" or (kind == "value_error" and not loc):
+            parts.append(f"{loc}: {msg}" if loc else msg)
+        else:
+            shown = repr(err["input"])
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            parts.append(f"{loc or 'payload'}: {msg} (got {shown})")
+    if len(errors) > _MAX_REASONS:
+        parts.append(f"and {len(errors) - _MAX_REASONS} more")
+    return "; ".join(parts)

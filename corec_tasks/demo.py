@@ -14,13 +14,8 @@ import gzip
 import json
 import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -28,9 +23,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import text
 
 from corec_tasks import services
-from corec_tasks.config import CHANNEL_QUEUES
 from corec_tasks.db import make_engine, redact
 from corec_tasks.errors import CorecError
+from corec_tasks.procs import celery_cmd, managed, wait_for_workers, worker_cmd
 from corec_tasks.settings import Settings, load_env, load_settings
 
 console = Console()
@@ -60,40 +55,6 @@ def _events(n: int, rng: random.Random) -> Iterator[tuple[str, dict[str, Any]]]:
             yield "trading_results", {"data": packed}
         else:
             yield "corec_alerts", {"level": "info", "source": "demo", "message": f"tick {i}"}
-
-
-@contextmanager
-def _process(cmd: list[str], log: Path, env: dict[str, str]) -> Iterator[subprocess.Popen[bytes]]:
-    """Run a child in its own process group; on exit stop the whole group."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)  # fmt: skip
-    try:
-        yield proc
-    finally:
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        # Prefork children share the group; make sure none outlives the demo.
-        with suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _wait_for_worker(timeout: float) -> str:
-    from corec_tasks.celery import app
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        replies = app.control.ping(timeout=1.0) or []
-        if replies:
-            return next(iter(replies[0]))
-    raise CorecError(f"no Celery worker answered within {timeout:.0f}s (see .corec/logs/)")
 
 
 def _landed(settings: Settings, since: float) -> int:
@@ -146,16 +107,13 @@ def _run(settings: Settings, events: int, timeout: float, seed: int) -> None:
     console.rule("[bold]3. Celery worker and beat")
     logs = settings.data_dir / "logs"
     child_env = dict(os.environ, COREC_PERSIST_EVERY_S="1")
-    celery = [sys.executable, "-m", "celery", "-A", "corec_tasks"]
-    worker_cmd = [*celery, "worker", "-Q", ",".join(CHANNEL_QUEUES.values()), "-c", "2",
-                  "-n", f"demo-{os.getpid()}@%h", "--loglevel", "INFO", "--without-mingle",
-                  "--without-gossip"]  # fmt: skip
-    beat_cmd = [*celery, "beat", "--loglevel", "INFO",
-                "--schedule", str(settings.data_dir / "demo-beat-schedule")]  # fmt: skip
-    with _process(worker_cmd, logs / "worker.log", child_env), _process(
-        beat_cmd, logs / "beat.log", child_env
+    worker = worker_cmd(f"demo-{os.getpid()}", concurrency=2)
+    beat = celery_cmd("beat", "--loglevel", "INFO",
+                      "--schedule", str(settings.data_dir / "demo-beat-schedule"))  # fmt: skip
+    with managed(worker, logs / "worker.log", child_env), managed(
+        beat, logs / "beat.log", child_env
     ):
-        node = _wait_for_worker(60)
+        node = wait_for_workers(1, 60)[0]
         console.print(f"worker [bold]{node}[/] answered; beat persists streams every 1s "
                       f"(logs in {logs})")  # fmt: skip
 

@@ -1,6 +1,6 @@
 """Every periodic job of CoreC, in one place.
 
-Intervals can be tuned from the environment; each entry expires if no worker
+Intervals can be tuned from the environment and the config file; each entry expires if no worker
 takes it in time, so a stopped cluster does not come back to a backlog of stale
 runs. Every job is idempotent, so a second beat started by mistake doubles no effect.
 """
@@ -9,7 +9,10 @@ from celery.schedules import crontab
 
 from corec_tasks.settings import get_settings
 
-_persist_every = get_settings().env.persist_every_s
+_settings = get_settings()
+_persist_every = _settings.env.persist_every_s
+_sync_every = _settings.env.sync_every_s
+_intervals = sorted({b.intervalo_s for b in _settings.config.all_blocks()})
 
 beat_schedule = {
     # Streams -> PostgreSQL `eventos`; consumer groups make concurrent runs safe.
@@ -18,6 +21,23 @@ beat_schedule = {
         "schedule": _persist_every,
         "options": {"expires": max(10.0, 4 * _persist_every)},
     },
+    # Block results -> `bloques`, for any a cycle's chord callback did not land.
+    "persist-block-results": {
+        "task": "corec.blocks.persist",
+        "schedule": _persist_every,
+        "options": {"expires": max(10.0, 4 * _persist_every)},
+    },
+    # Entity redirection, merge and split; then the audit over block metrics.
+    "redirect-entities": {
+        "task": "corec.blocks.redirect",
+        "schedule": _sync_every,
+        "options": {"expires": _sync_every},
+    },
+    "audit-blocks": {
+        "task": "corec.blocks.audit",
+        "schedule": _sync_every,
+        "options": {"expires": _sync_every},
+    },
     # Partition upkeep: the current month and the next ones, daily and idempotent.
     "partition-upkeep": {
         "task": "corec.db.partitions",
@@ -25,3 +45,12 @@ beat_schedule = {
         "options": {"expires": 3600},
     },
 }
+
+# Block cycles, one entry per distinct block interval (`intervalo_s`, default 300 s).
+for _interval in _intervals:
+    beat_schedule[f"block-cycle-{_interval:g}s"] = {
+        "task": "corec.blocks.cycle",
+        "schedule": _interval,
+        "kwargs": {"interval": _interval, "chunk": _settings.env.block_chunk},
+        "options": {"expires": _interval},
+    }

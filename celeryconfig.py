@@ -21,16 +21,24 @@ result_backend = _settings.redis_url
 broker_connection_retry_on_startup = True
 
 # Redelivery only after a task has surely died: twice its hard time limit, plus slack.
-_visibility_timeout = 2 * _env.task_time_limit_s + 300
-_transport = {"visibility_timeout": _visibility_timeout}
+_visibility_timeout = _env.visibility_timeout_s or 2 * _env.task_time_limit_s + 300
+_transport: dict[str, object] = {"visibility_timeout": _visibility_timeout}
 if _settings.redis_prefix:
     _transport["global_keyprefix"] = _settings.redis_prefix
-broker_transport_options = dict(_transport)
+# Tasks of a worker that died are requeued by any live worker's sweep, every
+# restore_interval_s (kombu's default throttle would make that 10x longer). A sweep
+# takes milliseconds; a worker killed during one leaves its mutex behind, which
+# would block every sweep for kombu's default 300 s, so it expires after 30 s.
+broker_transport_options = dict(
+    _transport,
+    unacked_restore_interval=_env.restore_interval_s,
+    unacked_restore_throttle=1,
+    unacked_mutex_expire=30,
+)
 result_backend_transport_options = dict(_transport)
 
 task_acks_late = True
 task_reject_on_worker_lost = True
-task_acks_on_failure_or_timeout = True
 worker_prefetch_multiplier = 1
 worker_cancel_long_running_tasks_on_connection_loss = True
 task_time_limit = _env.task_time_limit_s
@@ -47,10 +55,14 @@ enable_utc = True
 # The seed's five priority channels are five queues; a node serves some with -Q.
 task_queues = [Queue(name) for name in CHANNEL_QUEUES.values()]
 task_default_queue = CHANNEL_QUEUES[1]
+# Block chunks are routed per call to their channel's queue; the rest by name here.
 task_routes = {
     "corec.streams.*": {"queue": CHANNEL_QUEUES[4]},
     "corec.db.*": {"queue": CHANNEL_QUEUES[1]},
+    "corec.blocks.*": {"queue": CHANNEL_QUEUES[4]},
 }
+# One beat acts at a time: a leader lock in Redis (corec_tasks/beat.py).
+beat_scheduler = "corec_tasks.beat:LeaderScheduler"
 
 # Flower needs events.
 worker_send_task_events = True

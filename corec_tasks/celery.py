@@ -14,7 +14,7 @@ from celery.signals import worker_ready
 
 app = Celery("corec_tasks")
 app.config_from_object("celeryconfig")
-app.conf.include = ["corec_tasks.tasks"]
+app.conf.include = ["corec_tasks.tasks", "corec_tasks.block_tasks"]
 
 log = logging.getLogger("corec_tasks")
 

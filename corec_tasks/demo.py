@@ -18,6 +18,8 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import text
@@ -67,7 +69,7 @@ def _landed(settings: Settings, since: float) -> int:
         engine.dispose()
 
 
-def run(events: int = 5_000, timeout: float = 120.0, seed: int = 7) -> None:
+def run(events: int = 5_000, cycles: int = 3, timeout: float = 120.0, seed: int = 7) -> None:
     """The whole demo; raises CorecError with a clear message on failure."""
     env = load_env()
     embedded = not (env.redis_url and env.database_url)
@@ -82,17 +84,16 @@ def run(events: int = 5_000, timeout: float = 120.0, seed: int = 7) -> None:
         state = services.up(data_dir)
         console.print(f"Redis      {state.redis_url}\nPostgreSQL {redact(state.database_url)}")
     try:
-        _run(load_settings(), events, timeout, seed)
+        _run(load_settings(), events, cycles, timeout, seed)
     finally:
         if started_services:
             stopped = services.down(data_dir)
             console.print(f"stopped {', '.join(stopped)}")
 
 
-def _run(settings: Settings, events: int, timeout: float, seed: int) -> None:
+def _run(settings: Settings, events: int, cycles: int, timeout: float, seed: int) -> None:
     from corec_tasks.storage.migrate import current, upgrade
     from corec_tasks.storage.partitions import ensure_partitions
-    from corec_tasks.streams.bus import StreamBus
 
     console.rule("[bold]2. migrate")
     upgrade(settings.database_url)
@@ -116,40 +117,110 @@ def _run(settings: Settings, events: int, timeout: float, seed: int) -> None:
         node = wait_for_workers(1, 60)[0]
         console.print(f"worker [bold]{node}[/] answered; beat persists streams every 1s "
                       f"(logs in {logs})")  # fmt: skip
+        _streams(settings, events, timeout, seed)
+        _blocks(settings, cycles, timeout)
+    console.rule("[bold]9. stopped worker and beat")
 
-        console.rule("[bold]4. publish through the streams bus")
-        bus = StreamBus(settings)
-        dead_before = _dead_count(settings)
-        since = time.time() - 1
-        rng = random.Random(seed)
-        batch: dict[str, list[dict[str, Any]]] = {}
-        for stream, payload in _events(events, rng):
-            batch.setdefault(stream, []).append(payload)
-        for stream, payloads in batch.items():
-            bus.publish_many(stream, payloads)
-            console.print(f"  {stream:<16} {len(payloads):>7,} events")
-        for stream, payload in MALFORMED:
-            bus.publish(stream, payload)
-        console.print(f"  + {len(MALFORMED)} malformed messages (expected in corec_dead_letter)")
 
-        console.rule("[bold]5. persisting (stream -> PostgreSQL, ack after commit)")
-        landed = 0
-        with Progress(TextColumn("eventos"), BarColumn(), MofNCompleteColumn(),
-                      TimeElapsedColumn(), console=console) as bar:  # fmt: skip
-            task = bar.add_task("landed", total=events)
-            deadline = time.monotonic() + timeout
-            while landed < events and time.monotonic() < deadline:
-                landed = _landed(settings, since)
-                bar.update(task, completed=landed)
-                time.sleep(0.3)
-        if landed != events:
-            raise CorecError(f"only {landed} of {events} events landed within {timeout:.0f}s")
-        while _dead_count(settings) - dead_before < len(MALFORMED):
-            if time.monotonic() > deadline:
-                raise CorecError("the malformed messages did not reach corec_dead_letter")
-            time.sleep(0.2)
-        _report(settings, since, bus.dead_letters(len(MALFORMED)))
-    console.rule("[bold]6. stopped worker and beat")
+def _streams(settings: Settings, events: int, timeout: float, seed: int) -> None:
+    from corec_tasks.streams.bus import StreamBus
+
+    console.rule("[bold]4. publish through the streams bus")
+    bus = StreamBus(settings)
+    dead_before = _dead_count(settings)
+    since = time.time() - 1
+    rng = random.Random(seed)
+    batch: dict[str, list[dict[str, Any]]] = {}
+    for stream, payload in _events(events, rng):
+        batch.setdefault(stream, []).append(payload)
+    for stream, payloads in batch.items():
+        bus.publish_many(stream, payloads)
+        console.print(f"  {stream:<16} {len(payloads):>7,} events")
+    for stream, payload in MALFORMED:
+        bus.publish(stream, payload)
+    console.print(f"  + {len(MALFORMED)} malformed messages (expected in corec_dead_letter)")
+
+    console.rule("[bold]5. persisting (stream -> PostgreSQL, ack after commit)")
+    landed = 0
+    with Progress(TextColumn("eventos"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as bar:  # fmt: skip
+        task = bar.add_task("landed", total=events)
+        deadline = time.monotonic() + timeout
+        while landed < events and time.monotonic() < deadline:
+            landed = _landed(settings, since)
+            bar.update(task, completed=landed)
+            time.sleep(0.3)
+    if landed != events:
+        raise CorecError(f"only {landed} of {events} events landed within {timeout:.0f}s")
+    while _dead_count(settings) - dead_before < len(MALFORMED):
+        if time.monotonic() > deadline:
+            raise CorecError("the malformed messages did not reach corec_dead_letter")
+        time.sleep(0.2)
+    _report(settings, since, bus.dead_letters(len(MALFORMED)))
+
+
+def _census(store: Any) -> npt.NDArray[np.uint32]:
+    """Every entity id of every block, sorted (for the conservation check)."""
+    loaded = store.load_many(store.ids())
+    return np.sort(np.concatenate([s.block.entities.ids for s in loaded]))
+
+
+def _blocks(settings: Settings, cycles: int, timeout: float) -> None:
+    from corec_tasks.cli.blocks_cmd import group_summary, run_cycles
+    from corec_tasks.cli.output import table
+    from corec_tasks.modules.sync import redirect
+    from corec_tasks.nucleus import Nucleus
+
+    console.rule("[bold]6. symbiotic blocks: the seed's sample config")
+    nucleus = Nucleus(settings)
+    nucleus.initialize()
+    store = nucleus.store
+    reg = nucleus.modules["registry"].run()
+    console.print(f"[ModuloRegistro] {reg['blocks']} blocks ({reg['registered']} new), "
+                  f"{settings.config.total_entities:,} entities")  # fmt: skip
+    before = _census(store)
+    records = []
+    with Progress(TextColumn("cycles"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console) as bar:  # fmt: skip
+        task = bar.add_task("cycles", total=cycles)
+        for _ in range(cycles):
+            records += run_cycles(nucleus, 1, None, timeout, quiet=True)
+            bar.advance(task)
+    console.print(table("cycles (2 worker processes; results landed in `bloques`)",
+                        ["cycle", "blocks", "wall s", "rows to bloques", "mean fitness"],
+                        [(r["cycle"], r["ran"], r["client_wall_s"], r["persisted"],
+                          r["mean_fitness"]) for r in records]))  # fmt: skip
+    groups = group_summary(store.metas())
+    cols = ["group", "canal", "processor", "blocks", "entities", "fitness_mean", "fitness_min",
+            "carga"]  # fmt: skip
+    console.print(table("fitness per block group", cols, [[g[c] for c in cols] for g in groups]))
+
+    console.rule("[bold]7. redirection (ModuloSincronizacion)")
+    report = nucleus.modules["sync"].run()
+    moves = report.get("moves", [])
+    if not moves:
+        # Nothing qualifies on its own (fitness < 0.3 and load < 0.2): show the operator's
+        # redirect (the seed's `corec block-redirect`), weakest block to the strongest.
+        metas = sorted(store.metas(), key=lambda m: float(m["fitness"]))
+        src, dst = metas[0]["spec"]["id"], metas[-1]["spec"]["id"]
+        moved = redirect(store, src, dst, 100)
+        console.print(f"no block qualified for automatic redirection; `corec blocks redirect "
+                      f"{src} {dst} 100` moved {moved} entities")  # fmt: skip
+    else:
+        for move in moves:
+            console.print(f"[Sincronizacion] Entidades redirigidas: {move}")
+    after = _census(store)
+    if not np.array_equal(before, after):
+        raise CorecError("entity ids changed across cycles and redirection")
+    console.print(f"conserved: {after.size:,} entities, the same ids, each once")
+
+    console.rule("[bold]8. audit (IsolationForest over block metrics)")
+    audit = nucleus.modules["audit"].run()
+    found = audit.get("anomalies", [])
+    console.print(f"checked {audit.get('checked')} blocks; {len(found)} alert(s) on corec_alerts")
+    for item in found[:5]:
+        console.print(f"  {item.get('block_id')}: {item.get('reason')}")
+    nucleus.stop()
 
 
 def _dead_count(settings: Settings) -> int:

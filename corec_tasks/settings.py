@@ -34,12 +34,19 @@ class Env(BaseSettings):
     redis_prefix: str = Field("", alias="COREC_REDIS_PREFIX")
     #: Hard limit of the longest task; the broker visibility timeout is set above it.
     task_time_limit_s: int = Field(1800, ge=10, alias="COREC_TASK_TIME_LIMIT")
+    #: Broker visibility timeout; default 2 x task_time_limit_s + 300 (must exceed it).
+    visibility_timeout_s: int | None = Field(None, ge=1, alias="COREC_VISIBILITY_TIMEOUT")
+    #: How often a worker sweeps for tasks whose worker died (older than the visibility
+    #: timeout) and requeues them.
+    restore_interval_s: int = Field(10, ge=1, le=3600, alias="COREC_RESTORE_INTERVAL_S")
     result_expires_s: int = Field(86_400, ge=60, alias="COREC_RESULT_EXPIRES")
     stream_maxlen: int = Field(100_000, ge=100, alias="COREC_STREAM_MAXLEN")
     stream_claim_idle_ms: int = Field(60_000, ge=100, alias="COREC_STREAM_CLAIM_IDLE_MS")
     stream_max_deliveries: int = Field(5, ge=1, alias="COREC_STREAM_MAX_DELIVERIES")
     stream_batch: int = Field(1000, ge=1, le=100_000, alias="COREC_STREAM_BATCH")
     partitions_ahead: int = Field(3, ge=0, le=36, alias="COREC_PARTITIONS_AHEAD")
+    block_chunk: int = Field(62, ge=1, le=10_000, alias="COREC_BLOCK_CHUNK")
+    sync_every_s: float = Field(300.0, gt=0, alias="COREC_SYNC_EVERY_S")
     persist_every_s: float = Field(5.0, gt=0, le=3600, alias="COREC_PERSIST_EVERY_S")
     log_level: str = Field("INFO", alias="COREC_LOG_LEVEL")
 
@@ -112,10 +119,15 @@ class Settings:
 def load_env() -> Env:
     """Read the environment; a bad value raises ConfigurationError naming the variable."""
     try:
-        return Env()
+        env = Env()
     except ValidationError as exc:
         problems = [(str(e["loc"][0]), e["msg"]) for e in exc.errors()]
         raise ConfigurationError(problems, "environment") from None
+    if env.visibility_timeout_s is not None and env.visibility_timeout_s <= env.task_time_limit_s:
+        problem = ("COREC_VISIBILITY_TIMEOUT", "must exceed COREC_TASK_TIME_LIMIT, or a task "
+                   "still running would be delivered a second time")  # fmt: skip
+        raise ConfigurationError([problem], "environment")
+    return env
 
 
 def load_settings(config_path: str | Path | None = None) -> Settings:

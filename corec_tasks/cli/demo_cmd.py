@@ -9,10 +9,13 @@ from corec_tasks.cli.output import handle_errors
 
 @click.command()
 @click.option("--events", default=5_000, show_default=True, help="Events to publish.")
+@click.option("--cycles", default=3, show_default=True, help="Block cycles to run.")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for landing.")
 @handle_errors
-def demo(events: int, timeout: float) -> None:
-    """Run the foundation end to end on the embedded default and stop everything after.
+def demo(events: int, cycles: int, timeout: float) -> None:
+    """Run CoreC end to end on the embedded default and stop everything after:
+    streams into partitioned PostgreSQL, then the seed's 1,002,000 entities for a
+    few cycles, a redirection and an audit.
 
     Uses REDIS_URL and DATABASE_URL instead when both are set.
     """
@@ -20,4 +23,6 @@ def demo(events: int, timeout: float) -> None:
 
     if events < 1:
         raise click.BadParameter("must be at least 1", param_hint="--events")
-    run(events=events, timeout=timeout)
+    if cycles < 1:
+        raise click.BadParameter("must be at least 1", param_hint="--cycles")
+    run(events=events, cycles=cycles, timeout=timeout)

@@ -279,24 +279,13 @@ class _Persister:
             batch = self._prepare(stream, [], entries, check, counts, s)
             self._account(s, self._commit(batch))
         limit = self.dbs.limit
-        with (
-            ThreadPoolExecutor(1, thread_name_prefix="corec-read") as reader,
-            ThreadPoolExecutor(limit, thread_name_prefix="corec-persist") as pool,
-        ):
+        with ThreadPoolExecutor(limit, thread_name_prefix="corec-persist") as pool:
             in_flight: deque[Future[tuple[int, int, int]]] = deque()
-
-            def fetch() -> Future[tuple[list[bytes], list[Entry]]]:
-                return reader.submit(self.bus.read_wire, stream, GROUP, self.consumer, self.batch)
-
-            # The next batch is read while this one is validated: Redis works while
-            # Python does. Only batches the round will process are read ahead.
-            ahead = fetch() if s.batches < max_batches else None
             try:
-                while ahead is not None:
-                    records, others = ahead.result()
+                while s.batches < max_batches:
+                    records, others = self.bus.read_wire(stream, GROUP, self.consumer, self.batch)
                     if not records and not others:
                         break
-                    ahead = fetch() if s.batches + 1 < max_batches else None
                     # Fresh reads were delivered once: no delivery count to look up.
                     batch = self._prepare(stream, records, others, check, {}, s)
                     if len(in_flight) == limit:
@@ -304,8 +293,7 @@ class _Persister:
                     in_flight.append(pool.submit(self._commit, batch))
             except BaseException:
                 # Let the batches in flight finish (their acks follow their commits),
-                # but report the error that stopped the round, not theirs. A batch read
-                # ahead stays pending and is reclaimed later.
+                # but report the error that stopped the round, not theirs.
                 wait(in_flight)
                 raise
             while in_flight:

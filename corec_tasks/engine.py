@@ -1,0 +1,197 @@
+"""The block engine: run blocks for a cycle against their Redis state, publish each
+result on the ``block_results`` stream, and move those results into ``bloques``.
+
+Idempotent per (block, cycle): a block records the last cycle it ran and what that
+run published, in the same compare-and-set write as its new state. A redelivered
+run of the same cycle therefore republishes the identical result instead of
+running again, and ``bloques`` (primary key id, ciclo, timestamp) keeps one row.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+import redis
+
+from corec_tasks.block_store import BlockStore, StoredBlock, VersionConflict
+from corec_tasks.db import libpq_url
+from corec_tasks.processors import ProcessorRegistry
+from corec_tasks.settings import Settings
+from corec_tasks.storage.writer import BlockRow, write_blocks
+from corec_tasks.streams.names import BLOCK_RESULTS
+
+log = logging.getLogger(__name__)
+
+#: Consumer group that moves block results into ``bloques``.
+RESULTS_GROUP = "corec_bloques"
+#: A run that loses its compare-and-set (a redirection moved entities meanwhile)
+#: re-reads and runs again, at most this many times, then Celery retries the task.
+CAS_ATTEMPTS = 10
+
+F_DATA, F_INSTANCE, F_TIME, F_MESSAGES = b"d", b"i", b"t", b"m"
+
+
+@dataclass
+class Engine:
+    """What a worker process needs to run blocks: settings, store, processors."""
+
+    settings: Settings
+    store: BlockStore
+    registry: ProcessorRegistry
+
+    @property
+    def redis(self) -> redis.Redis:
+        return self.store.r
+
+    def run_blocks(self, block_ids: Sequence[str], cycle: int, ts: float) -> list[dict[str, Any]]:
+        """Run ``block_ids`` for ``cycle`` (timestamp ``ts``); return their summaries."""
+        pending = list(block_ids)
+        summaries: list[dict[str, Any]] = []
+        for attempt in range(CAS_ATTEMPTS):
+            pending = self._attempt(pending, cycle, ts, summaries)
+            if not pending:
+                return summaries
+            # Lost to a concurrent writer: back off a little, with jitter, and re-read.
+            time.sleep(random.uniform(0, 0.002 * (attempt + 1)))
+        raise VersionConflict(f"cycle {cycle}: blocks kept changing under the run: {pending}")
+
+    def _attempt(
+        self, block_ids: list[str], cycle: int, ts: float, summaries: list[dict[str, Any]]
+    ) -> list[str]:
+        # A block merged away since the cycle was dispatched has nothing left to run.
+        loaded = self.store.load_many(block_ids, model=True, missing_ok=True)
+        ran: list[StoredBlock] = []
+        republish: list[StoredBlock] = []
+        fresh_models: set[str] = set()
+        for stored in loaded:
+            if stored.last_cycle >= cycle:
+                # Already run for this cycle (a redelivery): publish the same result again.
+                if stored.last_cycle == cycle and stored.last_result is not None:
+                    republish.append(stored)
+                continue
+            block = stored.block
+            had_model = bool(block.state)
+            result = block.run(cycle, self.registry, now=ts)
+            stored.last_cycle = cycle
+            stored.last_result = result.to_dict()
+            stored.last_messages = result.messages
+            ran.append(stored)
+            if block.state and not had_model:
+                fresh_models.add(block.id)
+        won = self.store.write_many_pipelined(ran)
+        lost = [s.block.id for s, ok in zip(ran, won, strict=True) if not ok]
+        done = [s for s, ok in zip(ran, won, strict=True) if ok] + republish
+        for stored in done:
+            if stored.block.id in fresh_models:
+                self.store.save_model(stored.block.id, stored.block.state)
+        self.publish(done)
+        summaries += [_summary(s) for s in done]
+        return lost
+
+    def publish(self, blocks: Sequence[StoredBlock]) -> None:
+        """Append each block's last result to ``block_results`` (one round trip)."""
+        if not blocks:
+            return
+        key = self.settings.key(BLOCK_RESULTS)
+        instance = self.settings.instance_id.encode()
+        now = b"%d" % (time.time() * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        for stored in blocks:
+            data = json.dumps(stored.last_result, separators=(",", ":")).encode()
+            fields: Any = {F_DATA: data, F_INSTANCE: instance, F_TIME: now,
+                           F_MESSAGES: stored.last_messages}  # fmt: skip
+            pipe.xadd(key, fields, maxlen=self.settings.env.stream_maxlen, approximate=True)
+        pipe.execute()
+
+
+def _summary(stored: StoredBlock) -> dict[str, Any]:
+    r = stored.last_result or {}
+    return {k: r.get(k) for k in ("block_id", "cycle", "fitness", "errors", "num_entidades")}
+
+
+def _row(fields: dict[bytes, bytes], default_instance: str) -> BlockRow:
+    r = json.loads(fields[F_DATA])
+    return BlockRow(
+        id=str(r["block_id"]),
+        ciclo=int(r["cycle"]),
+        canal=int(r["canal"]),
+        num_entidades=int(r["num_entidades"]),
+        fitness=float(r["fitness"]),
+        carga=float(r["carga"]),
+        errores=int(r["errors"]),
+        timestamp=float(r["timestamp"]),
+        instance_id=(fields.get(F_INSTANCE) or default_instance.encode()).decode(),
+        mensajes=fields.get(F_MESSAGES) or None,
+    )
+
+
+def persist_block_results(
+    settings: Settings,
+    client: redis.Redis,
+    *,
+    consumer: str | None = None,
+    batch: int = 1000,
+    max_batches: int = 100,
+    claim_idle_ms: int | None = None,
+) -> dict[str, int]:
+    """Move ``block_results`` entries into ``bloques``: COPY, COMMIT, then XACK.
+
+    Stale pending entries (a consumer died) are reclaimed first; a malformed entry
+    goes to ``corec_dead_letter`` with its reason. Safe to run concurrently.
+    """
+    from corec_tasks.streams.bus import Entry, StreamBus
+
+    key = settings.key(BLOCK_RESULTS)
+    consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+    bus = StreamBus(settings, client)
+    bus.ensure_group(BLOCK_RESULTS, RESULTS_GROUP)
+    idle = settings.env.stream_claim_idle_ms if claim_idle_ms is None else claim_idle_ms
+    stats = {"read": 0, "inserted": 0, "dead_lettered": 0}
+    # Redis 7 answers [cursor, claimed, deleted]; 6.2 (the embedded one) [cursor, claimed].
+    reply: Any = client.xautoclaim(key, RESULTS_GROUP, consumer, idle, "0-0", count=batch)
+    entries: list[Any] = [e for e in reply[1] if e and e[1]]
+    with psycopg.connect(libpq_url(settings.database_url)) as conn:
+        for _ in range(max_batches):
+            if not entries:
+                resp: Any = client.xreadgroup(RESULTS_GROUP, consumer, {key: ">"}, count=batch)
+                # RESP3 answers {stream: entries}, RESP2 [[stream, entries]].
+                if resp:
+                    entries = next(iter(resp.values())) if isinstance(resp, dict) else resp[0][1]
+            if not entries:
+                break
+            rows, good_ids = [], []
+            for entry_id, fields in entries:
+                try:
+                    rows.append(_row(fields, settings.instance_id))
+                    good_ids.append(entry_id)
+                except (KeyError, ValueError, TypeError) as exc:
+                    eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+                    bad = Entry(BLOCK_RESULTS, eid, fields.get(F_DATA, b""), fields)
+                    reason = f"malformed block result: {exc!r}"
+                    bus.dead_letter(BLOCK_RESULTS, bad, reason, 1, group=RESULTS_GROUP)
+                    stats["dead_lettered"] += 1
+            stats["read"] += len(entries)
+            stats["inserted"] += write_blocks(conn, rows)
+            conn.commit()
+            if good_ids:
+                client.xack(key, RESULTS_GROUP, *good_ids)
+            entries = []
+    return stats
+
+
+def landed(settings: Settings, cycle: int, ts: float) -> int:
+    """Rows of ``cycle`` (dispatched at ``ts``) now in ``bloques``."""
+    with psycopg.connect(libpq_url(settings.database_url)) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM bloques WHERE ciclo = %s AND timestamp = %s", (cycle, ts)
+        ).fetchone()
+    return int(row[0]) if row else 0

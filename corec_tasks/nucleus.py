@@ -1,0 +1,135 @@
+"""The nucleus (CoreCNucleus): loads plugins, owns the block store and the modules.
+
+Lifecycle as in the seed: ``initialize`` (infrastructure, plugins, modules),
+``run`` (register blocks, dispatch a cycle), ``stop`` (land pending block results
+in PostgreSQL, close Redis). Worker processes build one through ``worker_engine``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from corec_tasks.block_store import BlockStore
+from corec_tasks.engine import Engine, persist_block_results
+from corec_tasks.errors import ConfigurationError, PluginError
+from corec_tasks.processors import ProcessorRegistry, default_registry
+from corec_tasks.settings import Settings, get_settings
+
+log = logging.getLogger("corec_tasks.nucleus")
+
+
+@dataclass
+class Plugin:
+    """A loaded plugin: its manifest (plugin.json), code (main.py) and own config."""
+
+    name: str
+    folder: Path
+    manifest: dict[str, Any]
+    module: ModuleType
+    config: dict[str, Any] = field(default_factory=dict)
+
+
+def _plugin_folder(settings: Settings, name: str) -> Path:
+    for base in (settings.config_path.resolve().parent, Path.cwd()):
+        if (base / "plugins" / name / "main.py").is_file():
+            return base / "plugins" / name
+    raise ConfigurationError([(f"plugins.{name}", f"no plugins/{name}/main.py found")])
+
+
+def load_plugins(settings: Settings, registry: ProcessorRegistry) -> list[Plugin]:
+    """Import each enabled plugin and let it add its processors to ``registry``."""
+    out = []
+    for entry in settings.config.plugins:
+        if not entry.enabled:
+            continue
+        folder = _plugin_folder(settings, entry.name)
+        try:
+            manifest = json.loads((folder / "plugin.json").read_text())
+        except (OSError, ValueError) as exc:
+            problem = (f"plugins.{entry.name}", f"bad plugin.json: {exc}")
+            raise ConfigurationError([problem]) from None
+        own: dict[str, Any] = {}
+        if entry.config_path:
+            for base in (settings.config_path.resolve().parent, Path.cwd()):
+                if (base / entry.config_path).is_file():
+                    own = json.loads((base / entry.config_path).read_text())
+                    break
+        spec = importlib.util.spec_from_file_location(f"corec_plugins.{entry.name}",
+                                                      folder / "main.py")  # fmt: skip
+        if spec is None or spec.loader is None:
+            raise PluginError(entry.name, f"cannot import {folder / 'main.py'}")
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+            hook = getattr(module, "register_processors", None)
+            if hook is not None:
+                hook(registry)
+        except Exception as exc:  # plugin code: one named error, never a crash
+            raise PluginError(entry.name, f"failed to load: {exc!r}") from exc
+        out.append(Plugin(entry.name, folder, manifest, module, own))
+        log.info("[Nucleus] plugin %s %s loaded", entry.name, manifest.get("version", "?"))
+    return out
+
+
+class Nucleus:
+    """Orchestrates initialisation, execution and shutdown of CoreC."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.registry = default_registry()
+        self.plugins: list[Plugin] = []
+        self.store = BlockStore(settings)  # redis-py connects on first use
+        self.modules: dict[str, Any] = {}
+
+    @property
+    def plugin_groups(self) -> set[str]:
+        """Block groups owned by enabled plugins (executed first)."""
+        return {p.bloque.bloque_id for p in self.settings.config.plugins
+                if p.enabled and p.bloque}  # fmt: skip
+
+    @property
+    def engine(self) -> Engine:
+        return Engine(self.settings, self.store, self.registry)
+
+    def initialize(self) -> None:
+        """Connect to Redis, load plugins and initialise the four modules."""
+        from corec_tasks.modules.audit import AuditModule
+        from corec_tasks.modules.execution import ExecutionModule
+        from corec_tasks.modules.registry import RegistryModule
+        from corec_tasks.modules.sync import SyncModule
+
+        self.store.r.ping()
+        self.plugins = load_plugins(self.settings, self.registry)
+        for cls in (RegistryModule, ExecutionModule, SyncModule, AuditModule):
+            module = cls()
+            module.initialize(self)
+            self.modules[cls.name] = module
+        log.info("[CoreCNucleus] Inicializado: %d plugins", len(self.plugins))
+
+    def run(self) -> dict[str, Any]:
+        """Register blocks, then dispatch one cycle."""
+        registered = self.modules["registry"].run()
+        return {"registry": registered, "cycle": self.modules["execution"].run()}
+
+    def stop(self) -> dict[str, int]:
+        """Land pending block results in PostgreSQL and close Redis."""
+        for module in self.modules.values():
+            module.stop()
+        flushed = persist_block_results(self.settings, self.store.r)
+        self.store.r.close()
+        return flushed
+
+
+@lru_cache(maxsize=1)
+def worker_nucleus() -> Nucleus:
+    """The nucleus of this worker process, built on first use."""
+    nucleus = Nucleus(get_settings())
+    nucleus.initialize()
+    return nucleus

@@ -38,6 +38,17 @@ beat_schedule = {
         "schedule": _sync_every,
         "options": {"expires": _sync_every},
     },
+    # Capital pool (seed 000): allocation every 5 minutes; trading results and VIX often.
+    "capital-allocate": {
+        "task": "capital_pool.allocate",
+        "schedule": 300.0,
+        "options": {"expires": 300.0},
+    },
+    "capital-consume": {
+        "task": "capital_pool.consume",
+        "schedule": _persist_every,
+        "options": {"expires": max(10.0, 4 * _persist_every)},
+    },
     # Partition upkeep: the current month and the next ones, daily and idempotent.
     "partition-upkeep": {
         "task": "corec.db.partitions",

@@ -11,6 +11,7 @@ from kombu import Queue
 
 from beat_schedule import beat_schedule  # noqa: F401  (read by Celery beat)
 from corec_tasks.config import CHANNEL_QUEUES
+from corec_tasks.nucleus import plugin_task_modules
 from corec_tasks.settings import get_settings
 
 _settings = get_settings()
@@ -60,7 +61,10 @@ task_routes = {
     "corec.streams.*": {"queue": CHANNEL_QUEUES[4]},
     "corec.db.*": {"queue": CHANNEL_QUEUES[1]},
     "corec.blocks.*": {"queue": CHANNEL_QUEUES[4]},
+    "capital_pool.*": {"queue": CHANNEL_QUEUES[1]},
 }
+# The framework's tasks, and each enabled plugin's ("tasks" in its plugin.json).
+include = ["corec_tasks.tasks", "corec_tasks.block_tasks", *plugin_task_modules(_settings)]
 # One beat acts at a time: a leader lock in Redis (corec_tasks/beat.py).
 beat_scheduler = "corec_tasks.beat:LeaderScheduler"
 

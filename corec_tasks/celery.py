@@ -14,7 +14,7 @@ from celery.signals import worker_ready
 
 app = Celery("corec_tasks")
 app.config_from_object("celeryconfig")
-app.conf.include = ["corec_tasks.tasks", "corec_tasks.block_tasks"]
+# Task modules (the framework's and the enabled plugins') are listed in celeryconfig.
 
 log = logging.getLogger("corec_tasks")
 

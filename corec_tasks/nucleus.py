@@ -43,6 +43,34 @@ def _plugin_folder(settings: Settings, name: str) -> Path:
     raise ConfigurationError([(f"plugins.{name}", f"no plugins/{name}/main.py found")])
 
 
+def _read_own_config(path: Path) -> dict[str, Any]:
+    """A plugin's own config file: JSON, or YAML for ``.yaml``/``.yml``."""
+    text = path.read_text()
+    if path.suffix in (".yaml", ".yml"):
+        import yaml
+
+        data = yaml.safe_load(text)
+    else:
+        data = json.loads(text)
+    return data if isinstance(data, dict) else {}
+
+
+def plugin_task_modules(settings: Settings) -> list[str]:
+    """Task modules of the enabled plugins (``"tasks"`` in their plugin.json), for Celery."""
+    out = []
+    for entry in settings.config.plugins:
+        if not entry.enabled:
+            continue
+        try:
+            folder = _plugin_folder(settings, entry.name)
+            manifest = json.loads((folder / "plugin.json").read_text())
+        except (ConfigurationError, OSError, ValueError):
+            continue  # the nucleus reports it when it loads the plugin
+        if isinstance(manifest.get("tasks"), str):
+            out.append(manifest["tasks"])
+    return out
+
+
 def load_plugins(settings: Settings, registry: ProcessorRegistry) -> list[Plugin]:
     """Import each enabled plugin and let it add its processors to ``registry``."""
     out = []
@@ -59,7 +87,7 @@ def load_plugins(settings: Settings, registry: ProcessorRegistry) -> list[Plugin
         if entry.config_path:
             for base in (settings.config_path.resolve().parent, Path.cwd()):
                 if (base / entry.config_path).is_file():
-                    own = json.loads((base / entry.config_path).read_text())
+                    own = _read_own_config(base / entry.config_path)
                     break
         spec = importlib.util.spec_from_file_location(f"corec_plugins.{entry.name}",
                                                       folder / "main.py")  # fmt: skip

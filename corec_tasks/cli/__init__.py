@@ -44,4 +44,14 @@ def main(config_path: Path | None, data_dir: Path | None) -> None:
 for command in (config, services, db, streams, blocks, status, demo):
     main.add_command(command)
 
+
+def _add_plugin_commands() -> None:
+    """Command groups of the plugins shipped in this package (``corec capital ...``)."""
+    from plugins.capital_pool.cli import capital
+
+    main.add_command(capital)
+
+
+_add_plugin_commands()
+
 __all__ = ["main"]

@@ -1,0 +1,96 @@
+"""Capital actions end to end through Celery: client -> Redis -> worker -> ledger -> result.
+
+One worker node (``BENCH_CAPITAL_CONCURRENCY`` processes, default 4) serves the
+``capital_pool.*`` tasks; a client process sends ``N`` contributions and withdrawals
+at once (``send_task``) and waits for every result. Baseline, same worker, same run:
+``corec.ping`` tasks, i.e. Celery's own round trip with nothing behind it. The
+invariants (``Ledger.verify``) are checked after each run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from benchmarks._common import RUNS, bench_env, emit
+
+N = int(os.environ.get("BENCH_CAPITAL_N", "1000"))
+CONCURRENCY = int(os.environ.get("BENCH_CAPITAL_CONCURRENCY", "4"))
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def client(kind: str, run: int) -> None:
+    """In a fresh process (the Celery app reads its settings once): send, wait, time."""
+    from corec_tasks.celery import app
+
+    if kind == "ping":
+        t0 = time.perf_counter()
+        pending = [app.send_task("corec.ping") for _ in range(N)]
+    else:
+        users = [f"m{i}" for i in range(10)]
+        for u in users:
+            app.send_task("capital_pool.contribute", args=[u, "10000", f"seed-{run}-{u}"]).get(60)
+        t0 = time.perf_counter()
+        pending = [
+            app.send_task(f"capital_pool.{'withdraw' if i % 5 == 4 else 'contribute'}",
+                          args=[users[i % 10], "50.00" if i % 5 == 4 else "100.00",
+                                f"r{run}-{i}"])
+            for i in range(N)
+        ]  # fmt: skip
+    results = [p.get(timeout=300) for p in pending]
+    elapsed = time.perf_counter() - t0
+    bad = [r for r in results if not r.get("ok")]
+    print(json.dumps({"rate": N / elapsed, "failed": len(bad), "first": bad[:1]}))
+
+
+def _run_client(kind: str, run: int) -> float:
+    out = subprocess.run([sys.executable, "-m", "benchmarks.bench_celery_capital_actions_per_s",
+                          "--client", kind, str(run)], cwd=ROOT, env=dict(os.environ),
+                         capture_output=True, text=True, timeout=900)  # fmt: skip
+    if out.returncode != 0:
+        raise SystemExit(f"client failed: {out.stderr[-2000:]}")
+    line = json.loads(out.stdout.strip().splitlines()[-1])
+    if line["failed"]:
+        raise SystemExit(f"{line['failed']} actions failed: {line['first']}")
+    return float(line["rate"])
+
+
+def main() -> None:
+    with bench_env() as env:
+        os.environ["COREC_CONFIG"] = str(ROOT / "corec_config.json")
+        from corec_tasks.procs import managed, wait_for_workers, worker_cmd
+        from corec_tasks.settings import load_settings
+        from corec_tasks.storage.migrate import upgrade
+        from plugins.capital_pool.config import load_config
+        from plugins.capital_pool.ledger import Ledger
+
+        upgrade(env.database_url)
+        ledger = Ledger(load_settings().database_url, load_config())
+        values, baseline = [], []
+        with tempfile.TemporaryDirectory() as logs, managed(
+            worker_cmd("bench-capital", concurrency=CONCURRENCY), Path(logs) / "worker.log"
+        ):
+            wait_for_workers(1)
+            _run_client("ping", -1)  # warm-up
+            for run in range(RUNS):
+                values.append(_run_client("actions", run))
+                problems = ledger.verify()
+                if problems:
+                    raise SystemExit(f"invariants broken after run {run}: {problems}")
+                baseline.append(_run_client("ping", run))
+                print(f"  run {run}: {values[-1]:.0f} actions/s, ping {baseline[-1]:.0f}/s, "
+                      "invariants hold", file=sys.stderr)  # fmt: skip
+        ledger.close()
+        emit("celery_capital_actions_per_s", values, "actions/s", baseline)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 4 and sys.argv[1] == "--client":
+        client(sys.argv[2], int(sys.argv[3]))
+    else:
+        main()

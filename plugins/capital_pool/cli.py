@@ -1,0 +1,179 @@
+"""``corec capital``: the capital pool from the command line.
+
+Actions run directly on the ledger (no worker needed); ``--via-celery`` sends them as
+the ``capital_pool.*`` tasks instead and waits for the result. Without ``--key`` a
+fresh idempotency key is made and printed: reuse it to retry the same action safely.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from corec_tasks.cli.output import console, err_console, handle_errors, print_json, table
+
+
+@contextmanager
+def _pool() -> Iterator[Any]:
+    from corec_tasks.settings import get_settings
+    from plugins.capital_pool.service import CapitalPool
+    from plugins.capital_pool.settings import capital_config
+
+    settings = get_settings()
+    pool = CapitalPool(settings, capital_config(settings))
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def _via_celery(task: str, *args: Any, timeout: float = 30.0) -> dict[str, Any]:
+    from corec_tasks.celery import app
+
+    result: dict[str, Any] = app.send_task(task, args=list(args)).get(timeout=timeout)
+    return result
+
+
+def _finish(result: dict[str, Any], as_json: bool, summary: str | None = None) -> None:
+    """Print ``result``; exit 1 when it is an error."""
+    if as_json:
+        print_json(result)
+    elif result.get("ok"):
+        console.print(summary or result, highlight=False)
+    else:
+        err_console.print(f"[red]refused:[/] {result.get('error')}", highlight=False)
+    if not result.get("ok"):
+        sys.exit(1)
+
+
+@click.group()
+def capital() -> None:
+    """The shared capital pool: contribute, withdraw, status, members, history."""
+
+
+def _action(kind: str) -> Any:
+    @click.argument("user")
+    @click.argument("amount")
+    @click.option("--key", help="Idempotency key (default: a new one, printed).")
+    @click.option("--via-celery", is_flag=True, help="Send as a Celery task and wait.")
+    @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+    @handle_errors
+    def command(user: str, amount: str, key: str | None, via_celery: bool, as_json: bool) -> None:
+        if key is None:
+            key = f"cli-{uuid.uuid4().hex}"
+            if not as_json:
+                err_console.print(f"idempotency key: {key}", highlight=False)
+        if via_celery:
+            result = _via_celery(f"capital_pool.{kind}", user, amount, key)
+        else:
+            with _pool() as pool:
+                result = getattr(pool, kind)(user, amount, key)
+        summary = None
+        if result.get("ok"):
+            verb = "bought" if kind == "contribute" else "redeemed"
+            summary = (f"{kind} ${result['amount']} for {user}: {verb} {result['units']} units "
+                       f"at NAV {result['nav']}; {user} now holds {result['member_units']} units "
+                       f"worth ${result['member_value']}"
+                       + (" (replayed: this key was already applied)"
+                          if result.get("replayed") else ""))  # fmt: skip
+        _finish(result, as_json, summary)
+
+    command.__doc__ = {
+        "contribute": "USER buys units for AMOUNT dollars (minimum 100.00) at the current NAV.",
+        "withdraw": "USER redeems units worth AMOUNT dollars (within their value and free cash).",
+    }[kind]
+    return command
+
+
+capital.command("contribute")(_action("contribute"))
+capital.command("withdraw")(_action("withdraw"))
+
+
+@capital.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON (money as strings).")
+@click.option("--no-cache", is_flag=True, help="Read PostgreSQL, not the Redis cache.")
+@handle_errors
+def status(as_json: bool, no_cache: bool) -> None:
+    """Equity, cash, active, units, NAV, phase, risk per trade, VIX and every member."""
+    with _pool() as pool:
+        result = pool.status(use_cache=not no_cache)
+    if as_json or not result.get("ok"):
+        _finish(result, True)
+        return
+    keys = ("equity", "cash", "active", "free_cash", "units", "nav", "phase", "risk_per_trade",
+            "vix", "vix_source")  # fmt: skip
+    console.print(table("capital pool", ["", "value"], [(k, result[k]) for k in keys]))
+    rows = [(u, m["units"], m["value"], m["contributed"], m["withdrawn"], m["roi"])
+            for u, m in result["members"].items()]  # fmt: skip
+    console.print(table("members", ["user", "units", "value", "contributed", "withdrawn",
+                                    "roi"], rows))  # fmt: skip
+
+
+@capital.command()
+@click.argument("user")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def member(user: str, as_json: bool) -> None:
+    """One member: units, value, contributed, withdrawn, ROI."""
+    with _pool() as pool:
+        result = pool.member(user)
+    if as_json or not result.get("ok"):
+        _finish(result, True)
+        return
+    console.print(
+        table(
+            f"member {user}",
+            ["", "value"],
+            [(k, v) for k, v in result.items() if k not in ("ok", "user_id")],
+        )
+    )
+
+
+@capital.command()
+@click.option("--user", help="Only this member's entries.")
+@click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def history(user: str | None, limit: int, as_json: bool) -> None:
+    """The newest ledger entries (every change of the pool), newest first."""
+    with _pool() as pool:
+        result = pool.history(limit, user)
+    if as_json or not result.get("ok"):
+        _finish(result, True)
+        return
+    cols = ["seq", "time", "kind", "user_id", "ref", "cash_delta", "active_delta",
+            "units_delta", "equity_after"]  # fmt: skip
+    console.print(table("capital ledger", cols,
+                        [[e[c] for c in cols] for e in result["entries"]]))  # fmt: skip
+
+
+@capital.command()
+@click.option("--key", help="Idempotency key (default: a new one).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def allocate(key: str | None, as_json: bool) -> None:
+    """Allocate free per-trade slots now and publish them on capital_data."""
+    with _pool() as pool:
+        result = pool.allocate(key)
+    _finish(result, as_json, f"{len(result.get('allocations', []))} allocations, "
+                             f"{len(result.get('released', []))} released; "
+                             f"phase {result.get('phase')}, risk per trade "
+                             f"{result.get('risk_per_trade')}")  # fmt: skip
+
+
+@capital.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def verify(as_json: bool) -> None:
+    """Check pool state and members against the ledger and the invariants."""
+    with _pool() as pool:
+        result = pool.verify()
+    if not as_json and not result.get("ok") and "problems" in result:
+        for problem in result["problems"]:
+            err_console.print(f"[red]problem:[/] {problem}", highlight=False)
+    _finish(result, as_json, "ledger and pool state agree; every invariant holds")

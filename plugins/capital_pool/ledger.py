@@ -1,0 +1,549 @@
+"""The capital ledger in PostgreSQL: every money action as one serialised transaction.
+
+Each mutation runs in one transaction that first locks the single ``pool_state`` row
+(``SELECT ... FOR UPDATE``), so actions from any number of workers on any number of
+nodes apply one at a time, in lock order. Under the lock it reads the member and the
+idempotency key (a separate statement, so READ COMMITTED gives it a snapshot taken
+after the lock: a joined read in the locking statement could see a member row older
+than the lock), computes the change with ``accounting`` and writes the ledger entry,
+the derived rows and the new balances. Both round trips are pipelined (psycopg 3), so
+an action costs two round trips and one commit.
+
+Idempotency: a client action's key is recorded in ``capital_actions`` with its first
+result, accepted or rejected, in the same transaction as its effect; a repeat returns
+that result and changes nothing. Trading results are keyed by ``trade_id``,
+allocations by the allocating run's key.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg.rows import tuple_row
+
+from corec_tasks.db import libpq_url
+from plugins.capital_pool import accounting as acc
+from plugins.capital_pool.accounting import Holding, Pool, Rejected
+from plugins.capital_pool.config import CapitalConfig
+from plugins.capital_pool.money import (
+    NAV_SHOWN,
+    RATIO_SHOWN,
+    ZERO,
+    AmountError,
+    money_str,
+    parse_amount,
+    round_cents,
+    units_str,
+)
+
+log = logging.getLogger(__name__)
+
+USER_ID = re.compile(r"^[A-Za-z0-9_.@:-]{1,128}$")
+MAX_KEY = 200
+
+# Multiple statements, no parameters: sent as one simple query, so BEGIN costs no round trip.
+_BEGIN_LOCK = "BEGIN; SELECT equity, cash, active, units FROM pool_state WHERE id = 1 FOR UPDATE"
+# Read after the lock, in a statement of its own: its snapshot is newer than the lock.
+_CLIENT_READ = (
+    "SELECT m.units, m.contributed, m.withdrawn, a.kind, a.user_id, a.amount, a.result "
+    "FROM (SELECT 1) one "
+    "LEFT JOIN capital_members m ON m.user_id = %(user)s "
+    "LEFT JOIN capital_actions a ON a.idempotency_key = %(key)s"
+)
+_ACTION = "SELECT kind, user_id, amount, result FROM capital_actions WHERE idempotency_key = %s"
+_LEDGER = (
+    "INSERT INTO capital_ledger (idempotency_key, kind, user_id, ref, cash_delta, "
+    "active_delta, units_delta, equity_after, cash_after, active_after, units_after) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+_POOL = (
+    "UPDATE pool_state SET equity = %s, cash = %s, active = %s, units = %s, "
+    "seq = (SELECT max(seq) FROM capital_ledger), updated_at = now() WHERE id = 1"
+)
+_SAVE_ACTION = (
+    "INSERT INTO capital_actions (idempotency_key, kind, user_id, amount, ok, result) "
+    "VALUES (%s, %s, %s, %s, %s, %s)"
+)
+# A contribution or withdrawal's every write, in one statement (one round trip).
+_CLIENT_WRITE = """
+WITH l AS (
+    INSERT INTO capital_ledger (idempotency_key, kind, user_id, cash_delta, active_delta,
+        units_delta, equity_after, cash_after, active_after, units_after)
+    VALUES (%(key)s, %(kind)s, %(user)s, %(cash_delta)s, 0, %(units_delta)s, %(equity)s,
+        %(cash)s, %(active)s, %(units)s)
+    RETURNING seq
+), m AS (
+    INSERT INTO capital_members (user_id, units, contributed, withdrawn)
+    VALUES (%(user)s, %(m_units)s, %(m_contributed)s, %(m_withdrawn)s)
+    ON CONFLICT (user_id) DO UPDATE SET units = EXCLUDED.units,
+        contributed = EXCLUDED.contributed, withdrawn = EXCLUDED.withdrawn, updated_at = now()
+), d AS (
+    INSERT INTO {table} (user_id, amount, units, nav, idempotency_key)
+    VALUES (%(user)s, %(amount)s, %(moved)s, %(nav)s, %(key)s)
+), a AS (
+    INSERT INTO capital_actions (idempotency_key, kind, user_id, amount, ok, result)
+    VALUES (%(key)s, %(kind)s, %(user)s, %(amount)s, true, %(result)s)
+)
+UPDATE pool_state SET equity = %(equity)s, cash = %(cash)s, active = %(active)s,
+    units = %(units)s, seq = (SELECT seq FROM l), updated_at = now()
+WHERE id = 1
+"""
+_WRITES = {
+    "contribute": _CLIENT_WRITE.format(table="contributions"),
+    "withdraw": _CLIENT_WRITE.format(table="withdrawals"),
+}
+
+
+class InputError(ValueError):
+    """Bad input: nothing was read or written; the message says what to fix."""
+
+
+@dataclass(frozen=True, slots=True)
+class Allocated:
+    """An allocation as published on ``capital_data``."""
+
+    allocation_id: str
+    amount: Decimal
+    risk_per_trade: Decimal
+    phase: str
+    vix: Decimal | None
+
+
+def check_user(user_id: object) -> str:
+    if not isinstance(user_id, str) or not USER_ID.match(user_id):
+        raise InputError(
+            f"user_id must be 1-128 characters of letters, digits and _.@:- (got {user_id!r})"
+        )
+    return user_id
+
+
+def check_key(key: object) -> str:
+    if key is None or key == "":
+        raise InputError("idempotency_key is required: a unique string per action, reused "
+                         "only to retry the same action")  # fmt: skip
+    if not isinstance(key, str) or len(key) > MAX_KEY or not key.isprintable():
+        raise InputError(f"idempotency_key must be printable text of at most {MAX_KEY} characters")
+    return key
+
+
+class Ledger:
+    """The ledger on one PostgreSQL connection (one per process or thread)."""
+
+    def __init__(self, database_url: str, config: CapitalConfig) -> None:
+        self.url = libpq_url(database_url)
+        self.config = config
+        self.rules = config.capital_config
+        self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+
+    # -- connection ------------------------------------------------------------------
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    @property
+    def conn(self) -> psycopg.Connection[tuple[Any, ...]]:
+        if self._conn is None or self._conn.closed:
+            # Autocommit: transactions are opened by _BEGIN_LOCK or conn.transaction().
+            self._conn = psycopg.connect(self.url, autocommit=True, row_factory=tuple_row)
+        return self._conn
+
+    @contextmanager
+    def _locked(self) -> Iterator[tuple[psycopg.Connection[tuple[Any, ...]], Pool]]:
+        """A transaction holding the pool lock; commits on success, rolls back on error."""
+        conn = self.conn
+        try:
+            cur = conn.execute(_BEGIN_LOCK)
+            cur.nextset()  # the BEGIN's result first, then the lock's
+            row = cur.fetchone()
+            if row is None:
+                raise RuntimeError("pool_state has no row: run `corec db upgrade`")
+            yield conn, Pool(*row)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if isinstance(exc, psycopg.OperationalError) or conn.closed:
+                self.close()  # a broken connection is replaced on next use
+            elif conn.info.transaction_status != TransactionStatus.IDLE:
+                conn.execute("ROLLBACK")
+            raise
+
+    def _retrying(self, fn: Any, *args: Any) -> Any:
+        """Run ``fn`` once more on a fresh connection if the connection broke.
+
+        Safe because every action is idempotent and a broken transaction rolled back.
+        """
+        try:
+            return fn(*args)
+        except psycopg.OperationalError as exc:
+            log.warning("capital ledger: connection lost (%s); retrying once", exc)
+            return fn(*args)
+
+    # -- client actions ----------------------------------------------------------------
+
+    def contribute(self, user_id: object, amount: object, key: object) -> dict[str, Any]:
+        """Buy units for ``amount``; see ``accounting.contribute``."""
+        return self._client_action("contribute", user_id, amount, key)
+
+    def withdraw(self, user_id: object, amount: object, key: object) -> dict[str, Any]:
+        """Redeem units worth ``amount``; see ``accounting.withdraw``."""
+        return self._client_action("withdraw", user_id, amount, key)
+
+    def _client_action(
+        self, kind: str, user_id: object, amount: object, key: object
+    ) -> dict[str, Any]:
+        try:
+            user = check_user(user_id)
+            value = parse_amount(amount, "amount", self.rules.max_amount)
+            k = check_key(key)
+        except (InputError, AmountError) as exc:
+            return {"ok": False, "error": str(exc)}
+        result: dict[str, Any] = self._retrying(self._apply_client, kind, user, value, k)
+        return result
+
+    def _apply_client(self, kind: str, user: str, amount: Decimal, key: str) -> dict[str, Any]:
+        with self._locked() as (conn, pool):
+            read = conn.execute(_CLIENT_READ, {"user": user, "key": key}).fetchone()
+            assert read is not None
+            if read[3] is not None:
+                return _replay(read[3:], kind, user, amount, key)
+            holding = Holding(*read[:3]) if read[0] is not None else None
+            try:
+                fn = acc.contribute if kind == "contribute" else acc.withdraw
+                change = fn(pool, holding, amount, self.rules)
+            except Rejected as exc:
+                result = {"ok": False, "action": kind, "user_id": user,
+                          "amount": money_str(amount), "idempotency_key": key,
+                          "error": str(exc)}  # fmt: skip
+                conn.execute(_SAVE_ACTION, (key, kind, user, amount, False, json.dumps(result)))
+                return result
+            new, h = change.pool, change.holding
+            assert h is not None
+            nav = pool.nav
+            sign = 1 if kind == "contribute" else -1
+            result = {
+                "ok": True,
+                "action": kind,
+                "user_id": user,
+                "amount": money_str(amount),
+                "units": units_str(change.units),
+                "nav": f"{nav.quantize(NAV_SHOWN):f}",
+                "member_units": units_str(h.units),
+                "member_value": money_str(new.value_of(h.units)),
+                "idempotency_key": key,
+            }
+            conn.execute(
+                _WRITES[kind],
+                {
+                    "key": key, "kind": kind, "user": user, "amount": amount,
+                    "cash_delta": sign * amount, "units_delta": sign * change.units,
+                    "moved": change.units, "nav": nav.quantize(NAV_SHOWN),
+                    "equity": new.equity, "cash": new.cash, "active": new.active,
+                    "units": new.units, "m_units": h.units, "m_contributed": h.contributed,
+                    "m_withdrawn": h.withdrawn, "result": json.dumps(result),
+                },
+            )  # fmt: skip
+            return result
+
+    # -- trading results -----------------------------------------------------------------
+
+    def apply_trade(
+        self,
+        trade_id: str,
+        profit: Decimal,
+        quantity: Decimal,
+        price: Decimal,
+        allocation_id: str | None = None,
+        stream_entry: str | None = None,
+    ) -> dict[str, Any]:
+        """Apply a trading result once per ``trade_id``; a repeat changes nothing."""
+        result: dict[str, Any] = self._retrying(
+            self._apply_trade, trade_id, round_cents(profit), quantity, price, allocation_id,
+            stream_entry,
+        )  # fmt: skip
+        return result
+
+    def _apply_trade(
+        self,
+        trade_id: str,
+        profit: Decimal,
+        quantity: Decimal,
+        price: Decimal,
+        allocation_id: str | None,
+        stream_entry: str | None,
+    ) -> dict[str, Any]:
+        seen_sql = "SELECT profit FROM capital_trade_results WHERE trade_id = %s"
+        alloc_sql = ("SELECT amount FROM capital_allocations "
+                     "WHERE allocation_id = %s AND status = 'open'")  # fmt: skip
+        with self._locked() as (conn, pool):
+            seen = conn.execute(seen_sql, (trade_id,)).fetchall()
+            alloc = conn.execute(alloc_sql, (allocation_id or "",)).fetchall()
+            if seen:
+                return {"ok": True, "trade_id": trade_id, "duplicate": True}
+            amount = alloc[0][0] if alloc else None
+            try:
+                change = acc.apply_result(pool, profit, amount, self.rules)
+            except Rejected as exc:
+                return {"ok": False, "trade_id": trade_id, "error": str(exc)}
+            new = change.pool
+            conn.execute(_LEDGER, (f"trade:{trade_id}", "trade_result", None, trade_id,
+                                   new.cash - pool.cash, new.active - pool.active, ZERO,
+                                   *_balances(new)))  # fmt: skip
+            conn.execute(_POOL, _balances(new))
+            conn.execute(
+                "INSERT INTO capital_trade_results (trade_id, allocation_id, profit, "
+                "quantity, price, stream_entry) VALUES (%s, %s, %s, %s, %s, %s)",
+                (trade_id, allocation_id if amount is not None else None, profit, quantity,
+                 price, stream_entry),
+            )  # fmt: skip
+            if amount is not None:
+                conn.execute(
+                    "UPDATE capital_allocations SET status = 'closed', closed_at = now() "
+                    "WHERE allocation_id = %s",
+                    (allocation_id,),
+                )
+            return {
+                "ok": True,
+                "trade_id": trade_id,
+                "profit": money_str(profit),
+                "closed_allocation": allocation_id if amount is not None else None,
+                "equity": money_str(new.equity),
+                "nav": f"{new.nav.quantize(NAV_SHOWN):f}",
+            }
+
+    # -- allocation ----------------------------------------------------------------------
+
+    def allocate(self, key: str, vix: Decimal | None) -> dict[str, Any]:
+        """Release expired allocations, then fill free slots; idempotent per ``key``."""
+        check_key(key)
+        result: dict[str, Any] = self._retrying(self._allocate, key, vix)
+        return result
+
+    def _allocate(self, key: str, vix: Decimal | None) -> dict[str, Any]:
+        action_key = f"allocate:{key}"
+        reads = (
+            (_ACTION, (action_key,)),
+            ("SELECT allocation_id, amount FROM capital_allocations WHERE status = 'open' "
+             "AND created_at < now() - make_interval(secs => %s) ORDER BY allocation_id",
+             (self.rules.allocation_ttl_s,)),
+            ("SELECT count(*) FROM capital_allocations WHERE status = 'open'", ()),
+        )  # fmt: skip
+        with self._locked() as (conn, pool):
+            first, expired, open_rows = (conn.execute(q, p).fetchall() for q, p in reads)
+            if first:
+                return _replay(first[0], "allocate", None, None, action_key)
+            ledger_rows = []
+            new = pool
+            for alloc_id, amount in expired:
+                new = acc.release(new, amount)
+                ledger_rows.append((f"release:{alloc_id}", "release", None, alloc_id, amount,
+                                    -amount, ZERO, *_balances(new)))  # fmt: skip
+            n_open = open_rows[0][0] - len(expired)
+            phase, risk = acc.risk_per_trade(new.equity, vix, self.rules,
+                                             self.config.macro_config)  # fmt: skip
+            amounts = acc.plan_allocations(new, n_open, self.rules) if phase else []
+            made: list[Allocated] = []
+            for i, amount in enumerate(amounts):
+                alloc_id = f"{key}:{i}"
+                new = acc.allocate(new, amount)
+                made.append(Allocated(alloc_id, amount, risk, phase.name if phase else "", vix))
+                ledger_rows.append((f"allocate:{alloc_id}", "allocate", None, alloc_id, -amount,
+                                    amount, ZERO, *_balances(new)))  # fmt: skip
+            result = {
+                "ok": True,
+                "action": "allocate",
+                "key": key,
+                "phase": phase.name if phase else None,
+                "risk_per_trade": f"{risk.quantize(RATIO_SHOWN):f}",
+                "vix": None if vix is None else f"{vix:f}",
+                "released": [a for a, _ in expired],
+                "allocations": [
+                    {"allocation_id": a.allocation_id, "amount": money_str(a.amount)} for a in made
+                ],
+                "active": money_str(new.active),
+                "equity": money_str(new.equity),
+            }
+            with conn.cursor() as cur:
+                if expired:
+                    cur.execute(
+                        "UPDATE capital_allocations SET status = 'released', closed_at = now() "
+                        "WHERE allocation_id = ANY(%s)",
+                        ([a for a, _ in expired],),
+                    )
+                if ledger_rows:
+                    cur.executemany(_LEDGER, ledger_rows)
+                    cur.execute(_POOL, _balances(new))
+                if made:
+                    cur.executemany(
+                        "INSERT INTO capital_allocations (allocation_id, amount, risk_per_trade, "
+                        "phase, vix, status, published) VALUES (%s, %s, %s, %s, %s, 'open', false)",
+                        [(a.allocation_id, a.amount, a.risk_per_trade, a.phase, a.vix)
+                         for a in made],
+                    )  # fmt: skip
+                cur.execute(_SAVE_ACTION, (action_key, "allocate", None, None, True,
+                                           json.dumps(result)))  # fmt: skip
+            return result
+
+    def unpublished(self) -> list[dict[str, Any]]:
+        """Allocations not yet published on ``capital_data`` (the outbox)."""
+        conn = self.conn
+        with conn.transaction():
+            rows = conn.execute(
+                "SELECT allocation_id, amount, risk_per_trade, phase, vix, "
+                "extract(epoch FROM created_at) FROM capital_allocations "
+                "WHERE NOT published ORDER BY created_at, allocation_id"
+            ).fetchall()
+        return [allocation_message(*r) for r in rows]
+
+    def mark_published(self, allocation_ids: list[str]) -> None:
+        if not allocation_ids:
+            return
+        conn = self.conn
+        with conn.transaction():
+            conn.execute(
+                "UPDATE capital_allocations SET published = true WHERE allocation_id = ANY(%s)",
+                (allocation_ids,),
+            )
+
+    # -- reads ---------------------------------------------------------------------------
+
+    def snapshot(self) -> tuple[Pool, dict[str, Holding]]:
+        """The pool and every member, in one consistent snapshot."""
+        conn = self.conn
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            row = conn.execute("SELECT equity, cash, active, units FROM pool_state").fetchone()
+            members = conn.execute(
+                "SELECT user_id, units, contributed, withdrawn FROM capital_members "
+                "ORDER BY user_id"
+            ).fetchall()
+        pool = Pool(*row) if row else Pool()
+        return pool, {m[0]: Holding(*m[1:]) for m in members}
+
+    def history(self, limit: int = 50, user_id: str | None = None) -> list[dict[str, Any]]:
+        """The newest ledger entries first."""
+        conn = self.conn
+        with conn.transaction():
+            rows = conn.execute(
+                "SELECT seq, created_at, kind, user_id, ref, cash_delta, active_delta, "
+                "units_delta, equity_after, units_after, idempotency_key FROM capital_ledger "
+                "WHERE %(u)s::text IS NULL OR user_id = %(u)s ORDER BY seq DESC LIMIT %(n)s",
+                {"u": user_id, "n": limit},
+            ).fetchall()
+        return [
+            {"seq": r[0], "time": r[1].isoformat(), "kind": r[2], "user_id": r[3], "ref": r[4],
+             "cash_delta": money_str(r[5]), "active_delta": money_str(r[6]),
+             "units_delta": units_str(r[7]), "equity_after": money_str(r[8]),
+             "units_after": units_str(r[9]), "idempotency_key": r[10]}
+            for r in rows
+        ]  # fmt: skip
+
+    def verify(self) -> list[str]:
+        """Check pool state and members against the ledger and the invariants.
+
+        Returns the problems found (empty when all holds): balances equal the sums of
+        the ledger's deltas and its last entry's balances; each member's units equal
+        the sum of their ledger units; contributed/withdrawn equal their tables; open
+        allocations sum to ``active``; the accounting invariants hold.
+        """
+        conn = self.conn
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            pool_row = conn.execute(
+                "SELECT equity, cash, active, units, seq FROM pool_state"
+            ).fetchone()
+            sums = conn.execute(
+                "SELECT coalesce(sum(cash_delta), 0), coalesce(sum(active_delta), 0), "
+                "coalesce(sum(units_delta), 0), count(*) FROM capital_ledger"
+            ).fetchone()
+            last = conn.execute(
+                "SELECT seq, equity_after, cash_after, active_after, units_after "
+                "FROM capital_ledger ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            member_rows = conn.execute(
+                "SELECT m.user_id, m.units, m.contributed, m.withdrawn, "
+                "(SELECT coalesce(sum(units_delta), 0) FROM capital_ledger l "
+                " WHERE l.user_id = m.user_id), "
+                "(SELECT coalesce(sum(amount), 0) FROM contributions c "
+                " WHERE c.user_id = m.user_id), "
+                "(SELECT coalesce(sum(amount), 0) FROM withdrawals w "
+                " WHERE w.user_id = m.user_id) "
+                "FROM capital_members m"
+            ).fetchall()
+            open_sum = conn.execute(
+                "SELECT coalesce(sum(amount), 0) FROM capital_allocations WHERE status = 'open'"
+            ).fetchone()
+        assert pool_row is not None and sums is not None and open_sum is not None
+        pool = Pool(*pool_row[:4])
+        problems = []
+        if (sums[0] + sums[1], sums[0], sums[1], sums[2]) != (
+            pool.equity,
+            pool.cash,
+            pool.active,
+            pool.units,
+        ):
+            problems.append(f"ledger sums (cash {sums[0]}, active {sums[1]}, units {sums[2]}) "
+                            f"differ from pool_state {pool}")  # fmt: skip
+        if last is not None and (last[0], *last[1:]) != (pool_row[4], *pool_row[:4]):
+            problems.append(f"the last ledger entry {last} differs from pool_state {pool_row}")
+        for user, units, contributed, withdrawn, l_units, c_sum, w_sum in member_rows:
+            if units != l_units:
+                problems.append(f"member {user}: {units} units, ledger says {l_units}")
+            if (contributed, withdrawn) != (c_sum, w_sum):
+                problems.append(f"member {user}: totals {contributed}/{withdrawn} differ from "
+                                f"contributions/withdrawals {c_sum}/{w_sum}")  # fmt: skip
+        if open_sum[0] != pool.active:
+            problems.append(f"open allocations sum to {open_sum[0]}, active is {pool.active}")
+        holdings = [Holding(*m[1:4]) for m in member_rows]
+        problems.extend(acc.check(pool, holdings, self.rules))
+        return problems
+
+
+def allocation_message(
+    allocation_id: str,
+    amount: Decimal,
+    risk: Decimal,
+    phase: str,
+    vix: Decimal | None,
+    created: Decimal | float | None = None,
+) -> dict[str, Any]:
+    """The ``capital_data`` message of an allocation (the contract with trading)."""
+    return {
+        "kind": "allocation",
+        "allocation_id": allocation_id,
+        "amount": money_str(amount),
+        "risk_per_trade": f"{Decimal(risk).quantize(Decimal('0.00000001')):f}",
+        "phase": phase,
+        "vix": None if vix is None else f"{vix:f}",
+        "created_at": float(created) if created is not None else time.time(),
+    }
+
+
+def _balances(pool: Pool) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+    return pool.equity, pool.cash, pool.active, pool.units
+
+
+def _replay(row: tuple[Any, ...], kind: str, user: str | None, amount: Decimal | None,
+            key: str) -> dict[str, Any]:  # fmt: skip
+    """The first result of ``key``, or an error if the key was used for another action."""
+    first_kind, first_user, first_amount, result = row
+    if (first_kind, first_user, first_amount) != (kind, user, amount):
+        what = f"{first_kind} of {first_amount} by {first_user}" if first_user else first_kind
+        return {
+            "ok": False,
+            "error": f"idempotency_key {key!r} was already used for a different "
+            f"action ({what}); use a new key for a new action",
+        }
+    replay = dict(result)
+    replay["replayed"] = True
+    return replay

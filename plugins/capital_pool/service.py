@@ -1,0 +1,270 @@
+"""The capital pool as its callers see it: the ledger plus cache, macro data, breakers.
+
+Celery tasks, the CLI and the benchmarks all go through ``CapitalPool``; every public
+method returns a JSON-able dict, ``{"ok": true, ...}`` or ``{"ok": false, "error": ...}``.
+
+- **Cache**: ``status()`` is cached in Redis for ``cache_ttl_s`` (1800 s); every change
+  bumps a generation counter and deletes the cache after its commit, and a reader only
+  stores what it computed if the generation did not move meanwhile (one Lua call), so
+  a status computed before a change can never be cached after it.
+- **Macro**: the last VIX (written by the ``macro_data`` consumer) is used while it is
+  younger than ``max_age_s``; otherwise, or when Redis cannot be read, the pool assumes
+  a high VIX (the conservative side: risk per trade is cut).
+- **Circuit breakers** (pybreaker) around the database and the macro source: after
+  ``breaker_fail_max`` consecutive connection failures calls fail fast for
+  ``breaker_reset_s`` with a clear error instead of piling up on a dead server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import psycopg
+import pybreaker
+import redis
+
+from corec_tasks.redis_conn import redis_client
+from corec_tasks.settings import Settings
+from corec_tasks.streams.bus import StreamBus
+from corec_tasks.streams.names import CAPITAL_DATA
+from plugins.capital_pool import accounting as acc
+from plugins.capital_pool.config import CapitalConfig
+from plugins.capital_pool.ledger import Ledger
+from plugins.capital_pool.money import NAV_SHOWN, RATIO_SHOWN, money_str, units_str
+
+log = logging.getLogger(__name__)
+
+_CACHE_SET = """
+local gen = redis.call('GET', KEYS[2])
+if gen == ARGV[1] or (ARGV[1] == '' and not gen) then
+    redis.call('SET', KEYS[1], ARGV[2], 'EX', ARGV[3])
+    return 1
+end
+return 0
+"""
+
+_breakers: dict[str, pybreaker.CircuitBreaker] = {}
+
+
+def breaker(name: str, config: CapitalConfig) -> pybreaker.CircuitBreaker:
+    """This process's breaker ``name``; only connection failures count against it."""
+    if name not in _breakers:
+        res = config.resilience
+        _breakers[name] = pybreaker.CircuitBreaker(
+            fail_max=res.breaker_fail_max,
+            reset_timeout=res.breaker_reset_s,
+            exclude=[lambda e: not isinstance(e, psycopg.OperationalError | redis.ConnectionError
+                                              | redis.TimeoutError)],
+            name=name,
+        )  # fmt: skip
+    return _breakers[name]
+
+
+class CapitalPool:
+    """Ledger, cache, macro and publishing for one process."""
+
+    def __init__(self, settings: Settings, config: CapitalConfig) -> None:
+        self.settings = settings
+        self.config = config
+        self.ledger = Ledger(settings.database_url, config)
+        self.redis = redis_client(settings, decode=True)
+        self._cache_set = self.redis.register_script(_CACHE_SET)
+        self.k_status = settings.key("capital_pool:status")
+        self.k_gen = settings.key("capital_pool:gen")
+        self.k_macro = settings.key("capital_pool:macro")
+        self.db = breaker("capital_pool.db", config)
+        self.macro = breaker("capital_pool.macro", config)
+
+    def close(self) -> None:
+        self.ledger.close()
+        self.redis.close()
+
+    # -- actions ---------------------------------------------------------------------
+
+    def contribute(self, user_id: object, amount: object, key: object) -> dict[str, Any]:
+        return self._mutate(self.ledger.contribute, user_id, amount, key)
+
+    def withdraw(self, user_id: object, amount: object, key: object) -> dict[str, Any]:
+        return self._mutate(self.ledger.withdraw, user_id, amount, key)
+
+    def apply_trade(self, trade_id: str, profit: Decimal, quantity: Decimal, price: Decimal,
+                    allocation_id: str | None = None,
+                    stream_entry: str | None = None) -> dict[str, Any]:  # fmt: skip
+        return self._mutate(self.ledger.apply_trade, trade_id, profit, quantity, price,
+                            allocation_id, stream_entry)  # fmt: skip
+
+    def allocate(self, key: str | None = None) -> dict[str, Any]:
+        """Allocate free slots now and publish every unpublished allocation."""
+        vix, _ = self.vix()
+        result = self._mutate(self.ledger.allocate, key or f"manual-{uuid.uuid4().hex}", vix)
+        if result.get("ok"):
+            result["published"] = self.publish_pending()
+        return result
+
+    def publish_pending(self) -> int:
+        """Publish outbox allocations on ``capital_data``, then mark them published.
+
+        A crash between the two republishes them: consumers dedupe by allocation_id.
+        """
+        pending = self._db(self.ledger.unpublished)
+        if not pending:
+            return 0
+        with StreamBus(self.settings) as bus:
+            bus.publish_many(CAPITAL_DATA, pending)
+        self._db(self.ledger.mark_published, [m["allocation_id"] for m in pending])
+        return len(pending)
+
+    def _mutate(self, fn: Any, *args: Any) -> dict[str, Any]:
+        result = self._db(fn, *args)
+        if isinstance(result, dict) and "error" not in result:
+            self.invalidate()
+        return result if isinstance(result, dict) else {"ok": False, "error": str(result)}
+
+    def _db(self, fn: Any, *args: Any) -> Any:
+        try:
+            return self.db.call(fn, *args)
+        except pybreaker.CircuitBreakerError:
+            return {
+                "ok": False,
+                "retry": True,
+                "error": (
+                    "the capital database is unavailable (circuit open after "
+                    f"{self.config.resilience.breaker_fail_max} failures); retry in "
+                    f"{self.config.resilience.breaker_reset_s} s with the same idempotency_key"
+                ),
+            }
+        except psycopg.OperationalError as exc:
+            return {"ok": False, "retry": True,
+                    "error": f"the capital database is unreachable ({exc}); retry with the "
+                             "same idempotency_key"}  # fmt: skip
+
+    # -- cache -----------------------------------------------------------------------
+
+    def invalidate(self) -> None:
+        """After a committed change: bump the generation, drop the cached status."""
+        try:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.incr(self.k_gen)
+            pipe.delete(self.k_status)
+            pipe.execute()
+        except redis.RedisError as exc:  # the TTL bounds staleness; say so loudly
+            log.error("capital_pool: could not invalidate the status cache: %s", exc)
+
+    # -- macro -----------------------------------------------------------------------
+
+    def record_macro(self, vix: Decimal, sp500: Decimal | None, at: float) -> None:
+        """Remember the newest VIX (called by the macro_data consumer)."""
+        current = self.redis.hget(self.k_macro, "at")
+        if current is not None and float(current) > at:
+            return
+        self.redis.hset(
+            self.k_macro,
+            mapping={
+                "vix": f"{vix:f}",
+                "at": repr(at),
+                "sp500": "" if sp500 is None else f"{sp500:f}",
+            },
+        )
+
+    def vix(self) -> tuple[Decimal | None, str]:
+        """The VIX to use and where it came from; None means "assume high"."""
+        try:
+            got: Any = self.macro.call(self.redis.hgetall, self.k_macro)
+            raw: dict[str, str] = got
+        except (pybreaker.CircuitBreakerError, redis.RedisError):
+            return None, "unavailable: assuming a high VIX"
+        if not raw or "vix" not in raw:
+            return None, "no macro_data yet: assuming a high VIX"
+        age = time.time() - float(raw.get("at", 0))
+        if age > self.config.macro_config.max_age_s:
+            return None, f"last VIX {raw['vix']} is {age:.0f} s old: assuming a high VIX"
+        try:
+            return Decimal(raw["vix"]), f"macro_data, {age:.0f} s old"
+        except InvalidOperation:
+            return None, "unreadable VIX: assuming a high VIX"
+
+    # -- reads -----------------------------------------------------------------------
+
+    def status(self, use_cache: bool = True) -> dict[str, Any]:
+        """The pool's status (``corec capital status --json``), cached in Redis."""
+        gen = ""
+        if use_cache:
+            try:
+                pipe = self.redis.pipeline(transaction=False)
+                pipe.get(self.k_status)
+                pipe.get(self.k_gen)
+                cached, gen_now = pipe.execute()
+                if cached:
+                    out: dict[str, Any] = json.loads(cached)
+                    out["cached"] = True
+                    return out
+                gen = gen_now or ""
+            except redis.RedisError:
+                use_cache = False
+        snap = self._db(self.ledger.snapshot)
+        if isinstance(snap, dict):
+            return snap
+        pool, holdings = snap
+        vix, vix_source = self.vix()
+        phase, risk = acc.risk_per_trade(pool.equity, vix, self.config.capital_config,
+                                         self.config.macro_config)  # fmt: skip
+        members = {}
+        for user, h in holdings.items():
+            value = pool.value_of(h.units)
+            r = acc.roi(value, h.contributed, h.withdrawn)
+            members[user] = {
+                "units": units_str(h.units),
+                "value": money_str(value),
+                "contributed": money_str(h.contributed),
+                "withdrawn": money_str(h.withdrawn),
+                "roi": None if r is None else f"{r.quantize(RATIO_SHOWN):f}",
+            }
+        out = {
+            "ok": True,
+            "equity": money_str(pool.equity),
+            "cash": money_str(pool.cash),
+            "active": money_str(pool.active),
+            "free_cash": money_str(acc.free_cash(pool, self.config.capital_config)),
+            "units": units_str(pool.units),
+            "nav": f"{pool.nav.quantize(NAV_SHOWN):f}",
+            "phase": phase.name if phase else None,
+            "risk_per_trade": f"{risk.quantize(RATIO_SHOWN):f}",
+            "vix": None if vix is None else f"{vix:f}",
+            "vix_source": vix_source,
+            "members": members,
+        }
+        if use_cache:
+            try:
+                self._cache_set(keys=[self.k_status, self.k_gen],
+                                args=[gen, json.dumps(out),
+                                      self.config.resilience.cache_ttl_s])  # fmt: skip
+            except redis.RedisError as exc:
+                log.warning("capital_pool: could not cache the status: %s", exc)
+        out["cached"] = False
+        return out
+
+    def member(self, user_id: str) -> dict[str, Any]:
+        status = self.status()
+        if not status.get("ok"):
+            return status
+        if user_id not in status["members"]:
+            return {"ok": False, "error": f"no member {user_id!r} in the pool"}
+        return {"ok": True, "user_id": user_id, **status["members"][user_id],
+                "nav": status["nav"]}  # fmt: skip
+
+    def history(self, limit: int = 50, user_id: str | None = None) -> dict[str, Any]:
+        entries = self._db(self.ledger.history, limit, user_id)
+        if isinstance(entries, dict):
+            return entries
+        return {"ok": True, "entries": entries}
+
+    def verify(self) -> dict[str, Any]:
+        problems = self._db(self.ledger.verify)
+        if isinstance(problems, dict):
+            return problems
+        return {"ok": not problems, "problems": problems}

@@ -1,0 +1,44 @@
+"""Integration fixtures: a fresh, migrated database per capital pool test (one pool each)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from corec_tasks.db import libpq_url
+from corec_tasks.settings import Settings, load_settings
+from plugins.capital_pool.config import load_config
+from plugins.capital_pool.service import CapitalPool
+
+
+@pytest.fixture()
+def capital_settings(
+    servers: dict[str, str], run_id: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Settings]:
+    """Settings whose DATABASE_URL is a fresh database migrated to head."""
+    from sqlalchemy.engine import make_url
+
+    from corec_tasks.storage.migrate import upgrade
+
+    admin = libpq_url(servers["database_url"])
+    name = f"corec_t_{run_id}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(servers["database_url"]).set(database=name).render_as_string(False)
+    try:
+        upgrade(url)
+        monkeypatch.setenv("DATABASE_URL", url)
+        yield load_settings()
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture()
+def pool(capital_settings: Settings) -> Iterator[CapitalPool]:
+    p = CapitalPool(capital_settings, load_config())
+    yield p
+    p.close()

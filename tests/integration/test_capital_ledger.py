@@ -1,0 +1,205 @@
+"""The capital ledger on real PostgreSQL and Redis: idempotency, bad input, results,
+allocations, cache, macro fallback, append-only ledger."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import time
+from decimal import Decimal as D
+from typing import Any
+
+import psycopg
+import pytest
+
+from corec_tasks.db import libpq_url
+from corec_tasks.streams.bus import StreamBus
+from corec_tasks.streams.names import CAPITAL_DATA, DEAD_LETTER, MACRO_DATA, TRADING_RESULTS
+from plugins.capital_pool.consumer import consume_once
+from plugins.capital_pool.service import CapitalPool
+
+pytestmark = pytest.mark.integration
+
+
+def _state(pool: CapitalPool) -> tuple[Any, ...]:
+    """Everything a state change would touch."""
+    tables = ("capital_ledger", "contributions", "withdrawals", "capital_members",
+              "capital_actions")  # fmt: skip
+    with psycopg.connect(libpq_url(pool.settings.database_url)) as conn:
+        counts = [conn.execute(f"SELECT count(*) FROM {t}").fetchone() for t in tables]
+        balances = conn.execute("SELECT equity, cash, active, units FROM pool_state").fetchone()
+    return (*counts, balances)
+
+
+def test_contribute_withdraw_status_and_verify(pool: CapitalPool) -> None:
+    assert pool.contribute("alice", "4000.00", "a1")["units"] == "4000.00000000"
+    assert pool.contribute("bob", "1000", "b1")["ok"]
+    out = pool.withdraw("bob", "250.50", "b2")
+    assert out["ok"] and out["units"] == "250.50000000"
+    status = pool.status()
+    assert status["equity"] == "4749.50" and status["nav"] == "1.0000000000"
+    assert status["members"]["bob"] == {"units": "749.50000000", "value": "749.50",
+                                        "contributed": "1000.00", "withdrawn": "250.50",
+                                        "roi": "0.0000"}  # fmt: skip
+    assert set(status) >= {"equity", "cash", "active", "units", "nav", "phase",
+                           "risk_per_trade", "vix", "members"}  # fmt: skip
+    assert pool.verify() == {"ok": True, "problems": []}
+    kinds = [e["kind"] for e in pool.history()["entries"]]
+    assert kinds == ["withdraw", "contribute", "contribute"]
+
+
+def test_a_repeated_key_returns_the_first_result_and_changes_nothing(pool: CapitalPool) -> None:
+    first = pool.contribute("alice", "500", "k1")
+    before = _state(pool)
+    again = pool.contribute("alice", "500", "k1")
+    assert again.pop("replayed") is True and again == first
+    assert _state(pool) == before
+    other = pool.contribute("alice", "600", "k1")
+    assert not other["ok"] and "already used for a different action" in other["error"]
+    # A rejected action's key replays its rejection too.
+    refused = pool.withdraw("alice", "900", "k2")
+    assert not refused["ok"] and "more than this member's value" in refused["error"]
+    pool.contribute("alice", "500", "k3")
+    assert pool.withdraw("alice", "900", "k2")["error"] == refused["error"]
+    assert pool.verify()["ok"]
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [(("contribute", "u", "-5", "k"), "must be positive"),
+     (("contribute", "u", "0", "k"), "must be positive"),
+     (("contribute", "u", "NaN", "k"), "finite"),
+     (("contribute", "u", "abc", "k"), "not a number"),
+     (("contribute", "u", "1e30", "k"), "above the maximum"),
+     (("contribute", "u", "100.005", "k"), "more than 2 decimal places"),
+     (("contribute", "u", "100", None), "idempotency_key is required"),
+     (("contribute", "u", "100", ""), "idempotency_key is required"),
+     (("contribute", "", "100", "k"), "user_id"),
+     (("contribute", "u", "99.99", "k"), "minimum contribution"),
+     (("withdraw", "nobody", "100", "k"), "holds no units"),
+     (("withdraw", "u", "abc", "k"), "not a number")],
+)  # fmt: skip
+def test_bad_input_is_refused_with_a_clear_error_and_no_state_change(
+    pool: CapitalPool, call: tuple[Any, ...], message: str
+) -> None:
+    pool.contribute("seed", "1000", "seed-1")
+    before = _state(pool)
+    kind, *args = call
+    result = getattr(pool, kind)(*args)
+    assert result["ok"] is False and message in result["error"]
+    after = _state(pool)
+    # A business rejection records its key (to replay it); nothing else moves.
+    assert after[:4] == before[:4] and after[5] == before[5]
+    assert pool.verify()["ok"]
+
+
+def test_withdrawal_limited_to_free_cash_while_allocations_are_open(pool: CapitalPool) -> None:
+    pool.contribute("alice", "10000", "a1")
+    alloc = pool.allocate("slot-1")
+    assert alloc["ok"] and len(alloc["allocations"]) == 5 and alloc["active"] == "6000.00"
+    assert alloc["published"] == 5
+    refused = pool.withdraw("alice", "100", "w1")
+    assert "free cash" in refused["error"]
+    # Allocation is idempotent per key: the same run allocates nothing twice.
+    assert pool.allocate("slot-1")["allocations"] == alloc["allocations"]
+    assert pool.status()["active"] == "6000.00"
+    with StreamBus(pool.settings) as bus:
+        messages = bus.tail(CAPITAL_DATA, 10)
+    assert len(messages) == 5
+    assert pool.verify()["ok"]
+
+
+def _packed(body: dict[str, Any]) -> str:
+    return base64.b64encode(gzip.compress(json.dumps(body).encode())).decode()
+
+
+def test_trading_results_applied_once_and_malformed_ones_dead_lettered(pool: CapitalPool) -> None:
+    pool.contribute("alice", "1000", "a1")
+    pool.allocate("r1")
+    alloc_id = pool.allocate("r1")["allocations"][0]["allocation_id"]
+    with StreamBus(pool.settings) as bus:
+        bus.publish(TRADING_RESULTS, {"data": _packed({"profit": 50.0, "quantity": 0.001,
+                                                       "price": 35000.0})})  # fmt: skip
+        bus.publish(TRADING_RESULTS, {"trade_id": "t-1", "profit": "-10.00", "quantity": "1",
+                                      "price": "100", "allocation_id": alloc_id})  # fmt: skip
+        bus.publish(TRADING_RESULTS, {"trade_id": "t-1", "profit": "-10.00", "quantity": "1",
+                                      "price": "100", "allocation_id": alloc_id})  # fmt: skip
+        bus.publish(TRADING_RESULTS, {"data": "not base64!"})
+        bus.publish(TRADING_RESULTS, {"trade_id": "t-2", "profit": "-5000", "quantity": "1",
+                                      "price": "1"})  # fmt: skip
+        bus.publish(MACRO_DATA, {"sp500_price": 4500.0, "vix_price": 18.0})
+        stats = consume_once(pool)
+        assert (stats.applied, stats.duplicates, stats.dead_lettered) == (2, 1, 2)
+        dead = bus.dead_letters(10)
+        assert len(dead) == 2
+        reasons = " | ".join(d["reason"] for d in dead)
+        assert "not base64" in reasons and "exceeds the capital at risk" in reasons
+        assert bus.pending(TRADING_RESULTS, "capital_pool") == 0
+        # Nothing new: a second round applies nothing.
+        assert consume_once(pool).applied == 0
+    status = pool.status()
+    assert status["equity"] == "1040.00"  # +50 (seed payload) -10 (t-1, once)
+    assert status["vix"] == "18.0" and status["risk_per_trade"] == "0.0200"
+    assert pool.verify()["ok"]
+    assert DEAD_LETTER == "corec_dead_letter"
+
+
+def test_status_cache_is_invalidated_by_every_change(pool: CapitalPool) -> None:
+    pool.contribute("alice", "1000", "a1")
+    assert pool.status()["cached"] is False
+    assert pool.status()["cached"] is True
+    assert pool.redis.ttl(pool.k_status) > 1700
+    pool.contribute("alice", "1000", "a2")
+    fresh = pool.status()
+    assert fresh["cached"] is False and fresh["equity"] == "2000.00"
+
+
+def test_a_stale_status_computed_before_a_change_is_not_cached(pool: CapitalPool) -> None:
+    gen_before = pool.redis.get(pool.k_gen) or ""
+    pool.contribute("alice", "1000", "a1")  # bumps the generation after its commit
+    stored = pool._cache_set(keys=[pool.k_status, pool.k_gen],
+                             args=[gen_before, "{}", 60])  # fmt: skip
+    assert stored == 0 and pool.redis.get(pool.k_status) is None
+
+
+def test_macro_fallback_assumes_high_vix_when_stale(pool: CapitalPool) -> None:
+    pool.contribute("alice", "5000", "a1")
+    assert pool.vix()[0] is None and pool.status()["risk_per_trade"] == "0.0100"
+    pool.record_macro(D("15"), D("4500"), time.time())
+    assert pool.vix()[0] == D("15")
+    assert pool.status(use_cache=False)["risk_per_trade"] == "0.0200"
+    pool.record_macro(D("15"), D("4500"), time.time() - 10_000)  # older: ignored
+    assert pool.vix()[0] == D("15")
+    pool.redis.hset(pool.k_macro, "at", repr(time.time() - 10_000))
+    vix, why = pool.vix()
+    assert vix is None and "assuming a high VIX" in why
+
+
+def test_the_ledger_is_append_only(pool: CapitalPool) -> None:
+    pool.contribute("alice", "1000", "a1")
+    with psycopg.connect(libpq_url(pool.settings.database_url)) as conn:
+        with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+            conn.execute("UPDATE capital_ledger SET cash_delta = 0")
+        conn.rollback()
+        with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+            conn.execute("DELETE FROM capital_ledger")
+
+
+def test_verify_catches_a_tampered_pool_state(pool: CapitalPool) -> None:
+    pool.contribute("alice", "1000", "a1")
+    with psycopg.connect(libpq_url(pool.settings.database_url)) as conn:
+        conn.execute("UPDATE pool_state SET equity = equity + 1, cash = cash + 1")
+    result = pool.verify()
+    assert result["ok"] is False and any("ledger sums" in p for p in result["problems"])
+
+
+def test_database_down_gives_a_retryable_error(pool: CapitalPool) -> None:
+    pool.ledger.url = "postgresql://postgres@127.0.0.1:1/nothing?connect_timeout=1"
+    pool.ledger.close()
+    try:
+        result = pool.contribute("alice", "1000", "a1")
+        assert result["ok"] is False and result["retry"] is True
+        assert "retry" in result["error"]
+    finally:
+        pool.db.close()  # reset this process's breaker for the other tests

@@ -301,16 +301,18 @@ def allocate_capital(
     if float(w.sum()) > 1.0:
         w = w / float(w.sum())
     with localcontext() as ctx:
-        # The product is rounded to the context's precision: towards zero, so a
-        # value just under a cent boundary can never be rounded up onto it.
+        # Enough digits that capital × weight (a float's repr: <= 17 digits) is exact
+        # and the result fits its quantum; rounding, if any, still goes towards zero.
+        ctx.prec = max(ctx.prec, len(capital.as_tuple().digits) + 20,
+                       capital.adjusted() + 1 - quantum.adjusted() + 2)  # fmt: skip
         ctx.rounding = ROUND_FLOOR
         amounts = [
             (capital * Decimal(repr(float(wi)))).quantize(quantum, rounding=ROUND_DOWN)
             for wi in w
         ]
-    # Float weights may sum to 1 + 1e-16; truncation almost always absorbs that,
-    # and this makes "never above capital" a guarantee rather than a likelihood.
-    while sum(amounts, Decimal(0)) > capital:
-        i = max(range(len(amounts)), key=amounts.__getitem__)
-        amounts[i] -= quantum
+        # The weights' decimals may sum a hair above 1; truncation almost always
+        # absorbs that, and this makes "never above capital" a guarantee.
+        while sum(amounts, Decimal(0)) > capital:
+            i = max(range(len(amounts)), key=amounts.__getitem__)
+            amounts[i] -= quantum
     return amounts

@@ -22,11 +22,13 @@ from plugins.portfolio.allocation import (
     risk_parity,
 )
 
-# A published reference (Spinu 2013's example, as reproduced by the riskParityPortfolio
-# package): these budgets and this covariance give these weights to 5 decimals.
+# A published reference: the "tricky example" of the riskparityportfolio package's tests
+# (convexfi/riskparity.py, Cardoso & Palomar): these budgets and this covariance give
+# [0.2798628, 0.08774909, 0.63238811], i.e. these weights to 5 decimals.
 REF_COV = [[1.0, 0.0015, -0.0119], [0.0015, 1.0, -0.0308], [-0.0119, -0.0308, 1.0]]
 REF_BUDGETS = [0.1594, 0.0126, 0.8280]
 REF_WEIGHTS = [0.27986, 0.08775, 0.63239]
+REF_WEIGHTS_PUBLISHED = [0.2798628, 0.08774909, 0.63238811]
 
 # Four assets, unequal volatilities and unequal correlations.
 VOLS = np.array([0.10, 0.20, 0.15, 0.30])
@@ -74,6 +76,7 @@ def test_allocation_error_is_a_value_error_and_a_corec_error() -> None:
 def test_risk_parity_matches_the_published_reference() -> None:
     w = risk_parity(REF_COV, REF_BUDGETS)
     assert np.round(w, 5).tolist() == REF_WEIGHTS
+    assert w == pytest.approx(REF_WEIGHTS_PUBLISHED, rel=1e-6)
     assert risk_contributions(w, REF_COV) == pytest.approx(REF_BUDGETS, abs=1e-9)
 
 

@@ -12,9 +12,10 @@ formulation (F. Spinu, "An algorithm for computing risk parity weights", 2013):
 
     minimise  F(y) = ½ yᵀCy − Σ b_i ln y_i   over y > 0,
 
-whose unique minimiser satisfies ``y_i (Cy)_i = b_i``; then ``w = y / Σy``.
-``C`` is the correlation matrix (the problem is scale free: for ``x = Dw`` with
-``D = diag(σ)``, ``w_i (Σw)_i = x_i (Cx)_i``), which keeps Newton well scaled.
+whose unique minimiser satisfies ``y_i (Cy)_i = b_i`` (so ``yᵀCy = Σb = 1``).
+``C = D⁻¹ΣD⁻¹`` is the correlation matrix, ``D = diag(σ)``: for ``x = Dw``,
+``w_i (Σw)_i = x_i (Cx)_i``, so the weights are ``w ∝ y_i / σ_i`` normalised to
+sum 1; working on ``C`` keeps Newton well scaled whatever the volatilities.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Capital actions end to end through Celery: client -> Redis -> worker -> ledger -> result.
 
-One worker node (``BENCH_CAPITAL_CONCURRENCY`` processes, default 4) serves the
+One worker node (``BENCH_CAPITAL_CONCURRENCY`` processes, default 8: the tasks mostly wait on the pool lock and the broker) serves the
 ``capital_pool.*`` tasks; a client process sends ``N`` contributions and withdrawals
 at once (``send_task``) and waits for every result. Baseline, same worker, same run:
 ``corec.ping`` tasks, i.e. Celery's own round trip with nothing behind it. The
@@ -20,12 +20,14 @@ from pathlib import Path
 from benchmarks._common import RUNS, bench_env, emit
 
 N = int(os.environ.get("BENCH_CAPITAL_N", "1000"))
-CONCURRENCY = int(os.environ.get("BENCH_CAPITAL_CONCURRENCY", "4"))
+CONCURRENCY = int(os.environ.get("BENCH_CAPITAL_CONCURRENCY", "8"))
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def client(kind: str, run: int) -> None:
     """In a fresh process (the Celery app reads its settings once): send, wait, time."""
+    from celery.result import ResultSet
+
     from corec_tasks.celery import app
 
     if kind == "ping":
@@ -42,7 +44,8 @@ def client(kind: str, run: int) -> None:
                                 f"r{run}-{i}"])
             for i in range(N)
         ]  # fmt: skip
-    results = [p.get(timeout=300) for p in pending]
+    # One pub/sub subscription for every result, not a .get() per task.
+    results = ResultSet(pending).join_native(timeout=300)
     elapsed = time.perf_counter() - t0
     bad = [r for r in results if not r.get("ok")]
     print(json.dumps({"rate": N / elapsed, "failed": len(bad), "first": bad[:1]}))

@@ -87,9 +87,12 @@ WITH l AS (
     VALUES (%(user)s, %(m_units)s, %(m_contributed)s, %(m_withdrawn)s)
     ON CONFLICT (user_id) DO UPDATE SET units = EXCLUDED.units,
         contributed = EXCLUDED.contributed, withdrawn = EXCLUDED.withdrawn, updated_at = now()
-), d AS (
-    INSERT INTO {table} (user_id, amount, units, nav, idempotency_key)
-    VALUES (%(user)s, %(amount)s, %(moved)s, %(nav)s, %(key)s)
+), c AS (
+    INSERT INTO contributions (user_id, amount, units, nav, idempotency_key)
+    SELECT %(user)s, %(amount)s, %(moved)s, %(nav)s, %(key)s WHERE %(kind)s = 'contribute'
+), w AS (
+    INSERT INTO withdrawals (user_id, amount, units, nav, idempotency_key)
+    SELECT %(user)s, %(amount)s, %(moved)s, %(nav)s, %(key)s WHERE %(kind)s = 'withdraw'
 ), a AS (
     INSERT INTO capital_actions (idempotency_key, kind, user_id, amount, ok, result)
     VALUES (%(key)s, %(kind)s, %(user)s, %(amount)s, true, %(result)s)
@@ -98,10 +101,7 @@ UPDATE pool_state SET equity = %(equity)s, cash = %(cash)s, active = %(active)s,
     units = %(units)s, seq = (SELECT seq FROM l), updated_at = now()
 WHERE id = 1
 """
-_WRITES = {
-    "contribute": _CLIENT_WRITE.format(table="contributions"),
-    "withdraw": _CLIENT_WRITE.format(table="withdrawals"),
-}
+_KINDS = ("contribute", "withdraw")
 
 
 class InputError(ValueError):
@@ -218,42 +218,114 @@ class Ledger:
             if read[3] is not None:
                 return _replay(read[3:], kind, user, amount, key)
             holding = Holding(*read[:3]) if read[0] is not None else None
-            try:
-                fn = acc.contribute if kind == "contribute" else acc.withdraw
-                change = fn(pool, holding, amount, self.rules)
-            except Rejected as exc:
-                result = {"ok": False, "action": kind, "user_id": user,
-                          "amount": money_str(amount), "idempotency_key": key,
-                          "error": str(exc)}  # fmt: skip
+            result, params, _, _ = self._decide(pool, holding, kind, user, amount, key)
+            if params is None:
                 conn.execute(_SAVE_ACTION, (key, kind, user, amount, False, json.dumps(result)))
-                return result
-            new, h = change.pool, change.holding
-            assert h is not None
-            nav = pool.nav
-            sign = 1 if kind == "contribute" else -1
-            result = {
-                "ok": True,
-                "action": kind,
-                "user_id": user,
-                "amount": money_str(amount),
-                "units": units_str(change.units),
-                "nav": f"{nav.quantize(NAV_SHOWN):f}",
-                "member_units": units_str(h.units),
-                "member_value": money_str(new.value_of(h.units)),
-                "idempotency_key": key,
-            }
-            conn.execute(
-                _WRITES[kind],
-                {
-                    "key": key, "kind": kind, "user": user, "amount": amount,
-                    "cash_delta": sign * amount, "units_delta": sign * change.units,
-                    "moved": change.units, "nav": nav.quantize(NAV_SHOWN),
-                    "equity": new.equity, "cash": new.cash, "active": new.active,
-                    "units": new.units, "m_units": h.units, "m_contributed": h.contributed,
-                    "m_withdrawn": h.withdrawn, "result": json.dumps(result),
-                },
-            )  # fmt: skip
+            else:
+                conn.execute(_CLIENT_WRITE, params)
             return result
+
+    def _decide(
+        self, pool: Pool, holding: Holding | None, kind: str, user: str, amount: Decimal, key: str
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, Pool, Holding | None]:
+        """Apply the rules: the result, the write's parameters (None if refused), the new
+        pool and holding."""
+        try:
+            fn = acc.contribute if kind == "contribute" else acc.withdraw
+            change = fn(pool, holding, amount, self.rules)
+        except Rejected as exc:
+            refused = {"ok": False, "action": kind, "user_id": user, "amount": money_str(amount),
+                       "idempotency_key": key, "error": str(exc)}  # fmt: skip
+            return refused, None, pool, holding
+        new, h = change.pool, change.holding
+        assert h is not None
+        nav = pool.nav
+        sign = 1 if kind == "contribute" else -1
+        result = {
+            "ok": True,
+            "action": kind,
+            "user_id": user,
+            "amount": money_str(amount),
+            "units": units_str(change.units),
+            "nav": f"{nav.quantize(NAV_SHOWN):f}",
+            "member_units": units_str(h.units),
+            "member_value": money_str(new.value_of(h.units)),
+            "idempotency_key": key,
+        }
+        params = {
+            "key": key, "kind": kind, "user": user, "amount": amount,
+            "cash_delta": sign * amount, "units_delta": sign * change.units,
+            "moved": change.units, "nav": nav.quantize(NAV_SHOWN),
+            "equity": new.equity, "cash": new.cash, "active": new.active,
+            "units": new.units, "m_units": h.units, "m_contributed": h.contributed,
+            "m_withdrawn": h.withdrawn, "result": json.dumps(result),
+        }  # fmt: skip
+        return result, params, new, h
+
+    def apply_batch(
+        self, actions: list[tuple[str, object, object, object]]
+    ) -> list[dict[str, Any]]:
+        """Apply many ``(kind, user_id, amount, key)`` actions in one transaction, in order.
+
+        Same rules, results and idempotency as one call per action, but one pool lock,
+        one read and one commit for the lot: for bulk imports (a payroll file) and
+        high-volume producers. Bad input fails only its own action.
+        """
+        checked: list[tuple[int, str, str, Decimal, str]] = []
+        results: list[dict[str, Any]] = [{} for _ in actions]
+        for i, (kind, user_id, amount, key) in enumerate(actions):
+            try:
+                if kind not in _KINDS:
+                    raise InputError(f"unknown action {kind!r}: contribute or withdraw")
+                value = parse_amount(amount, "amount", self.rules.max_amount)
+                checked.append((i, kind, check_user(user_id), value, check_key(key)))
+            except (InputError, AmountError) as exc:
+                results[i] = {"ok": False, "error": str(exc)}
+        if checked:
+            done: list[tuple[int, dict[str, Any]]] = self._retrying(self._apply_batch, checked)
+            for i, result in done:
+                results[i] = result
+        return results
+
+    def _apply_batch(
+        self, checked: list[tuple[int, str, str, Decimal, str]]
+    ) -> list[tuple[int, dict[str, Any]]]:
+        users = sorted({c[2] for c in checked})
+        keys = sorted({c[4] for c in checked})
+        with self._locked() as (conn, pool):
+            holdings = {
+                r[0]: Holding(*r[1:]) for r in conn.execute(
+                    "SELECT user_id, units, contributed, withdrawn FROM capital_members "
+                    "WHERE user_id = ANY(%s)", (users,)).fetchall()
+            }  # fmt: skip
+            firsts: dict[str, tuple[Any, ...]] = {
+                r[0]: r[1:] for r in conn.execute(
+                    "SELECT idempotency_key, kind, user_id, amount, result FROM capital_actions "
+                    "WHERE idempotency_key = ANY(%s)", (keys,)).fetchall()
+            }  # fmt: skip
+            out: list[tuple[int, dict[str, Any]]] = []
+            writes: list[dict[str, Any]] = []  # in decision order: balances chain
+            refusals = []
+            for i, kind, user, amount, key in checked:
+                if key in firsts:
+                    out.append((i, _replay(firsts[key], kind, user, amount, key)))
+                    continue
+                result, params, pool, h = self._decide(pool, holdings.get(user), kind, user,
+                                                       amount, key)  # fmt: skip
+                firsts[key] = (kind, user, amount, result)
+                if params is None:
+                    refusals.append((key, kind, user, amount, False, json.dumps(result)))
+                else:
+                    assert h is not None
+                    holdings[user] = h
+                    writes.append(params)
+                out.append((i, result))
+            with conn.cursor() as cur:
+                if writes:  # executemany runs in one pipeline: one round trip
+                    cur.executemany(_CLIENT_WRITE, writes)
+                if refusals:
+                    cur.executemany(_SAVE_ACTION, refusals)
+            return out
 
     # -- trading results -----------------------------------------------------------------
 

@@ -203,3 +203,31 @@ def test_database_down_gives_a_retryable_error(pool: CapitalPool) -> None:
         assert "retry" in result["error"]
     finally:
         pool.db.close()  # reset this process's breaker for the other tests
+
+
+def test_a_batch_applies_in_order_with_the_same_rules_and_keys(pool: CapitalPool) -> None:
+    ledger = pool.ledger
+    ledger.contribute("alice", "1000", "before")
+    results = ledger.apply_batch([
+        ("contribute", "bob", "500", "b1"),
+        ("withdraw", "alice", "100", "a-w1"),
+        ("contribute", "bob", "500", "b1"),        # repeated in the batch: replayed
+        ("contribute", "alice", "1000", "before"),  # applied before the batch: replayed
+        ("contribute", "carol", "50", "c1"),        # refused by a rule (minimum)
+        ("contribute", "carol", "abc", "c2"),       # bad input: refused, not recorded
+        ("withdraw", "bob", "600", "b2"),           # above bob's value
+        ("transfer", "bob", "1", "t1"),             # unknown action
+        ("withdraw", "bob", "200", "b3"),
+    ])  # fmt: skip
+    oks = [r["ok"] for r in results]
+    assert oks == [True, True, True, True, False, False, False, False, True]
+    assert results[2].get("replayed") and results[3].get("replayed")
+    assert "minimum contribution" in results[4]["error"]
+    assert "not a number" in results[5]["error"] and "unknown action" in results[7]["error"]
+    assert "more than this member's value" in results[6]["error"]
+    # The same keys afterwards, one at a time, replay the batch's answers.
+    single = pool.contribute("carol", "50", "c1")
+    assert single.pop("replayed") and single == results[4]
+    status = pool.status(use_cache=False)
+    assert status["equity"] == "1200.00" and status["members"]["bob"]["value"] == "300.00"
+    assert pool.verify() == {"ok": True, "problems": []}

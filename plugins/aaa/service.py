@@ -276,6 +276,7 @@ class AAAPlugin:
         """True if allowed (audited either way); AuthorizationError with the reason if not.
 
         ``user_id`` is whose data or capital the action touches; capital actions need it.
+        Claims are trusted as given: pass only what ``verify`` returned.
         """
         if isinstance(token_or_claims, Claims):
             claims = token_or_claims

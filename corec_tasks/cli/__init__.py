@@ -14,6 +14,7 @@ from corec_tasks.cli.demo_cmd import demo
 from corec_tasks.cli.services_cmd import services
 from corec_tasks.cli.status_cmd import status
 from corec_tasks.cli.streams_cmd import streams
+from plugins.aaa.cli import users
 from plugins.portfolio.cli import portfolio
 
 
@@ -42,7 +43,7 @@ def main(config_path: Path | None, data_dir: Path | None) -> None:
         os.environ["COREC_DATA_DIR"] = str(data_dir)
 
 
-for command in (config, services, db, streams, blocks, status, demo, portfolio):
+for command in (config, services, db, streams, blocks, users, status, demo, portfolio):
     main.add_command(command)
 
 

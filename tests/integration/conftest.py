@@ -1,15 +1,18 @@
-"""Integration fixtures: a fresh, migrated database per capital pool test (one pool each)."""
+"""Integration fixtures: a fresh migrated database per capital pool test (one pool each),
+and the trading layer's databases (each trading test runs on PostgreSQL and on SQLite)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from corec_tasks.db import libpq_url
 from corec_tasks.settings import Settings, load_settings
+from corec_tasks.storage import migrate
 from plugins.capital_pool.config import load_config
 from plugins.capital_pool.service import CapitalPool
 
@@ -42,3 +45,19 @@ def pool(capital_settings: Settings) -> Iterator[CapitalPool]:
     p = CapitalPool(capital_settings, load_config())
     yield p
     p.close()
+
+
+@pytest.fixture(scope="session")
+def migrated_database_url(database_url: str) -> str:
+    """The run's PostgreSQL database at the newest migration."""
+    migrate.upgrade(database_url)
+    return database_url
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def trading_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A database for the trading models: the run's PostgreSQL, or a fresh SQLite file."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'trading.db'}"
+    url: str = request.getfixturevalue("migrated_database_url")
+    return url

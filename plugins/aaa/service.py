@@ -1,0 +1,485 @@
+"""The AAA plugin: ``authenticate``, ``verify``, ``authorize``, ``audit`` and accounts.
+
+Every outcome is written to ``audit_log`` in the same transaction as the state it
+changes (a failed-login count and its audit row land together), then the refusal is
+raised. Login rows are locked while they are checked, so concurrent wrong passwords
+on two nodes still count one by one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from typing import Any, ClassVar
+
+from sqlalchemy import Engine, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from corec_tasks.errors import ConfigurationError
+from plugins.aaa import tokens
+from plugins.aaa.config import AAAConfig, load_config
+from plugins.aaa.errors import (
+    AAAError,
+    AccountDisabledError,
+    AccountLockedError,
+    AuthenticationError,
+    AuthorizationError,
+    TokenError,
+    TokenExpiredError,
+    TokenRevokedError,
+    UserError,
+)
+from plugins.aaa.passwords import Passwords
+from plugins.aaa.policy import ACTIONS, ActionKind, decide
+from plugins.aaa.tokens import Claims
+from plugins.trading.db import make_trading_engine, prepare, session_factory
+from plugins.trading.models import AuditLog, Role, User, UserSession
+from plugins.trading.types import utcnow
+
+_USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+_BAD_LOGIN = "invalid username or password"
+#: A lock with ``lockout_s = 0`` lasts until an admin lifts it.
+_FOREVER = timedelta(days=365 * 1000)
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    """A user as the CLI and callers see it (never the password hash)."""
+
+    id: int
+    username: str
+    email: str | None
+    role: Role
+    is_active: bool
+    locked_until: datetime | None
+    failed_logins: int
+    created_at: datetime
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "username": self.username,
+            "email": self.email,
+            "role": self.role.value,
+            "is_active": self.is_active,
+            "locked_until": self.locked_until.isoformat() if self.locked_until else None,
+            "failed_logins": self.failed_logins,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+class AAAPlugin:
+    """Authentication, authorization and audit (seed 003 §1) over the trading models."""
+
+    plugin_params: ClassVar[dict[str, Any]] = AAAConfig().model_dump()
+    plugin_debug_vars: ClassVar[list[str]] = ["session_timeout", "max_login_attempts", "lockout_s"]
+
+    def __init__(
+        self,
+        config: Mapping[str, Any] | AAAConfig | None = None,
+        *,
+        sessions: sessionmaker[Session],
+        secret: str | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.config = load_config(config)
+        self._sessions = sessions
+        # The secret is checked on first use: managing accounts does not need it.
+        self._secret = secret
+        self._clock = clock
+        self._passwords = Passwords(self.config)
+        self._actions: dict[str, ActionKind] = dict(ACTIONS)
+        self._engine: Engine | None = None
+
+    @classmethod
+    def from_url(
+        cls, database_url: str, config: Mapping[str, Any] | AAAConfig | None = None, **kwargs: Any
+    ) -> AAAPlugin:
+        """A plugin on its own engine (schema created on SQLite, checked on PostgreSQL)."""
+        engine = make_trading_engine(database_url)
+        try:
+            prepare(engine)
+        except Exception:
+            engine.dispose()
+            raise
+        plugin = cls(config, sessions=session_factory(engine), **kwargs)
+        plugin._engine = engine
+        return plugin
+
+    def close(self) -> None:
+        """Dispose of the engine ``from_url`` made."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+
+    def debug_info(self) -> dict[str, Any]:
+        """The seed's debug view: the values of ``plugin_debug_vars``."""
+        return {name: getattr(self.config, name) for name in self.plugin_debug_vars}
+
+    def register_action(self, action: str, kind: ActionKind) -> None:
+        """Let a plugin declare an action of its own (reads, capital or admin)."""
+        known = self._actions.get(action)
+        if known is not None and known is not kind:
+            raise ConfigurationError([(action, f"already registered as {known.value}")], "actions")
+        self._actions[action] = kind
+
+    # -- authentication ------------------------------------------------------------------
+
+    def authenticate(self, username: str, password: str) -> str:
+        """A signed token for ``username``, or AuthenticationError (locked, disabled, wrong)."""
+        secret = self._signing_key()
+        now = self._clock()
+        refusal: AAAError | None = None
+        token = ""
+        with self._sessions.begin() as db:
+            user = db.scalar(select(User).where(User.username == username).with_for_update())
+            if user is None:
+                self._passwords.burn(password)
+                self._audit(db, None, "login.failure", username=username, reason="unknown user")
+                refusal = AuthenticationError(_BAD_LOGIN)
+            else:
+                refusal, token = self._login(db, user, password, now, secret)
+        if refusal is not None:
+            raise refusal
+        return token
+
+    def _login(
+        self, db: Session, user: User, password: str, now: datetime, secret: bytes
+    ) -> tuple[AAAError | None, str]:
+        until = self._locked_until(user)
+        if until is not None and now < until:
+            self._audit(db, user.id, "login.refused", username=user.username, reason="locked")
+            return AccountLockedError(self._locked_message(user, until)), ""
+        if until is not None:
+            user.failed_logins, user.locked_at = 0, None
+            self._audit(
+                db, user.id, "account.unlocked", username=user.username, reason="lockout expired"
+            )
+        if not self._passwords.verify(user.password_hash, password):
+            user.failed_logins += 1
+            self._audit(
+                db,
+                user.id,
+                "login.failure",
+                username=user.username,
+                reason="wrong password",
+                failed_logins=user.failed_logins,
+            )
+            if user.failed_logins < self.config.max_login_attempts:
+                return AuthenticationError(_BAD_LOGIN), ""
+            user.locked_at = now
+            until = self._locked_until(user)
+            assert until is not None
+            self._audit(
+                db,
+                user.id,
+                "account.locked",
+                username=user.username,
+                failed_logins=user.failed_logins,
+                until=_iso(until),
+            )
+            return AccountLockedError(self._locked_message(user, until)), ""
+        # Checked after the password, so a guesser cannot tell disabled accounts apart.
+        if not user.is_active:
+            self._audit(db, user.id, "login.refused", username=user.username, reason="disabled")
+            return AccountDisabledError(
+                f"account {user.username!r} is disabled; an admin can re-enable it with "
+                f"`corec users enable {user.username}`"
+            ), ""
+        user.failed_logins = 0
+        if self._passwords.needs_rehash(user.password_hash):
+            user.password_hash = self._passwords.hash(password)
+        issued = now.replace(microsecond=0)
+        claims = Claims(
+            user_id=user.id,
+            username=user.username,
+            role=Role(user.role),
+            session_id=uuid.uuid4().hex,
+            issued_at=issued,
+            expires_at=issued + timedelta(seconds=self.config.session_timeout),
+        )
+        db.add(
+            UserSession(
+                user_id=user.id,
+                token=claims.session_id,
+                created_at=issued,
+                expires_at=claims.expires_at,
+            )
+        )
+        self._audit(
+            db,
+            user.id,
+            "login.success",
+            username=user.username,
+            session=claims.session_id,
+            expires_at=_iso(claims.expires_at),
+        )
+        return None, tokens.issue(secret, claims, issuer=self.config.issuer)
+
+    def verify(self, token: str) -> Claims:
+        """The claims of a live token, with the user's current role; TokenError otherwise."""
+        secret = self._signing_key()
+        now = self._clock()
+        try:
+            claims = tokens.decode(secret, token, now=now, issuer=self.config.issuer)
+        except TokenError as exc:
+            self.audit(None, "token.refused", {"reason": str(exc)})
+            raise
+        refusal: TokenError | None = None
+        with self._sessions.begin() as db:
+            row = db.scalar(select(UserSession).where(UserSession.token == claims.session_id))
+            user = db.get(User, claims.user_id)
+            if row is None or user is None or row.user_id != user.id:
+                refusal = TokenRevokedError("token's session is unknown (revoked or never issued)")
+            elif row.revoked_at is not None:
+                refusal = TokenRevokedError(f"token was revoked at {_iso(row.revoked_at)}")
+            elif now >= row.expires_at:
+                refusal = TokenExpiredError(f"session expired at {_iso(row.expires_at)}")
+            elif not user.is_active:
+                refusal = TokenRevokedError(f"account {user.username!r} is disabled")
+            if refusal is not None:
+                self._audit(
+                    db,
+                    user.id if user else None,
+                    "token.refused",
+                    reason=str(refusal),
+                    session=claims.session_id,
+                )
+            else:
+                assert user is not None
+                claims = replace(claims, role=Role(user.role))
+        if refusal is not None:
+            raise refusal
+        return claims
+
+    def logout(self, token: str) -> None:
+        """End the token's session: it is refused from now on."""
+        claims = self.verify(token)
+        with self._sessions.begin() as db:
+            db.execute(
+                update(UserSession)
+                .where(UserSession.token == claims.session_id)
+                .values(revoked_at=self._clock())
+            )
+            self._audit(db, claims.user_id, "logout", session=claims.session_id)
+
+    # -- authorization and audit ---------------------------------------------------------
+
+    def authorize(
+        self, token_or_claims: str | Claims, action: str, *, user_id: int | None = None
+    ) -> bool:
+        """True if allowed (audited either way); AuthorizationError with the reason if not.
+
+        ``user_id`` is whose data or capital the action touches; capital actions need it.
+        Claims are trusted as given: pass only what ``verify`` returned.
+        """
+        if isinstance(token_or_claims, Claims):
+            claims = token_or_claims
+        else:
+            claims = self.verify(token_or_claims)
+        decision = decide(claims.role, claims.user_id, action, user_id, self._actions)
+        self.audit(
+            claims.user_id,
+            "authorize.allow" if decision.allowed else "authorize.deny",
+            {
+                "action": action,
+                "target_user_id": user_id,
+                "role": claims.role.value,
+                "reason": decision.reason,
+            },
+        )
+        if not decision.allowed:
+            raise AuthorizationError(
+                f"user {claims.username!r} ({claims.role.value}) may not {action!r}: "
+                f"{decision.reason}"
+            )
+        return True
+
+    def audit(
+        self, user_id: int | None, action: str, details: Mapping[str, Any] | str | None = None
+    ) -> int:
+        """Append one row to the audit log; its id."""
+        with self._sessions.begin() as db:
+            row = self._audit(db, user_id, action, _details=details)
+            db.flush()
+            return row.id
+
+    #: The seed's name for ``audit``.
+    audit_log = audit
+
+    def _audit(
+        self,
+        db: Session,
+        user_id: int | None,
+        action: str,
+        _details: Mapping[str, Any] | str | None = None,
+        **fields: Any,
+    ) -> AuditLog:
+        details: str | None
+        if isinstance(_details, str):
+            details = _details
+        else:
+            merged = {**(_details or {}), **fields}
+            details = json.dumps(merged, sort_keys=True, default=str) if merged else None
+        row = AuditLog(user_id=user_id, action=action, timestamp=self._clock(), details=details)
+        db.add(row)
+        return row
+
+    # -- accounts ------------------------------------------------------------------------
+
+    def add_user(
+        self,
+        username: str,
+        password: str,
+        role: Role | str,
+        *,
+        email: str | None = None,
+        actor: Claims | None = None,
+        via: str = "api",
+    ) -> UserInfo:
+        """Create an account. With ``actor`` the caller must be allowed ``users.add``;
+        without one it is a trusted local call (the CLI), audited with ``via``."""
+        if actor is not None:
+            self.authorize(actor, "users.add")
+        if not _USERNAME.match(username):
+            raise UserError(
+                f"username {username!r} must be 1-64 letters, digits or . _ @ - characters"
+            )
+        try:
+            role = Role(role)
+        except ValueError:
+            raise UserError(f"role {role!r} must be one of admin, member, viewer") from None
+        if len(password) < self.config.min_password_length:
+            raise UserError(
+                f"password must have at least {self.config.min_password_length} characters"
+            )
+        user = User(
+            username=username,
+            email=email,
+            role=role,
+            is_active=True,
+            failed_logins=0,
+            password_hash=self._passwords.hash(password),
+            created_at=self._clock(),
+        )
+        try:
+            with self._sessions.begin() as db:
+                db.add(user)
+                db.flush()
+                self._audit(
+                    db,
+                    actor.user_id if actor else None,
+                    "user.add",
+                    username=username,
+                    role=role.value,
+                    new_user_id=user.id,
+                    via=via,
+                )
+        except IntegrityError:
+            raise UserError(f"user {username!r} (or email {email!r}) already exists") from None
+        return self._info(user)
+
+    def set_active(
+        self, username: str, active: bool, *, actor: Claims | None = None, via: str = "api"
+    ) -> UserInfo:
+        """Enable or disable an account; disabling also ends its sessions."""
+        action = "users.enable" if active else "users.disable"
+        if actor is not None:
+            self.authorize(actor, action)
+        now = self._clock()
+        with self._sessions.begin() as db:
+            user = self._user(db, username)
+            user.is_active = active
+            revoked = 0
+            if not active:
+                result = db.execute(
+                    update(UserSession)
+                    .where(UserSession.user_id == user.id, UserSession.revoked_at.is_(None))
+                    .values(revoked_at=now)
+                )
+                revoked = result.rowcount  # type: ignore[attr-defined]
+            self._audit(
+                db,
+                actor.user_id if actor else None,
+                action.replace("users.", "user."),
+                username=username,
+                target_user_id=user.id,
+                sessions_revoked=revoked,
+                via=via,
+            )
+            return self._info(user)
+
+    def unlock(self, username: str, *, actor: Claims | None = None, via: str = "api") -> UserInfo:
+        """Lift a lockout and reset the failed-login count."""
+        if actor is not None:
+            self.authorize(actor, "users.unlock")
+        with self._sessions.begin() as db:
+            user = self._user(db, username)
+            user.failed_logins, user.locked_at = 0, None
+            self._audit(
+                db,
+                actor.user_id if actor else None,
+                "account.unlocked",
+                username=username,
+                target_user_id=user.id,
+                reason="admin",
+                via=via,
+            )
+            return self._info(user)
+
+    def list_users(self) -> list[UserInfo]:
+        """Every account, by id."""
+        with self._sessions() as db:
+            return [self._info(u) for u in db.scalars(select(User).order_by(User.id))]
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _signing_key(self) -> bytes:
+        if self._secret is not None:
+            return tokens.secret_from_env({tokens.SECRET_ENV: self._secret})
+        return tokens.secret_from_env()
+
+    def _user(self, db: Session, username: str) -> User:
+        user = db.scalar(select(User).where(User.username == username).with_for_update())
+        if user is None:
+            raise UserError(f"no user named {username!r}")
+        return user
+
+    def _locked_until(self, user: User) -> datetime | None:
+        if user.locked_at is None:
+            return None
+        hold = timedelta(seconds=self.config.lockout_s) if self.config.lockout_s else _FOREVER
+        return user.locked_at + hold
+
+    def _locked_message(self, user: User, until: datetime) -> str:
+        unlock = f"an admin can unlock it with `corec users unlock {user.username}`"
+        if not self.config.lockout_s:
+            return f"account {user.username!r} is locked after too many failed logins; {unlock}"
+        return (
+            f"account {user.username!r} is locked after too many failed logins until "
+            f"{_iso(until)}; {unlock}"
+        )
+
+    def _info(self, user: User) -> UserInfo:
+        until = self._locked_until(user)
+        if until is not None and self._clock() >= until:
+            until = None
+        return UserInfo(
+            id=user.id,
+            username=user.username,
+            email=user.email,
+            role=Role(user.role),
+            is_active=user.is_active,
+            locked_until=until,
+            failed_logins=user.failed_logins,
+            created_at=user.created_at,
+        )
+
+
+def _iso(when: datetime) -> str:
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC")

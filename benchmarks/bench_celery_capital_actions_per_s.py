@@ -2,9 +2,10 @@
 
 One worker node (``BENCH_CAPITAL_CONCURRENCY`` processes, default 8: the tasks mostly
 wait on the pool lock and the broker) serves the ``capital_pool.*`` tasks; a client
-process sends ``N`` contributions and withdrawals at once (``send_task``) and waits for every result. Baseline, same worker, same run:
-``corec.ping`` tasks, i.e. Celery's own round trip with nothing behind it. The
-invariants (``Ledger.verify``) are checked after each run.
+process sends ``N`` contributions and withdrawals at once (``send_task``) and waits
+for every result. Baseline, same worker, same run: ``corec.ping`` tasks, i.e.
+Celery's own round trip with nothing behind it. The invariants (``Ledger.verify``)
+are checked after each run.
 """
 
 from __future__ import annotations

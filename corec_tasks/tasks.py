@@ -22,6 +22,7 @@ from corec_tasks.settings import get_settings
 PERIODIC = frozenset({
     "corec.streams.persist", "corec.db.partitions", "corec.blocks.cycle",
     "corec.blocks.persist", "corec.blocks.redirect", "corec.blocks.audit",
+    "capital_pool.allocate", "capital_pool.consume",
 })  # fmt: skip
 
 

@@ -50,8 +50,10 @@ for command in (config, services, db, streams, blocks, users, status, demo, port
 def _add_plugin_commands() -> None:
     """Command groups of the plugins shipped in this package (``corec capital ...``)."""
     from plugins.capital_pool.cli import capital
+    from plugins.core.cli import api
 
     main.add_command(capital)
+    main.add_command(api)
 
 
 _add_plugin_commands()

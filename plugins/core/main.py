@@ -1,0 +1,3 @@
+"""The core plugin: ``corec api`` serves ``plugins.core.api``."""
+
+PLUGIN_NAME = "core"

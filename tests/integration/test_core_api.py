@@ -1,0 +1,132 @@
+"""The core HTTP API on real PostgreSQL and Redis: tokens, roles, capital, audit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from corec_tasks.settings import Settings
+from plugins.aaa.service import AAAPlugin
+from plugins.capital_pool.service import CapitalPool
+from plugins.core.api import create_app
+from plugins.trading.models import AuditLog, Portfolio, User
+
+pytestmark = pytest.mark.integration
+
+FAST = {"argon2_time_cost": 1, "argon2_memory_cost": 8, "argon2_parallelism": 1,
+        "max_login_attempts": 3, "lockout_s": 900}  # fmt: skip
+PASSWORD = "correct horse battery"
+
+
+class InProcessCapital:
+    """The capital service the tasks call, here in-process (same code, same ledger)."""
+
+    def __init__(self, pool: CapitalPool) -> None:
+        self.pool = pool
+
+    def contribute(self, user_id: str, amount: str, key: str) -> dict[str, Any]:
+        return self.pool.contribute(user_id, amount, key)
+
+    def withdraw(self, user_id: str, amount: str, key: str) -> dict[str, Any]:
+        return self.pool.withdraw(user_id, amount, key)
+
+    def status(self) -> dict[str, Any]:
+        return self.pool.status()
+
+    def member(self, user_id: str) -> dict[str, Any]:
+        return self.pool.member(user_id)
+
+
+@pytest.fixture()
+def api(
+    capital_settings: Settings, pool: CapitalPool, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[TestClient, AAAPlugin]]:
+    monkeypatch.setenv("COREC_JWT_SECRET", "x" * 40)
+    aaa = AAAPlugin.from_url(capital_settings.database_url, FAST)
+    for name, role in (("root", "admin"), ("alice", "member"), ("bob", "member"),
+                       ("eve", "viewer")):  # fmt: skip
+        aaa.add_user(name, PASSWORD, role, via="test")
+    app = create_app(aaa, InProcessCapital(pool), health_checks={"ping": lambda: "pong"})
+    with TestClient(app) as client:
+        yield client, aaa
+    aaa.close()
+
+
+def _token(client: TestClient, user: str) -> dict[str, str]:
+    res = client.post("/login", json={"username": user, "password": PASSWORD})
+    assert res.status_code == 200, res.text
+    return {"Authorization": f"Bearer {res.json()['access_token']}"}
+
+
+def test_members_move_only_their_own_capital(api: tuple[TestClient, AAAPlugin]) -> None:
+    client, aaa = api
+    alice, bob, root = _token(client, "alice"), _token(client, "bob"), _token(client, "root")
+    ok = client.post("/capital/contribute", headers=alice,
+                     json={"amount": "500.00", "idempotency_key": "a-1"})  # fmt: skip
+    assert ok.status_code == 200 and ok.json()["units"] == "500.00000000"
+    assert client.post("/capital/contribute", headers=bob,
+                       json={"amount": "300", "idempotency_key": "b-1"}).status_code == 200
+    stolen = client.post("/capital/withdraw", headers=bob,
+                         json={"amount": "100", "idempotency_key": "b-2", "user": "alice"})
+    assert stolen.status_code == 403 and "may not" in stolen.json()["error"]
+    assert client.post("/capital/withdraw", headers=_token(client, "eve"),
+                       json={"amount": "100", "idempotency_key": "e-1"}).status_code == 403
+    # An admin may act for a member; a refusal by the pool's rules is a 400 with its reason.
+    small = client.post("/capital/contribute", headers=root,
+                        json={"amount": "99.99", "idempotency_key": "r-1", "user": "alice"})
+    assert small.status_code == 400 and "minimum contribution" in small.json()["error"]
+    status = client.get("/capital/status", headers=bob).json()
+    assert status["equity"] == "800.00" and set(status["members"]) == {"bob"}
+    assert set(client.get("/capital/status", headers=root).json()["members"]) == {"alice", "bob"}
+    assert client.get("/capital/members/alice", headers=bob).status_code == 403
+    assert client.get("/capital/members/alice", headers=alice).json()["value"] == "500.00"
+    with aaa._sessions() as db:
+        actions = [(a.action, a.details) for a in db.scalars(select(AuditLog))]
+    audited = [d for a, d in actions if a == "capital.contribute.result"]
+    assert len(audited) == 3  # alice's, bob's and root's refused one
+    assert any(a == "authorize.deny" and "capital.withdraw" in (d or "") for a, d in actions)
+
+
+def test_tokens_are_required_and_checked(api: tuple[TestClient, AAAPlugin]) -> None:
+    client, _ = api
+    missing = client.get("/capital/status")
+    assert missing.status_code == 401 and "bearer token is required" in missing.json()["error"]
+    token = _token(client, "alice")["Authorization"]
+    tampered = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    assert client.get("/capital/status", headers={"Authorization": tampered}).status_code == 401
+    assert client.post("/logout", headers={"Authorization": token}).status_code == 200
+    revoked = client.get("/capital/status", headers={"Authorization": token})
+    assert revoked.status_code == 401 and "revoked" in revoked.json()["error"]
+
+
+def test_wrong_passwords_lock_the_account(api: tuple[TestClient, AAAPlugin]) -> None:
+    client, _ = api
+    for _ in range(3):
+        bad = client.post("/login", json={"username": "bob", "password": "wrong password!"})
+        assert bad.status_code == 401
+    locked = client.post("/login", json={"username": "bob", "password": PASSWORD})
+    assert locked.status_code == 401 and "locked" in locked.json()["error"]
+
+
+def test_portfolios_health_metrics_openapi(api: tuple[TestClient, AAAPlugin]) -> None:
+    client, aaa = api
+    with aaa._sessions.begin() as db:
+        ids = {u.username: u.id for u in db.scalars(select(User))}
+        db.add_all([Portfolio(user_id=ids["alice"], name="a"),
+                    Portfolio(user_id=ids["bob"], name="b")])  # fmt: skip
+    mine = client.get("/portfolios", headers=_token(client, "alice")).json()
+    assert [p["name"] for p in mine] == ["a"]
+    assert len(client.get("/portfolios", headers=_token(client, "root")).json()) == 2
+    assert client.get("/orders", headers=_token(client, "alice")).json() == []
+    assert client.get("/positions", headers=_token(client, "eve")).json() == []
+    health = client.get("/health")
+    assert health.status_code == 200 and health.json()["checks"]["ping"]["detail"] == "pong"
+    metrics = client.get("/metrics").text
+    assert 'corec_api_requests_total{method="GET",route="/portfolios",status="200"}' in metrics
+    paths = client.get("/openapi.json").json()["paths"]
+    assert {"/login", "/capital/contribute", "/capital/withdraw", "/capital/status",
+            "/portfolios", "/orders", "/positions", "/health", "/metrics"} <= set(paths)

@@ -72,10 +72,19 @@ class Resilience(_Strict):
     breaker_reset_s: int = Field(30, ge=1)
 
 
+class Auth(_Strict):
+    """``auth``: whether the Celery tasks demand a login token (plugin ``aaa``)."""
+
+    #: When true, contribute/withdraw/member need ``token=`` (from ``/login``), and a
+    #: member may act only on their own capital (the username is the member id).
+    require_token: bool = False
+
+
 class CapitalConfig(_Strict):
     """The whole plugin config."""
 
     capital_config: CapitalRules = CapitalRules()
+    auth: Auth = Auth()
     macro_config: MacroRules = MacroRules()
     resilience: Resilience = Resilience()
 

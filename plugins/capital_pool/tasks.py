@@ -26,16 +26,40 @@ def pool() -> CapitalPool:
     return CapitalPool(settings, capital_config(settings))
 
 
+@lru_cache(maxsize=1)
+def _aaa() -> Any:
+    from plugins.aaa.service import AAAPlugin
+
+    return AAAPlugin.from_url(get_settings().database_url)
+
+
+def refused(action: str, user_id: object, token: str | None) -> dict[str, Any] | None:
+    """With ``auth.require_token``, an error unless ``token`` may do ``action``."""
+    if not pool().config.auth.require_token:
+        return None
+    from plugins.capital_pool.auth import check_token
+
+    return check_token(_aaa(), action, user_id, token)
+
+
 @app.task(name="capital_pool.contribute")
-def contribute(user_id: str, amount: str, idempotency_key: str | None = None) -> dict[str, Any]:
+def contribute(
+    user_id: str, amount: str, idempotency_key: str | None = None, token: str | None = None
+) -> dict[str, Any]:
     """Buy units for ``amount`` (a decimal string, minimum 100.00) at the current NAV."""
-    return pool().contribute(user_id, amount, idempotency_key)
+    return refused("capital.contribute", user_id, token) or pool().contribute(
+        user_id, amount, idempotency_key
+    )
 
 
 @app.task(name="capital_pool.withdraw")
-def withdraw(user_id: str, amount: str, idempotency_key: str | None = None) -> dict[str, Any]:
+def withdraw(
+    user_id: str, amount: str, idempotency_key: str | None = None, token: str | None = None
+) -> dict[str, Any]:
     """Redeem units worth ``amount``, within the member's value and the free cash."""
-    return pool().withdraw(user_id, amount, idempotency_key)
+    return refused("capital.withdraw", user_id, token) or pool().withdraw(
+        user_id, amount, idempotency_key
+    )
 
 
 @app.task(name="capital_pool.status")
@@ -45,9 +69,9 @@ def status() -> dict[str, Any]:
 
 
 @app.task(name="capital_pool.member")
-def member(user_id: str) -> dict[str, Any]:
+def member(user_id: str, token: str | None = None) -> dict[str, Any]:
     """One member's units, value, contributed, withdrawn and ROI."""
-    return pool().member(user_id)
+    return refused("capital.view", user_id, token) or pool().member(user_id)
 
 
 @app.task(bind=True, name="capital_pool.allocate")

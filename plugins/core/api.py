@@ -40,8 +40,12 @@ from plugins.trading.models import Order, Portfolio, Position, Role, User
 class Capital(Protocol):
     """What the API needs of the capital pool (JSON results, ``ok`` true or false)."""
 
-    def contribute(self, user_id: str, amount: str, key: str) -> dict[str, Any]: ...
-    def withdraw(self, user_id: str, amount: str, key: str) -> dict[str, Any]: ...
+    def contribute(
+        self, user_id: str, amount: str, key: str, token: str | None = None
+    ) -> dict[str, Any]: ...
+    def withdraw(
+        self, user_id: str, amount: str, key: str, token: str | None = None
+    ) -> dict[str, Any]: ...
     def status(self) -> dict[str, Any]: ...
     def member(self, user_id: str) -> dict[str, Any]: ...
 
@@ -55,15 +59,21 @@ class CeleryCapital:
         self.app = app
         self.timeout = timeout
 
-    def _call(self, task: str, *args: Any) -> dict[str, Any]:
-        result: dict[str, Any] = self.app.send_task(task, args=list(args)).get(timeout=self.timeout)
+    def _call(self, task: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        pending = self.app.send_task(task, args=list(args), kwargs=kwargs)
+        result: dict[str, Any] = pending.get(timeout=self.timeout)
         return result
 
-    def contribute(self, user_id: str, amount: str, key: str) -> dict[str, Any]:
-        return self._call("capital_pool.contribute", user_id, amount, key)
+    def contribute(
+        self, user_id: str, amount: str, key: str, token: str | None = None
+    ) -> dict[str, Any]:
+        """The caller's token goes along: the task checks it when it requires one."""
+        return self._call("capital_pool.contribute", user_id, amount, key, token=token)
 
-    def withdraw(self, user_id: str, amount: str, key: str) -> dict[str, Any]:
-        return self._call("capital_pool.withdraw", user_id, amount, key)
+    def withdraw(
+        self, user_id: str, amount: str, key: str, token: str | None = None
+    ) -> dict[str, Any]:
+        return self._call("capital_pool.withdraw", user_id, amount, key, token=token)
 
     def status(self) -> dict[str, Any]:
         return self._call("capital_pool.status")
@@ -83,10 +93,14 @@ class DirectCapital:
         settings = get_settings()
         self.pool = CapitalPool(settings, capital_config(settings))
 
-    def contribute(self, user_id: str, amount: str, key: str) -> dict[str, Any]:
+    def contribute(
+        self, user_id: str, amount: str, key: str, token: str | None = None
+    ) -> dict[str, Any]:
         return self.pool.contribute(user_id, amount, key)
 
-    def withdraw(self, user_id: str, amount: str, key: str) -> dict[str, Any]:
+    def withdraw(
+        self, user_id: str, amount: str, key: str, token: str | None = None
+    ) -> dict[str, Any]:
         return self.pool.withdraw(user_id, amount, key)
 
     def status(self) -> dict[str, Any]:
@@ -173,6 +187,7 @@ def create_app(
         return aaa.verify(creds.credentials)
 
     Who = Annotated[Claims, Depends(claims)]
+    Raw = Annotated[HTTPAuthorizationCredentials, Depends(bearer)]
     Db = Annotated[Session, Depends(db)]
 
     def user_id_of(session: Session, username: str) -> int:
@@ -232,10 +247,12 @@ def create_app(
         aaa.authorize(who, "capital.view", user_id=user_id_of(session, user))
         return _answer(capital.member(user))
 
-    def _move(action: str, body: CapitalIn, who: Claims, session: Session) -> JSONResponse:
+    def _move(
+        action: str, body: CapitalIn, who: Claims, session: Session, token: str
+    ) -> JSONResponse:
         user = body.user or who.username
         aaa.authorize(who, f"capital.{action}", user_id=user_id_of(session, user))
-        result = getattr(capital, action)(user, body.amount, body.idempotency_key)
+        result = getattr(capital, action)(user, body.amount, body.idempotency_key, token)
         capital_actions.labels(action, str(bool(result.get("ok"))).lower()).inc()
         aaa.audit(who.user_id, f"capital.{action}.result",
                   {"user": user, "amount": body.amount, "key": body.idempotency_key,
@@ -243,14 +260,14 @@ def create_app(
         return _answer(result)
 
     @app.post("/capital/contribute")
-    def contribute(body: CapitalIn, who: Who, session: Db) -> JSONResponse:
+    def contribute(body: CapitalIn, who: Who, session: Db, raw: Raw) -> JSONResponse:
         """Buy units for ``amount`` (idempotent per key)."""
-        return _move("contribute", body, who, session)
+        return _move("contribute", body, who, session, raw.credentials)
 
     @app.post("/capital/withdraw")
-    def withdraw(body: CapitalIn, who: Who, session: Db) -> JSONResponse:
+    def withdraw(body: CapitalIn, who: Who, session: Db, raw: Raw) -> JSONResponse:
         """Redeem units worth ``amount`` (idempotent per key)."""
-        return _move("withdraw", body, who, session)
+        return _move("withdraw", body, who, session, raw.credentials)
 
     def _mine(who: Claims, action: str, session: Session) -> list[int] | None:
         """Portfolio ids the caller may read (None: all, for admins and viewers)."""

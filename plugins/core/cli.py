@@ -38,12 +38,12 @@ def api(host: str, port: int, capital: str) -> None:
     from corec_tasks.storage.migrate import current
     from plugins.aaa.service import AAAPlugin
     from plugins.aaa.tokens import secret_from_env
-    from plugins.core.api import CeleryCapital, DirectCapital, create_app
+    from plugins.core.api import Capital, CeleryCapital, DirectCapital, create_app
 
     settings = get_settings()
     secret_from_env()  # refuse to start without a usable signing secret
     aaa = AAAPlugin.from_url(settings.database_url)
-    backend = CeleryCapital() if capital == "celery" else DirectCapital()
+    backend: Capital = CeleryCapital() if capital == "celery" else DirectCapital()
     checks = {
         "redis": lambda: bool(redis_client(settings).ping()),
         "postgres": lambda: current(settings.database_url),

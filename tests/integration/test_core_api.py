@@ -28,10 +28,12 @@ class InProcessCapital:
     def __init__(self, pool: CapitalPool) -> None:
         self.pool = pool
 
-    def contribute(self, user_id: str, amount: str, key: str) -> dict[str, Any]:
+    def contribute(self, user_id: str, amount: str, key: str, token: str | None = None
+                   ) -> dict[str, Any]:  # fmt: skip
         return self.pool.contribute(user_id, amount, key)
 
-    def withdraw(self, user_id: str, amount: str, key: str) -> dict[str, Any]:
+    def withdraw(self, user_id: str, amount: str, key: str, token: str | None = None
+                 ) -> dict[str, Any]:  # fmt: skip
         return self.pool.withdraw(user_id, amount, key)
 
     def status(self) -> dict[str, Any]:
@@ -130,3 +132,18 @@ def test_portfolios_health_metrics_openapi(api: tuple[TestClient, AAAPlugin]) ->
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/login", "/capital/contribute", "/capital/withdraw", "/capital/status",
             "/portfolios", "/orders", "/positions", "/health", "/metrics"} <= set(paths)
+
+
+def test_capital_tasks_check_tokens_when_required(api: tuple[TestClient, AAAPlugin]) -> None:
+    """``auth.require_token``: a member cannot move another member's money through a task."""
+    from plugins.capital_pool.auth import check_token
+
+    client, aaa = api
+    bob = _token(client, "bob")["Authorization"].removeprefix("Bearer ")
+    assert "required" in (check_token(aaa, "capital.withdraw", "alice", None) or {})["error"]
+    denied = check_token(aaa, "capital.withdraw", "alice", bob)
+    assert denied is not None and "may not" in denied["error"]
+    assert check_token(aaa, "capital.withdraw", "bob", bob) is None
+    assert "no user" in (check_token(aaa, "capital.withdraw", "mallory", bob) or {})["error"]
+    assert "signature" in (check_token(aaa, "capital.withdraw", "bob", bob[:-3] + "abc")
+                           or {})["error"]  # fmt: skip

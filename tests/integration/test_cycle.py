@@ -122,7 +122,10 @@ def test_two_beats_run_each_job_once_per_slot(
             cmd = celery_cmd("beat", "--schedule", str(tmp_path / f"beat{i}"), "--loglevel", "INFO")
             beats.append(start(cmd, tmp_path / f"beat{i}.log"))
         time.sleep(9)
-        for proc in beats:
+        # The standby first: a leader stopping first releases its lock, and a standby
+        # still alive under load would rightly take over before it stops.
+        led = ["is the leader" in (tmp_path / f"beat{i}.log").read_text() for i in (1, 2)]
+        for _, proc in sorted(zip(led, beats, strict=True), key=lambda pair: pair[0]):
             stop(proc)
         time.sleep(1)
     client = redis.Redis.from_url(settings.redis_url)

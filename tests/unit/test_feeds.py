@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from corec_tasks.errors import ConfigurationError
+from corec_tasks.settings import load_settings
 from corec_tasks.streams.names import MACRO_DATA, MARKET_DATA
 from corec_tasks.streams.schemas import check_payload
 from plugins.feeds import sim
-from plugins.feeds.config import FeedsConfig, load_config
+from plugins.feeds.config import FeedsConfig, config_from_settings, load_config
 from plugins.feeds.macro import macro_payload
 from plugins.feeds.market import candle_payload
 from plugins.feeds.model import fit_ar, log_returns, predict
@@ -188,3 +189,28 @@ def test_config_defaults_and_errors_name_the_key() -> None:
         load_config({"macro": {"source": "csv"}})
     with pytest.raises(ConfigurationError, match="window: needs at least"):
         load_config({"predictor": {"window": 5, "lags": 4}})
+
+
+def test_the_shipped_config_file_is_the_defaults() -> None:
+    shipped = Path(__file__).resolve().parents[2] / "plugins" / "feeds" / "config.json"
+    assert load_config(json.loads(shipped.read_text())) == FeedsConfig()
+
+
+def test_config_comes_from_the_plugins_entry_with_csv_paths_beside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "feeds").mkdir()
+    (tmp_path / "feeds" / "feeds.json").write_text(json.dumps(
+        {"market": {"source": "csv", "symbols": ["X"], "csv_files": {"X": "x.csv"}}}
+    ))  # fmt: skip
+    corec = {
+        "instance_id": "t",
+        "bloques": [],
+        "plugins": [{"name": "feeds", "enabled": True, "config_path": "feeds/feeds.json"}],
+    }
+    (tmp_path / "corec.json").write_text(json.dumps(corec))  # fmt: skip
+    cfg = config_from_settings(load_settings(tmp_path / "corec.json"))
+    assert cfg.market.csv_files == {"X": str(tmp_path / "feeds" / "x.csv")}
+    (tmp_path / "plain.json").write_text(json.dumps({**corec, "plugins": []}))
+    assert config_from_settings(load_settings(tmp_path / "plain.json")) == FeedsConfig()

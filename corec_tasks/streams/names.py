@@ -13,6 +13,8 @@ MARKET_DATA = "market_data"
 MACRO_DATA = "macro_data"
 CAPITAL_DATA = "capital_data"
 TRADING_RESULTS = "trading_results"
+#: Per-symbol return forecasts of predictor_temporal (plugins/feeds).
+PREDICTIONS = "predictions"
 #: Per-block cycle results from the block engine; they land in ``bloques``, not ``eventos``.
 BLOCK_RESULTS = "block_results"
 #: Messages that failed validation or delivery, with the reason and the original payload.
@@ -27,6 +29,7 @@ ALL: tuple[str, ...] = (
     MACRO_DATA,
     CAPITAL_DATA,
     TRADING_RESULTS,
+    PREDICTIONS,
     BLOCK_RESULTS,
     DEAD_LETTER,
 )

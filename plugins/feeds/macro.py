@@ -1,0 +1,88 @@
+"""macro_sync: one ``macro_data`` entry (``vix_price``, ``sp500_price``) per tick.
+
+Source ``gbm`` (default): the S&P 500 follows geometric Brownian motion and the VIX a
+mean-reverting Ornstein-Uhlenbeck process with a floor, their shocks correlated
+(``rho``, negative by default: stocks fall, volatility rises); see ``sim.py``.
+Source ``csv``: the closes of two OHLC files, one row per tick, from a cursor in Redis.
+The levels, step and cursor live in ``feeds:macro:state``.
+
+Payload (validates as ``MacroData``)::
+
+    {"vix_price": 18.4, "sp500_price": 4503.2, "timestamp": 1763900000.1,
+     "source": "gbm", "tick": "29398333"}          # csv adds "date"
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from corec_tasks.streams.names import MACRO_DATA
+from corec_tasks.streams.schemas import MacroData
+from plugins.feeds import sim
+from plugins.feeds.config import MacroConfig
+from plugins.feeds.market import TickResult
+from plugins.feeds.replay import row_at, rows_of
+from plugins.feeds.ticks import Ticker
+
+FEED = "macro"
+
+
+def macro_payload(vix: float, sp500: float, **extra: Any) -> dict[str, Any]:
+    """A ``macro_data`` payload (validated; ValueError if not)."""
+    payload = {"vix_price": vix, "sp500_price": sp500, "timestamp": time.time(), **extra}
+    MacroData.model_validate(payload)
+    return payload
+
+
+class MacroSync:
+    """Publishes ``macro_data``, one entry per call of ``tick``."""
+
+    def __init__(self, ticker: Ticker, config: MacroConfig) -> None:
+        self.t = ticker
+        self.cfg = config
+        if config.source == "csv":
+            for path in (config.vix_csv, config.sp500_csv):  # both set: the config checks
+                rows_of(path or "")  # a bad file fails here, naming its line
+
+    def tick(self, key: str) -> TickResult:
+        """Run tick ``key`` once: publish the levels and store the state."""
+        cfg = self.cfg
+        state_key = self.t.key("macro", "state")
+        with self.t.exclusive(FEED):
+            if self.t.done(FEED, key):
+                return TickResult(FEED, key, skipped=True)
+            stored: Any = self.t.r.hgetall(state_key)
+            raw = {k.decode(): v.decode() for k, v in stored.items()}
+            state: dict[str, Any]
+            if cfg.source == "csv":
+                assert cfg.vix_csv and cfg.sp500_csv
+                at = int(raw.get("cursor", 0))
+                vix_row = row_at(rows_of(cfg.vix_csv), at, cfg.loop)
+                sp_row = row_at(rows_of(cfg.sp500_csv), at, cfg.loop)
+                if vix_row is None or sp_row is None:
+                    payloads: list[dict[str, Any]] = []
+                    state = {}
+                else:
+                    payloads = [macro_payload(vix_row.close, sp_row.close, source="csv",
+                                              tick=key, date=sp_row.date)]  # fmt: skip
+                    state = {"cursor": at + 1}
+            else:
+                step = int(raw.get("step", 0))
+                sp500, vix = sim.macro_tick(
+                    float(raw.get("sp500", cfg.sp500_start)),
+                    float(raw.get("vix", cfg.vix_start)),
+                    cfg.seed, step,
+                    sp500_mu=cfg.sp500_mu, sp500_sigma=cfg.sp500_sigma, vix_mean=cfg.vix_mean,
+                    vix_theta=cfg.vix_theta, vix_sigma=cfg.vix_sigma, vix_floor=cfg.vix_floor,
+                    rho=cfg.rho, dt=cfg.dt,
+                )  # fmt: skip
+                payloads = [macro_payload(vix, sp500, source="gbm", tick=key)]
+                state = {"step": step + 1, "sp500": repr(sp500), "vix": repr(vix)}
+
+            def queue(pipe: Any) -> None:
+                if state:
+                    pipe.hset(state_key, mapping=state)
+
+            ids = self.t.commit(FEED, key, MACRO_DATA, payloads, queue)
+        return TickResult(FEED, key, len(ids), ids=ids)

@@ -65,3 +65,14 @@ for _interval in _intervals:
         "kwargs": {"interval": _interval, "chunk": _settings.env.block_chunk},
         "options": {"expires": _interval},
     }
+
+# Feeds (seed 000: market_monitor, macro_sync, predictor_temporal), when the plugin is
+# enabled. Each tick is keyed by time // interval_s, so a doubled run publishes nothing.
+if any(p.name == "feeds" and p.enabled for p in _settings.config.plugins):
+    for _name, _task in (("market-tick", "feeds.market_tick"), ("macro-tick", "feeds.macro_tick"),
+                         ("predict", "feeds.predict")):  # fmt: skip
+        beat_schedule[f"feeds-{_name}"] = {
+            "task": _task,
+            "schedule": 60.0,
+            "options": {"expires": 60.0},
+        }

@@ -68,9 +68,10 @@ def _positions(sessions: sessionmaker[Session], ids: tuple[int, int]) -> list[Po
 
 def _orders(sessions: sessionmaker[Session], ids: tuple[int, int]) -> int:
     with sessions() as db:
-        return db.scalar(
-            select(func.count()).select_from(Order).where(Order.portfolio_id == ids[0])
-        ) or 0
+        return (
+            db.scalar(select(func.count()).select_from(Order).where(Order.portfolio_id == ids[0]))
+            or 0
+        )
 
 
 def test_open_then_close_moves_order_and_position(

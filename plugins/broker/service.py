@@ -383,12 +383,14 @@ def reconcile(
     session: Session,
     broker: Broker,
     *,
-    min_age: timedelta = timedelta(0),
+    min_age: timedelta = timedelta(seconds=60),
     market_prices: Mapping[int, Decimal] | None = None,
 ) -> list[dict[str, Any]]:
     """Ask ``broker`` about every order left in new/submitted/partially filled for at
     least ``min_age`` and bring Order and Position in line, one commit per order.
 
+    ``min_age`` keeps it off intents another worker is submitting right now; a process
+    restarting alone (nothing else in flight) may pass ``timedelta(0)``.
     An order the broker never received (a crash before the submit) is marked rejected,
     so the same intent can be decided again; broker failures are reported and skipped.
     ``market_prices`` (by asset id) lets a simulated broker fill more meanwhile.

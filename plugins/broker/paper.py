@@ -22,15 +22,20 @@ import threading
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
+from pathlib import Path
 from typing import Any, Protocol
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from corec_tasks.errors import ConfigurationError, CorecError
+from corec_tasks.redis_conn import redis_client
+from corec_tasks.settings import Settings
 from plugins.trading.types import to_money
 
 PLUGIN = "broker"
+#: The shipped options (slippage, fee, liquidity), next to this module.
+CONFIG_FILE = Path(__file__).with_name("config.json")
 _BPS = Decimal(10000)
 
 #: Exchange-side statuses (not the Order model's lifecycle: "open" is not "submitted").
@@ -76,6 +81,21 @@ def load_config(config: Mapping[str, Any] | PaperConfig | None) -> PaperConfig:
             (".".join(["plugins", PLUGIN, *map(str, e["loc"])]), e["msg"]) for e in exc.errors()
         ]
         raise ConfigurationError(problems, f"{PLUGIN} plugin config") from None
+
+
+def file_config(path: Path = CONFIG_FILE) -> PaperConfig:
+    """The options in ``path`` (the plugin's ``config.json`` by default)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigurationError([(f"plugins.{PLUGIN}", f"{path}: {exc}")]) from None
+    return load_config(data)
+
+
+def redis_store(settings: Settings) -> RedisOrderStore:
+    """The exchange-side orders in Redis under the deployment's prefix (they outlive
+    any worker, as a real exchange's do)."""
+    return RedisOrderStore(redis_client(settings), settings.key("broker:paper:orders"))
 
 
 class OrderStore(Protocol):

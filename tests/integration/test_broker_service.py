@@ -10,10 +10,12 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+import redis
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from plugins.broker.paper import PaperBroker
+from corec_tasks.settings import Settings
+from plugins.broker.paper import PaperBroker, redis_store
 from plugins.broker.service import BrokerService, client_order_id, reconcile
 from plugins.trading.db import make_trading_engine, prepare, session_factory
 from plugins.trading.models import Asset, Order, OrderStatus, Portfolio, Position, Role, User
@@ -218,3 +220,21 @@ def test_close_of_part_and_flip_through_netting(
     old, new = _positions(sessions, ids)
     assert old.closed_at is not None and old.realized_pnl == D(10) + D(-20)
     assert new.side == "short" and new.quantity == 3 and new.entry_price == 90
+
+
+def test_redis_store_keeps_orders_under_the_deployment_prefix(settings: Settings) -> None:
+    store = redis_store(settings)
+    broker = PaperBroker({}, store)
+    first = broker.submit_order("rs-1", "X", "buy", "market", D(1), D(10))
+    # Another broker on the same store (another process, say) sees it and adds nothing.
+    again = PaperBroker({}, redis_store(settings)).submit_order(
+        "rs-1", "X", "buy", "market", D(1), D(10)
+    )
+    assert again["duplicate"] and again["exchange_order_id"] == first["exchange_order_id"]
+    client = redis.Redis.from_url(settings.redis_url)
+    try:
+        key = f"{settings.redis_prefix}broker:paper:orders"
+        assert client.hlen(key) == 1
+        client.delete(key)
+    finally:
+        client.close()

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
 from corec_tasks.errors import ConfigurationError
-from plugins.broker.paper import BrokerError, PaperBroker, load_config
+from plugins.broker.paper import BrokerError, PaperBroker, file_config, load_config
 
 D = Decimal
 
@@ -115,3 +116,11 @@ def test_config_errors_name_the_key() -> None:
         load_config({"fee_bps": "-1"})
     with pytest.raises(ConfigurationError, match=r"plugins\.broker\.typo"):
         load_config({"typo": 1})
+
+
+def test_the_shipped_config_file_is_valid(tmp_path: Path) -> None:
+    assert file_config().fee_bps == D(10)
+    bad = tmp_path / "c.json"
+    bad.write_text("{")
+    with pytest.raises(ConfigurationError, match=r"c\.json"):
+        file_config(bad)

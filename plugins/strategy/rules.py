@@ -90,7 +90,10 @@ def signal(
 def quantize(x: Decimal, step: Decimal, up: bool) -> Decimal:
     """``x`` rounded to a multiple of ``step``, up or down."""
     units = CTX.divide(x, step).to_integral_value(rounding=ROUND_CEILING if up else ROUND_FLOOR)
-    return CTX.multiply(units, step)
+    # Shown with the step's decimals: 25.0000 for a 0.0001 lot, not 25.0 or 2.5E+1.
+    exponent = step.as_tuple().exponent
+    assert isinstance(exponent, int), "a lot or tick step is finite"
+    return CTX.multiply(units, step).quantize(Decimal(1).scaleb(exponent))
 
 
 def stop_loss(price: Decimal, distance: Decimal, side: Side, tick: Decimal) -> Decimal:

@@ -66,11 +66,8 @@ class DbConfigLoader:
         if asset_id is not None:
             keys.append(config_key(plugin, asset_id=asset_id))
         with self._sessions() as db:
-            rows = dict(
-                db.execute(select(Config.key, Config.value).where(Config.key.in_(keys)))
-                .tuples()
-                .all()
-            )
+            result = db.execute(select(Config.key, Config.value).where(Config.key.in_(keys)))
+            rows: dict[str, str | None] = {key: value for key, value in result}
         layers: list[ConfigLayer] = []
         for key in keys:
             raw = rows.get(key)

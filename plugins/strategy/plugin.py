@@ -108,7 +108,8 @@ class PredictionThresholdStrategy(StrategyContract):
         macro_rules: MacroRules | None = None,
     ) -> None:
         super().__init__(config, loader=loader, portfolio_id=portfolio_id, asset_id=asset_id)
-        assert isinstance(self.params, ThresholdParams)
+        if not isinstance(self.params, ThresholdParams):  # a subclass swapped Params
+            raise TypeError(f"{type(self).__name__}.Params must be ThresholdParams")
         self.p: ThresholdParams = self.params
         self.capital_rules = capital_rules or CapitalRules()
         self.macro_rules = macro_rules or MacroRules()

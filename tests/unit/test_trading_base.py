@@ -11,8 +11,10 @@ from typing import Any, ClassVar
 
 import pytest
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 
 from corec_tasks.errors import ConfigurationError, PluginError
+from plugins.aaa.service import AAAPlugin
 from plugins.strategy.plugin import PredictionThresholdStrategy
 from plugins.trading.base import (
     BasePlugin,
@@ -31,7 +33,7 @@ from plugins.trading.contracts import (
     contract_problems,
 )
 from plugins.trading.db import create_schema, make_trading_engine, session_factory
-from plugins.trading.models import Config
+from plugins.trading.models import AuditLog, Config
 from plugins.trading.registry import PluginRegistry, default_registry, load_plugin
 
 
@@ -230,23 +232,17 @@ def test_safe_call_default_hook_logs(caplog: pytest.LogCaptureFixture) -> None:
     assert '"plugin": "echo"' in caplog.text and "exchange down" in caplog.text
 
 
-def test_aaa_hook_writes_through_the_aaa_audit() -> None:
-    class FakeAAA:
-        rows: ClassVar[list[tuple[Any, ...]]] = []
-
-        def audit(self, user_id: int | None, action: str, details: Any) -> int:
-            self.rows.append((user_id, action, details))
-            return 1
-
-    aaa = FakeAAA()
-    safe_call(EchoBroker(), "execute", "boom", {}, audit=aaa_audit_hook(aaa, user_id=3))
-    [(user_id, action, details)] = aaa.rows
-    assert (user_id, action, details["plugin"], details["method"]) == (
-        3,
-        "plugin.error",
-        "echo",
-        "execute",
-    )
+def test_aaa_hook_writes_an_audit_log_row(tmp_path: Path) -> None:
+    aaa = AAAPlugin.from_url(f"sqlite:///{tmp_path / 'aaa.db'}")
+    try:
+        safe_call(EchoBroker(), "execute", "boom", {}, audit=aaa_audit_hook(aaa))
+        with aaa._sessions() as db:
+            [row] = db.scalars(select(AuditLog)).all()
+        assert row.action == "plugin.error" and row.user_id is None
+        details = json.loads(row.details or "{}")
+        assert details["plugin"] == "echo" and details["error"] == "exchange down"
+    finally:
+        aaa.close()
 
 
 def test_decimal_params_from_json_floats() -> None:

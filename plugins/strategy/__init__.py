@@ -1,0 +1,1 @@
+"""The ``strategy`` plugin: a prediction-threshold strategy (seed 003 §4)."""

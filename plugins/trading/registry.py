@@ -1,0 +1,101 @@
+"""Loading plugins by type and name: a registry of classes, each checked against its
+type's contract when registered.
+
+Built-in plugins are registered as ``"module:Class"`` strings and imported on first
+use, so importing the registry imports no plugin. There is no global registry:
+``default_registry()`` builds a fresh one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from corec_tasks.errors import ConfigurationError, PluginError
+from plugins.trading.base import BasePlugin, ConfigLoader
+from plugins.trading.contracts import CONTRACTS, check_contract, contract_for
+
+#: Plugins shipped with CoreC: type -> name -> "module:Class".
+BUILTIN: dict[str, dict[str, str]] = {
+    "strategy": {"prediction_threshold": "plugins.strategy.plugin:PredictionThresholdStrategy"},
+}
+
+
+class PluginRegistry:
+    """Plugin type -> name -> class (or a lazy ``"module:Class"`` reference)."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, dict[str, type[BasePlugin] | str]] = {t: {} for t in CONTRACTS}
+
+    def register(self, plugin_type: str, name: str, cls: type[BasePlugin] | str) -> None:
+        """Add ``cls`` under ``name``; a class is checked against the contract now."""
+        contract_for(plugin_type)
+        if not isinstance(cls, str):
+            check_contract(cls, plugin_type)
+        self._entries[plugin_type][name] = cls
+
+    def names(self, plugin_type: str) -> list[str]:
+        """The registered names of one type, sorted."""
+        contract_for(plugin_type)
+        return sorted(self._entries[plugin_type])
+
+    def get(self, plugin_type: str, name: str) -> type[BasePlugin]:
+        """The class registered as ``name``; ConfigurationError naming the known ones."""
+        contract_for(plugin_type)
+        entry = self._entries[plugin_type].get(name)
+        if entry is None:
+            known = ", ".join(self.names(plugin_type)) or "none"
+            raise ConfigurationError(
+                [
+                    (
+                        f"plugins.{plugin_type}",
+                        f"unknown {plugin_type} plugin {name!r}; known: {known}",
+                    )
+                ]
+            )
+        if isinstance(entry, str):
+            entry = _import(name, entry)
+            check_contract(entry, plugin_type)
+            self._entries[plugin_type][name] = entry
+        return entry
+
+
+def _import(name: str, ref: str) -> type[BasePlugin]:
+    module, _, attr = ref.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as exc:
+        raise PluginError(name, f"cannot load {ref}: {exc}") from exc
+    if not isinstance(cls, type):
+        raise PluginError(name, f"{ref} is not a class")
+    return cls
+
+
+def default_registry() -> PluginRegistry:
+    """A new registry holding CoreC's built-in plugins."""
+    registry = PluginRegistry()
+    for plugin_type, entries in BUILTIN.items():
+        for name, ref in entries.items():
+            registry.register(plugin_type, name, ref)
+    return registry
+
+
+def load_plugin(
+    plugin_type: str,
+    name: str,
+    config: Mapping[str, Any] | None = None,
+    *,
+    registry: PluginRegistry | None = None,
+    loader: ConfigLoader | None = None,
+    portfolio_id: int | None = None,
+    asset_id: int | None = None,
+    **kwargs: Any,
+) -> BasePlugin:
+    """An instance of the ``plugin_type`` plugin registered as ``name``, configured with
+    ``config`` merged with the stored JSON ``loader`` reads (and validated)."""
+    cls = (registry or default_registry()).get(plugin_type, name)
+    return cls(config, loader=loader, portfolio_id=portfolio_id, asset_id=asset_id, **kwargs)
+
+
+__all__ = ["BUILTIN", "PluginRegistry", "default_registry", "load_plugin"]

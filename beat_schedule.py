@@ -76,3 +76,14 @@ if any(p.name == "feeds" and p.enabled for p in _settings.config.plugins):
             "schedule": 60.0,
             "options": {"expires": 60.0},
         }
+
+# The trading cycle (seed 003 §7) every global_latency minutes, when the pipeline is enabled.
+if any(p.name == "pipeline" and p.enabled for p in _settings.config.plugins):
+    from plugins.pipeline.config import trading_config
+
+    _latency_s = 60.0 * trading_config(_settings).global_latency
+    beat_schedule["trading-cycle"] = {
+        "task": "trading.cycle",
+        "schedule": _latency_s,
+        "options": {"expires": _latency_s},
+    }

@@ -51,9 +51,11 @@ def _add_plugin_commands() -> None:
     """Command groups of the plugins shipped in this package (``corec capital ...``)."""
     from plugins.capital_pool.cli import capital
     from plugins.core.cli import api
+    from plugins.pipeline.cli import trading
 
     main.add_command(capital)
     main.add_command(api)
+    main.add_command(trading)
 
 
 _add_plugin_commands()

@@ -19,6 +19,7 @@ from plugins.trading.contracts import CONTRACTS, check_contract, contract_for
 #: Plugins shipped with CoreC: type -> name -> "module:Class".
 BUILTIN: dict[str, dict[str, str]] = {
     "strategy": {"prediction_threshold": "plugins.strategy.plugin:PredictionThresholdStrategy"},
+    "portfolio": {"allocator": "plugins.portfolio.plugin:AllocatorPortfolio"},
 }
 
 

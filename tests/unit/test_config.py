@@ -34,12 +34,16 @@ def test_seed_sample_loads_as_is() -> None:
     assert cfg.db_config is not None and cfg.db_config.url().endswith("@localhost:5432/corec_db")
 
 
-def test_shipped_default_is_the_seed_sample_without_secrets_plus_capital_pool() -> None:
+def test_shipped_default_is_the_seed_sample_without_secrets_plus_the_trading_plugins() -> None:
     shipped = json.loads((ROOT / "corec_config.json").read_text())
     expected = seed()
     del expected["db_config"], expected["redis_config"]
-    expected["plugins"].append({"name": "capital_pool", "enabled": True,
-                                "config_path": "plugins/capital_pool/capital_pool.yaml"})
+    expected["plugins"] += [
+        {"name": "capital_pool", "enabled": True,
+         "config_path": "plugins/capital_pool/capital_pool.yaml"},
+        {"name": "feeds", "enabled": True, "config_path": "plugins/feeds/config.json"},
+        {"name": "pipeline", "enabled": True, "config_path": "plugins/pipeline/config.json"},
+    ]  # fmt: skip
     assert shipped == expected
 
 

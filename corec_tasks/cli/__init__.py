@@ -18,7 +18,27 @@ from plugins.aaa.cli import users
 from plugins.portfolio.cli import portfolio
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _CorecGroup(click.Group):
+    """Adds the plugins' command groups on first use, not at import: a plugin's CLI
+    module imports ``corec_tasks.cli.output``, so importing it here would be circular."""
+
+    _plugins_added = False
+
+    def _plugins(self) -> None:
+        if not self._plugins_added:
+            type(self)._plugins_added = True
+            _add_plugin_commands(self)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        self._plugins()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        self._plugins()
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_CorecGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option(
     "--config",
     "config_path",
@@ -47,17 +67,13 @@ for command in (config, services, db, streams, blocks, users, status, demo, port
     main.add_command(command)
 
 
-def _add_plugin_commands() -> None:
+def _add_plugin_commands(group: click.Group) -> None:
     """Command groups of the plugins shipped in this package (``corec capital ...``)."""
     from plugins.capital_pool.cli import capital
     from plugins.core.cli import api
     from plugins.pipeline.cli import trading
 
-    main.add_command(capital)
-    main.add_command(api)
-    main.add_command(trading)
-
-
-_add_plugin_commands()
+    for command in (capital, api, trading):
+        group.add_command(command)
 
 __all__ = ["main"]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
@@ -64,6 +65,9 @@ class PaperConfig(BaseModel):
     fee_bps: Decimal = Field(Decimal(0), ge=0, le=10000)
     #: Most quantity one matching call fills (the book's liquidity); None: unlimited.
     max_fill_quantity: Decimal | None = Field(None, gt=0)
+    #: Simulated round trip to the exchange per submit or fetch, in milliseconds (a real
+    #: exchange answers in tens to hundreds); 0: instant.
+    latency_ms: float = Field(0.0, ge=0, le=60_000)
 
 
 def load_config(config: Mapping[str, Any] | PaperConfig | None) -> PaperConfig:
@@ -190,6 +194,7 @@ class PaperBroker:
         existing order unchanged (with ``"duplicate": true``), never a second one."""
         if not client_order_id:
             raise BrokerError("client_order_id is required")
+        self._round_trip()
         with self._lock:
             existing = self.store.get(client_order_id)
             if existing is not None:
@@ -205,6 +210,10 @@ class PaperBroker:
                 self._match(record, _d(market_price))
                 self.store.save(client_order_id, record)
             return {**record, "duplicate": False}
+
+    def _round_trip(self) -> None:
+        if self.config.latency_ms:
+            time.sleep(self.config.latency_ms / 1000)
 
     def fetch_order(
         self, client_order_id: str, market_price: Decimal | None = None

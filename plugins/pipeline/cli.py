@@ -28,8 +28,10 @@ def run_cycle(key: str, *, inline: bool = False, timeout: float = 300.0) -> dict
         if inline:
             summary = summarise(key, [t.process_asset(j) for j in prepared.jobs], started)
         else:
-            finish = dispatch(key, prepared.jobs, t.config.max_parallel_assets)
+            finish = dispatch(key, prepared.jobs, t.config.max_parallel_assets, started)
             summary = AsyncResult(finish, app=app).get(timeout=timeout)
+        # Preparation to the last asset's result, as this client saw it (either mode).
+        summary["client_wall_s"] = round(time.time() - started, 4)
         summary["predictions"] = prepared.predictions
         summary["equity"] = prepared.equity
         summary["allocations"] = len(prepared.allocation.get("allocations", []))

@@ -28,6 +28,9 @@ class TradingConfig(BaseModel):
     global_latency: Annotated[float, Field(gt=0)] = 5
     #: Assets processed at once: the cycle sends them in waves of this size.
     max_parallel_assets: int = Field(16, ge=1, le=10_000)
+    #: Assets per Celery message: Celery's own cost per task (milliseconds) is about an
+    #: asset's work on the paper broker, so a few assets share one message.
+    assets_per_task: int = Field(4, ge=1, le=1_000)
     #: Retries of an asset's transient failure (database, Redis), with backoff.
     error_retry_count: int = Field(3, ge=0, le=20)
     retry_backoff_s: Annotated[float, Field(ge=0)] = 1.0
@@ -35,6 +38,8 @@ class TradingConfig(BaseModel):
     max_allocation_per_asset: Annotated[Decimal, Field(gt=0, le=1)] = Decimal("0.25")
     #: Options of the prediction_threshold strategy.
     strategy: dict[str, Any] = Field(default_factory=dict)
+    #: Paper broker options over plugins/broker/config.json (e.g. ``latency_ms``).
+    broker: dict[str, Any] = Field(default_factory=dict)
 
 
 def trading_config(settings: Settings) -> TradingConfig:

@@ -86,9 +86,8 @@ class Trading:
         self.sessions = session_factory(self.engine)
         self.r: redis.Redis = redis_client(settings)
         self.bus = StreamBus(settings, self.r)
-        self.broker = BrokerService(
-            self.sessions, PaperBroker(file_config(), redis_store(settings))
-        )
+        paper = {**file_config().model_dump(), **self.config.broker}
+        self.broker = BrokerService(self.sessions, PaperBroker(paper, redis_store(settings)))
         cap = capital_config(settings)
         self.capital = CapitalPool(settings, cap)
         self.strategy = PredictionThresholdStrategy(

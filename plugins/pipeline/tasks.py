@@ -9,6 +9,7 @@ so a client can wait for the whole cycle.
 
 from __future__ import annotations
 
+import logging
 import time
 from functools import lru_cache
 from typing import Any
@@ -21,6 +22,8 @@ from celery import chord, group
 from corec_tasks.celery import app
 from corec_tasks.settings import get_settings
 from plugins.pipeline.cycle import Trading, summarise
+
+log = logging.getLogger(__name__)
 
 #: Failures worth a retry: the database or Redis went away for a moment.
 TRANSIENT = (psycopg.OperationalError, sqlalchemy.exc.OperationalError, redis.ConnectionError,
@@ -41,9 +44,12 @@ def waves(jobs: list[dict[str, Any]], size: int) -> list[list[dict[str, Any]]]:
     return [jobs[i : i + size] for i in range(0, len(jobs), size)]
 
 
-def dispatch(cycle: str, jobs: list[dict[str, Any]], size: int) -> str:
-    """Send the first wave; return the id of the task that will hold the cycle's summary."""
-    send_wave.apply(args=[cycle, waves(jobs, size), 0, jobs, time.time()])
+def dispatch(
+    cycle: str, jobs: list[dict[str, Any]], size: int, started: float | None = None
+) -> str:
+    """Send the first wave; return the id of the task that will hold the cycle's summary
+    (its ``wall_s`` counts from ``started``, by default now)."""
+    send_wave.apply(args=[cycle, waves(jobs, size), 0, jobs, started or time.time()])
     return finish_id(cycle)
 
 
@@ -55,9 +61,10 @@ def cycle(key: str | None = None) -> dict[str, Any]:
     a second beat or a redelivery in the same slot trades nothing twice.
     """
     t = trading()
-    slot = key or str(int(time.time() // (60 * t.config.global_latency)))
+    started = time.time()
+    slot = key or str(int(started // (60 * t.config.global_latency)))
     prepared = t.prepare(slot)
-    dispatch(slot, prepared.jobs, t.config.max_parallel_assets)
+    dispatch(slot, prepared.jobs, t.config.max_parallel_assets, started)
     return {"ok": True, "cycle": slot, "assets": len(prepared.jobs),
             "predictions": prepared.predictions, "finish": finish_id(slot)}  # fmt: skip
 
@@ -69,7 +76,9 @@ def send_wave(cycle: str, all_waves: list[list[dict[str, Any]]], index: int,
     if index >= len(all_waves):
         finish_cycle.apply_async(args=[cycle, jobs, started], task_id=finish_id(cycle))
         return
-    body = group(process_asset.si(job) for job in all_waves[index])
+    per_task = trading().config.assets_per_task
+    wave = all_waves[index]
+    body = group(process_assets.si(wave[i : i + per_task]) for i in range(0, len(wave), per_task))
     callback = send_wave.si(cycle, all_waves, index + 1, jobs, started)
     chord(body)(callback)
 
@@ -87,6 +96,24 @@ def process_asset(self: Any, job: dict[str, Any]) -> dict[str, Any]:
             raise self.retry(exc=exc, countdown=delay) from exc
         return {"ok": False, "action": "none", "symbol": job.get("symbol"),
                 "error": f"gave up after {self.request.retries} retries: {exc}"}  # fmt: skip
+
+
+@app.task(bind=True, name="trading.process_assets")
+def process_assets(self: Any, jobs: list[dict[str, Any]]) -> int:
+    """``process_asset`` for a few assets in one message (Celery's per-task cost is
+    milliseconds, like an asset's own work); a transient failure retries the message,
+    and the assets already done replay their stored results."""
+    t = trading()
+    try:
+        for job in jobs:
+            t.process_asset(job)
+    except TRANSIENT as exc:
+        if self.request.retries < t.config.error_retry_count:
+            delay = t.config.retry_backoff_s * 2**self.request.retries
+            raise self.retry(exc=exc, countdown=delay) from exc
+        log.error("trading: gave up on %d assets after %d retries: %s", len(jobs),
+                  self.request.retries, exc)  # fmt: skip
+    return len(jobs)
 
 
 @app.task(name="trading.finish_cycle")

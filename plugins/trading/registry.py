@@ -20,6 +20,9 @@ from plugins.trading.contracts import CONTRACTS, check_contract, contract_for
 BUILTIN: dict[str, dict[str, str]] = {
     "strategy": {"prediction_threshold": "plugins.strategy.plugin:PredictionThresholdStrategy"},
     "portfolio": {"allocator": "plugins.portfolio.plugin:AllocatorPortfolio"},
+    "pipeline": {"celery": "plugins.pipeline.plugin:CeleryPipeline"},
+    "broker": {"paper": "plugins.pipeline.plugin:PaperBrokerPlugin"},
+    "core": {"core": "plugins.pipeline.plugin:CorePlugin"},
 }
 
 

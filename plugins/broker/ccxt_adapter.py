@@ -127,9 +127,7 @@ def import_ccxt() -> ModuleType:
     try:
         return importlib.import_module("ccxt")
     except ImportError as exc:
-        raise BrokerError(
-            f"the ccxt exchange adapter needs ccxt: {INSTALL_HINT} ({exc})"
-        ) from None
+        raise BrokerError(f"the ccxt exchange adapter needs ccxt: {INSTALL_HINT} ({exc})") from None
 
 
 def _num(value: object) -> Decimal | None:
@@ -277,9 +275,7 @@ class CcxtBroker:
                 order = self._fetch(client_order_id, market)
                 if order is not None:
                     self._symbols[client_order_id] = market
-                    asset = next(
-                        (a for a, m in self.config.symbols.items() if m == market), market
-                    )
+                    asset = next((a for a, m in self.config.symbols.items() if m == market), market)
                     return self._record(order, client_order_id, asset)
             return None
 
@@ -310,7 +306,9 @@ class CcxtBroker:
                 f"{self.name} {method}: {type(exc).__name__}: {exc}", retryable=False
             ) from exc
 
-    def _record(self, order: Mapping[str, Any], client_order_id: str, symbol: str) -> dict[str, Any]:
+    def _record(
+        self, order: Mapping[str, Any], client_order_id: str, symbol: str
+    ) -> dict[str, Any]:
         """A ccxt order structure as the paper exchange's record."""
         raw = str(order.get("status") or "")
         filled = _num(order.get("filled")) or Decimal(0)

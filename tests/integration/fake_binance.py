@@ -49,10 +49,18 @@ def _market(symbol: str, base: str, quote: str) -> dict[str, Any]:
         "isMarginTradingAllowed": False,
         "permissions": ["SPOT"],
         "filters": [
-            {"filterType": "PRICE_FILTER", "minPrice": "0.01", "maxPrice": "1000000.00",
-             "tickSize": "0.01"},
-            {"filterType": "LOT_SIZE", "minQty": "0.00001", "maxQty": "9000.00000",
-             "stepSize": "0.00001"},
+            {
+                "filterType": "PRICE_FILTER",
+                "minPrice": "0.01",
+                "maxPrice": "1000000.00",
+                "tickSize": "0.01",
+            },
+            {
+                "filterType": "LOT_SIZE",
+                "minQty": "0.00001",
+                "maxQty": "9000.00000",
+                "stepSize": "0.00001",
+            },
             {"filterType": "NOTIONAL", "minNotional": "5.00", "maxNotional": "9000000.00"},
         ],
     }
@@ -112,9 +120,11 @@ class FakeBinance:
             order["status"] = status
             if executed is not None:
                 qty = Decimal(executed)
-                price = Decimal(order["price"]) if Decimal(order["price"]) else self.prices[
-                    order["symbol"]
-                ]
+                price = (
+                    Decimal(order["price"])
+                    if Decimal(order["price"])
+                    else self.prices[order["symbol"]]
+                )
                 order["executedQty"] = _q(qty)
                 order["cummulativeQuoteQty"] = _q(qty * price)
             order["updateTime"] = _now()
@@ -223,13 +233,13 @@ def _q(value: Decimal) -> str:
 class _Handler(BaseHTTPRequestHandler):
     exchange: FakeBinance
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib's name
+    def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet tests
 
-    def do_GET(self) -> None:  # noqa: N802 - http.server's name
+    def do_GET(self) -> None:
         self._serve("GET")
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         self._serve("POST")
 
     def _serve(self, method: str) -> None:

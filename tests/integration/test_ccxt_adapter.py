@@ -94,7 +94,11 @@ def test_the_same_client_order_id_twice_is_one_exchange_order(
     ],
 )
 def test_fetch_by_client_order_id_maps_statuses(
-    fake: FakeBinance, broker: CcxtBroker, binance: str, executed: str | None, status: str,
+    fake: FakeBinance,
+    broker: CcxtBroker,
+    binance: str,
+    executed: str | None,
+    status: str,
     filled: str,
 ) -> None:
     rec = broker.submit_order("l-1", "ETH-USD", "sell", "limit", D(1), D(1), D("3100"))

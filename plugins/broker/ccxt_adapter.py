@@ -68,10 +68,12 @@ BINANCE_SPOT_OPTIONS: dict[str, Any] = {
 
 
 class ExchangeBrokerError(BrokerError):
-    """The exchange failed a request; ``retryable`` when trying again may succeed."""
+    """The exchange failed a request; ``retryable`` when trying again may succeed,
+    ``order_refused`` when the exchange refused the order itself (funds, size, market)."""
 
-    def __init__(self, message: str, *, retryable: bool) -> None:
+    def __init__(self, message: str, *, retryable: bool, order_refused: bool = False) -> None:
         self.retryable = retryable
+        self.order_refused = order_refused
         super().__init__(message)
 
 
@@ -247,12 +249,20 @@ class CcxtBroker:
                     "create_order", market, order_type, side, float(quantity), price, params
                 )
             except ExchangeBrokerError as exc:
-                if not _is_duplicate(exc):
+                if _is_duplicate(exc):
+                    found = self._fetch(client_order_id, market)
+                    if found is None:
+                        raise
+                    return {**self._record(found, client_order_id, symbol), "duplicate": True}
+                if not exc.order_refused:
                     raise
-                found = self._fetch(client_order_id, market)
-                if found is None:
-                    raise
-                return {**self._record(found, client_order_id, symbol), "duplicate": True}
+                # Refused for good (funds, size, market): a rejected order, as the paper
+                # exchange answers an invalid one, so the intent can be decided again.
+                return {
+                    **_rejected(client_order_id, symbol, side, order_type, quantity, limit_price),
+                    "reject_reason": str(exc),
+                    "duplicate": False,
+                }
             return {**self._record(order, client_order_id, symbol), "duplicate": False}
 
     def fetch_order(
@@ -302,8 +312,11 @@ class CcxtBroker:
                 retryable=True,
             ) from exc
         except ccxt.BaseError as exc:  # the exchange answered and refused
+            refused = isinstance(exc, (ccxt.InvalidOrder, ccxt.InsufficientFunds, ccxt.BadSymbol))
             raise ExchangeBrokerError(
-                f"{self.name} {method}: {type(exc).__name__}: {exc}", retryable=False
+                f"{self.name} {method}: {type(exc).__name__}: {exc}",
+                retryable=False,
+                order_refused=refused and method == "create_order",
             ) from exc
 
     def _record(
@@ -361,6 +374,32 @@ class CcxtBroker:
 
 class _NotFound(Exception):
     """The exchange does not know the order (internal: becomes None)."""
+
+
+def _rejected(
+    client_order_id: str,
+    symbol: str,
+    side: str,
+    order_type: str,
+    quantity: Decimal,
+    limit_price: Decimal | None,
+) -> dict[str, Any]:
+    """The record of an order the exchange refused to take."""
+    return {
+        "client_order_id": client_order_id,
+        "exchange_order_id": None,
+        "symbol": symbol,
+        "side": side,
+        "type": order_type,
+        "quantity": _s(to_money(quantity)),
+        "limit_price": None if limit_price is None else _s(to_money(limit_price)),
+        "status": REJECTED,
+        "filled_quantity": "0",
+        "average_price": None,
+        "fee": "0",
+        "fills": [],
+        "reject_reason": None,
+    }
 
 
 def _is_duplicate(exc: ExchangeBrokerError) -> bool:

@@ -73,6 +73,7 @@ class FakeBinance:
         self.markets = {"BTCUSDT": ("BTC", "USDT"), "ETHUSDT": ("ETH", "USDT")}
         self.prices = {"BTCUSDT": Decimal("50000.00"), "ETHUSDT": Decimal("3000.00")}
         self.fee_rate = Decimal(fee_rate)
+        self.balances = {"USDT": Decimal(1000000), "BTC": Decimal(10), "ETH": Decimal(100)}
         self.orders: dict[str, dict[str, Any]] = {}  # by client order id
         self.placed = 0  # orders really created
         self.requests: list[tuple[str, str]] = []  # (method, path)
@@ -154,6 +155,10 @@ class FakeBinance:
         with self._lock:
             if cid in self.orders:
                 return 400, {"code": -2010, "msg": "Duplicate order sent."}
+            price = Decimal(p.get("price") or self.prices[symbol])
+            if side == "BUY" and qty * price > self.balances[self.markets[symbol][1]]:
+                msg = "Account has insufficient balance for requested action."
+                return 400, {"code": -2010, "msg": msg}
             self.placed += 1
             now = _now()
             order: dict[str, Any] = {
@@ -215,8 +220,8 @@ class FakeBinance:
             "accountType": "SPOT",
             "updateTime": _now(),
             "balances": [
-                {"asset": "USDT", "free": "1000000.00000000", "locked": "0.00000000"},
-                {"asset": "BTC", "free": "10.00000000", "locked": "0.00000000"},
+                {"asset": a, "free": _q(v), "locked": "0.00000000"}
+                for a, v in self.balances.items()
             ],
             "permissions": ["SPOT"],
         }

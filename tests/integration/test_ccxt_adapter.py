@@ -172,6 +172,17 @@ def test_refused_credentials_are_not_retryable(fake: FakeBinance) -> None:
     assert fake.placed == 0
 
 
+def test_an_order_the_exchange_refuses_is_a_rejected_record(
+    fake: FakeBinance, broker: CcxtBroker, sessions: sessionmaker[Session], ids: tuple[int, int]
+) -> None:
+    rec = broker.submit_order("poor-1", "BTC-USD", "buy", "market", D(100), D(1))  # 5M USDT
+    assert rec["status"] == "rejected" and "insufficient balance" in rec["reject_reason"]
+    assert fake.placed == 0
+    res = BrokerService(sessions, broker).execute(_open("100"), ids[0], ids[1], D(1), cycle=3)
+    assert res["success"] is False and res["status"] == "rejected"
+    assert "insufficient balance" in res["error_message"]
+
+
 def test_missing_credentials_and_unknown_options_name_the_key() -> None:
     with pytest.raises(ConfigurationError, match="COREC_EXCHANGE_SECRET"):
         CcxtBroker({}, environ={"COREC_EXCHANGE_API_KEY": "k"})

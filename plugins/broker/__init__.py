@@ -2,5 +2,6 @@
 
 ``paper.PaperBroker`` simulates an exchange; ``service.BrokerService`` turns a
 strategy's action into an Order, submits it and keeps Order and Position in line,
-``service.reconcile`` repairs what a crash left behind.
+``service.reconcile`` repairs what a crash left behind. ``ccxt_adapter.CcxtBroker``
+is a live exchange through ccxt (the ``exchange`` extra), behind the same protocol.
 """

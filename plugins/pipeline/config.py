@@ -38,7 +38,10 @@ class TradingConfig(BaseModel):
     max_allocation_per_asset: Annotated[Decimal, Field(gt=0, le=1)] = Decimal("0.25")
     #: Options of the prediction_threshold strategy.
     strategy: dict[str, Any] = Field(default_factory=dict)
-    #: Paper broker options over plugins/broker/config.json (e.g. ``latency_ms``).
+    #: The exchange: the paper broker, or a live one through ccxt (extra ``exchange``).
+    broker_adapter: Literal["paper", "ccxt"] = "paper"
+    #: Its options: over plugins/broker/config.json for paper (e.g. ``latency_ms``), the
+    #: CcxtBroker's for ccxt (exchange, sandbox, symbols, key variable names).
     broker: dict[str, Any] = Field(default_factory=dict)
 
 

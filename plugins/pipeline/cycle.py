@@ -86,8 +86,7 @@ class Trading:
         self.sessions = session_factory(self.engine)
         self.r: redis.Redis = redis_client(settings)
         self.bus = StreamBus(settings, self.r)
-        paper = {**file_config().model_dump(), **self.config.broker}
-        self.broker = BrokerService(self.sessions, PaperBroker(paper, redis_store(settings)))
+        self.broker = BrokerService(self.sessions, self._exchange())
         cap = capital_config(settings)
         self.capital = CapitalPool(settings, cap)
         self.strategy = PredictionThresholdStrategy(
@@ -100,6 +99,14 @@ class Trading:
         self.max_active_ratio = cap.capital_config.max_active_ratio
         self.allocation_ttl_s = cap.capital_config.allocation_ttl_s
         self.feeds = Feeds(settings)
+
+    def _exchange(self) -> Any:
+        if self.config.broker_adapter == "ccxt":
+            from plugins.broker.ccxt_adapter import CcxtBroker
+
+            return CcxtBroker(self.config.broker)
+        paper = {**file_config().model_dump(), **self.config.broker}
+        return PaperBroker(paper, redis_store(self.settings))
 
     def close(self) -> None:
         self.feeds.close()

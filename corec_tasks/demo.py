@@ -3,8 +3,9 @@
 Starts the embedded Redis and PostgreSQL (unless REDIS_URL and DATABASE_URL are
 set), migrates, starts one Celery worker and beat, publishes events through the
 streams bus (a few malformed on purpose), waits while beat-driven persistence
-lands them in the partitioned tables, shows the result, and stops everything it
-started.
+lands them in the partitioned tables, shows the result; runs the seed's blocks, the
+capital pool, then full trading cycles on the simulator (``demo_trading``), ends with
+a report (a table and a PNG chart, ``demo_report``) and stops everything it started.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 import random
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -69,7 +71,14 @@ def _landed(settings: Settings, since: float) -> int:
         engine.dispose()
 
 
-def run(events: int = 5_000, cycles: int = 3, timeout: float = 120.0, seed: int = 7) -> None:
+def run(
+    events: int = 5_000,
+    cycles: int = 3,
+    timeout: float = 120.0,
+    seed: int = 7,
+    trading_cycles: int = 8,
+    report: Path | None = None,
+) -> None:
     """The whole demo; raises CorecError with a clear message on failure."""
     env = load_env()
     embedded = not (env.redis_url and env.database_url)
@@ -84,14 +93,18 @@ def run(events: int = 5_000, cycles: int = 3, timeout: float = 120.0, seed: int 
         state = services.up(data_dir)
         console.print(f"Redis      {state.redis_url}\nPostgreSQL {redact(state.database_url)}")
     try:
-        _run(load_settings(), events, cycles, timeout, seed)
+        _run(load_settings(), events, cycles, timeout, seed, trading_cycles, report)
     finally:
         if started_services:
             stopped = services.down(data_dir)
             console.print(f"stopped {', '.join(stopped)}")
 
 
-def _run(settings: Settings, events: int, cycles: int, timeout: float, seed: int) -> None:
+def _run(settings: Settings, events: int, cycles: int, timeout: float, seed: int,
+         trading_cycles: int, report: Path | None) -> None:  # fmt: skip
+    from corec_tasks.cli.output import table
+    from corec_tasks.demo_report import trading_table, write_chart
+    from corec_tasks.demo_trading import DEMO_STRATEGY, run_trading, write_demo_config
     from corec_tasks.storage.migrate import current, upgrade
     from corec_tasks.storage.partitions import ensure_partitions
 
@@ -106,8 +119,16 @@ def _run(settings: Settings, events: int, cycles: int, timeout: float, seed: int
     console.print(f"schema at {revision}; new partitions: {created or 'none'}")
 
     console.rule("[bold]3. Celery worker and beat")
+    demo_config = write_demo_config(settings, settings.data_dir / "demo")
+    settings = load_settings(demo_config)
+    console.print(f"demo config {demo_config}: the pipeline's strategy trades on small "
+                  f"signals {DEMO_STRATEGY} (the shipped config is unchanged)")  # fmt: skip
+    # A fresh beat schedule each run: a 5-minute job (block or trading cycle) long due
+    # since the last demo would otherwise fire in the middle of this one.
+    for old in settings.data_dir.glob("demo-beat-schedule*"):
+        old.unlink()
     logs = settings.data_dir / "logs"
-    child_env = dict(os.environ, COREC_PERSIST_EVERY_S="1")
+    child_env = dict(os.environ, COREC_PERSIST_EVERY_S="1", COREC_CONFIG=str(demo_config))
     worker = worker_cmd(f"demo-{os.getpid()}", concurrency=2)
     beat = celery_cmd("beat", "--loglevel", "INFO",
                       "--schedule", str(settings.data_dir / "demo-beat-schedule"))  # fmt: skip
@@ -118,9 +139,27 @@ def _run(settings: Settings, events: int, cycles: int, timeout: float, seed: int
         console.print(f"worker [bold]{node}[/] answered; beat persists streams every 1s "
                       f"(logs in {logs})")  # fmt: skip
         _streams(settings, events, timeout, seed)
-        _blocks(settings, cycles, timeout)
+        block_records = _blocks(settings, cycles, timeout)
         _capital(settings, timeout)
-    console.rule("[bold]10. stopped worker and beat")
+
+        console.rule("[bold]10. trading: allocation -> prediction -> pipeline -> strategy "
+                     "-> broker")  # fmt: skip
+        run_id = os.urandom(4).hex()
+        start, rows = run_trading(settings, trading_cycles, timeout, run_id, console)
+
+        console.rule("[bold]11. report")
+        console.print(trading_table(rows, start["nav"], start["equity"]))
+        errors = [(r.cycle, e) for r in rows for e in r.errors]
+        if errors:
+            console.print(table("assets a cycle could not trade", ["cycle", "error"], errors))
+        opened, closed = sum(r.opened for r in rows), sum(r.closed for r in rows)
+        console.print(f"{opened} position(s) opened, {closed} closed; NAV {start['nav']} -> "
+                      f"{rows[-1].nav if rows else start['nav']}")  # fmt: skip
+        nav = [(0, float(start["nav"]))] + [(r.cycle, float(r.nav)) for r in rows]
+        fitness = [(int(r["cycle"]), float(r["mean_fitness"])) for r in block_records]
+        png = write_chart(report or settings.data_dir / "demo_report.png", nav, fitness)
+        console.print(f"chart (NAV per trading cycle, block fitness per cycle): {png.resolve()}")
+    console.rule("[bold]12. stopped worker and beat")
 
 
 def _streams(settings: Settings, events: int, timeout: float, seed: int) -> None:
@@ -166,7 +205,8 @@ def _census(store: Any) -> npt.NDArray[np.uint32]:
     return np.sort(np.concatenate([s.block.entities.ids for s in loaded]))
 
 
-def _blocks(settings: Settings, cycles: int, timeout: float) -> None:
+def _blocks(settings: Settings, cycles: int, timeout: float) -> list[dict[str, Any]]:
+    """Sections 6-8; the per-cycle records (with ``mean_fitness``) for the report."""
     from corec_tasks.cli.blocks_cmd import group_summary, run_cycles
     from corec_tasks.cli.output import table
     from corec_tasks.modules.sync import redirect
@@ -180,7 +220,7 @@ def _blocks(settings: Settings, cycles: int, timeout: float) -> None:
     console.print(f"[ModuloRegistro] {reg['blocks']} blocks ({reg['registered']} new), "
                   f"{settings.config.total_entities:,} entities")  # fmt: skip
     before = _census(store)
-    records = []
+    records: list[dict[str, Any]] = []
     with Progress(TextColumn("cycles"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=console) as bar:  # fmt: skip
         task = bar.add_task("cycles", total=cycles)
@@ -222,6 +262,7 @@ def _blocks(settings: Settings, cycles: int, timeout: float) -> None:
     for item in found[:5]:
         console.print(f"  {item.get('block_id')}: {item.get('reason')}")
     nucleus.stop()
+    return records
 
 
 def _capital(settings: Settings, timeout: float) -> None:

@@ -9,11 +9,15 @@ from typing import Any
 import click
 
 from corec_tasks.cli.output import console, handle_errors, print_json, table
+from corec_tasks.settings import Settings
 
 
-def run_cycle(key: str, *, inline: bool = False, timeout: float = 300.0) -> dict[str, Any]:
+def run_cycle(
+    key: str, *, inline: bool = False, timeout: float = 300.0, settings: Settings | None = None
+) -> dict[str, Any]:
     """Prepare cycle ``key`` here, then run its assets on the workers (or ``inline``,
-    one after another in this process) and return the summary."""
+    one after another in this process) and return the summary. ``settings`` defaults
+    to the process's (``get_settings()``)."""
     from celery.result import AsyncResult
 
     from corec_tasks.celery import app
@@ -21,7 +25,7 @@ def run_cycle(key: str, *, inline: bool = False, timeout: float = 300.0) -> dict
     from plugins.pipeline.cycle import Trading, summarise
     from plugins.pipeline.tasks import dispatch
 
-    t = Trading(get_settings())
+    t = Trading(settings or get_settings())
     try:
         started = time.time()
         prepared = t.prepare(key)

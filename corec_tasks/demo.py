@@ -76,7 +76,7 @@ def run(
     cycles: int = 3,
     timeout: float = 120.0,
     seed: int = 7,
-    trading_cycles: int = 8,
+    trading_cycles: int = 20,
     report: Path | None = None,
 ) -> None:
     """The whole demo; raises CorecError with a clear message on failure."""

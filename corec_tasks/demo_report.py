@@ -51,26 +51,27 @@ def write_chart(path: Path, nav: Sequence[Point], fitness: Sequence[Point]) -> P
     block cycles, written as a PNG to ``path`` (parent folders created)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     fig = Figure(figsize=(10, 4.2), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     left, right = fig.subplots(1, 2)
+    # NAV holds between cycles (it moves when the pool applies a cycle's closes): steps.
     panels = (
         (left, nav, "Capital pool: NAV per unit", "trading cycle (0 = before the first)",
-         "NAV per unit", "tab:blue"),
+         "NAV per unit", "tab:blue", "steps-post"),
         (right, fitness, "Block engine: mean fitness", "block cycle", "mean fitness (0..1)",
-         "tab:green"),
+         "tab:green", "default"),
     )  # fmt: skip
-    for ax, points, title, xlabel, ylabel, color in panels:
+    for ax, points, title, xlabel, ylabel, color, style in panels:
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.grid(True, alpha=0.3)
         if points:
             xs, ys = zip(*points, strict=True)
-            ax.plot(xs, ys, marker="o", color=color)
-            if len(xs) <= 20:
-                ax.set_xticks(list(xs))
+            ax.plot(xs, ys, marker="o", color=color, drawstyle=style)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             # NAV moves by fractions of a cent: plain numbers, not an offset like "+1.05".
             ax.ticklabel_format(axis="y", style="plain", useOffset=False)
         else:

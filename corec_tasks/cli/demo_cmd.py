@@ -13,7 +13,7 @@ from corec_tasks.cli.output import handle_errors
 @click.option("--events", default=5_000, show_default=True, help="Events to publish.")
 @click.option("--cycles", default=3, show_default=True, help="Block cycles to run.")
 @click.option("--timeout", default=120.0, show_default=True, help="Seconds to wait for landing.")
-@click.option("--trading-cycles", default=8, show_default=True,
+@click.option("--trading-cycles", default=20, show_default=True,
               type=click.IntRange(1, 1000), help="Full trading cycles to run on the workers.")
 @click.option("--report", type=click.Path(dir_okay=False, path_type=Path),
               help="Where to write the PNG chart [default: <data dir>/demo_report.png].")

@@ -74,32 +74,28 @@ class Member(CapitalBase):
     updated_at: Mapped[datetime] = _created()
 
 
-class Contribution(CapitalBase):
+class _Movement:
+    """Money in or out: the amount, the units it moved and the NAV, once per key."""
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
+    amount: Mapped[Decimal] = mapped_column(MONEY, nullable=False)
+    units: Mapped[Decimal] = mapped_column(UNITS, nullable=False)
+    nav: Mapped[Decimal] = mapped_column(Numeric(30, 10), nullable=False)
+    idempotency_key: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
+    created_at: Mapped[datetime] = _created()
+
+
+class Contribution(_Movement, CapitalBase):
     """The seed's ``contributions``: money in, with the units it bought and the NAV."""
 
     __tablename__ = "contributions"
 
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    user_id: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
-    amount: Mapped[Decimal] = mapped_column(MONEY, nullable=False)
-    units: Mapped[Decimal] = mapped_column(UNITS, nullable=False)
-    nav: Mapped[Decimal] = mapped_column(Numeric(30, 10), nullable=False)
-    idempotency_key: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
-    created_at: Mapped[datetime] = _created()
 
-
-class Withdrawal(CapitalBase):
+class Withdrawal(_Movement, CapitalBase):
     """The seed's ``withdrawals``: money out, with the units it redeemed and the NAV."""
 
     __tablename__ = "withdrawals"
-
-    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    user_id: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
-    amount: Mapped[Decimal] = mapped_column(MONEY, nullable=False)
-    units: Mapped[Decimal] = mapped_column(UNITS, nullable=False)
-    nav: Mapped[Decimal] = mapped_column(Numeric(30, 10), nullable=False)
-    idempotency_key: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
-    created_at: Mapped[datetime] = _created()
 
 
 class Allocation(CapitalBase):

@@ -231,3 +231,24 @@ def test_a_batch_applies_in_order_with_the_same_rules_and_keys(pool: CapitalPool
     status = pool.status(use_cache=False)
     assert status["equity"] == "1200.00" and status["members"]["bob"]["value"] == "300.00"
     assert pool.verify() == {"ok": True, "problems": []}
+
+
+def test_migration_0002_creates_the_ledger_as_the_models_say(capital_settings: object) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from corec_tasks.db import make_engine
+    from plugins.capital_pool.models import CapitalBase
+
+    settings: Any = capital_settings
+    eng = make_engine(settings.database_url)
+    tables = CapitalBase.metadata.tables
+    try:
+        with eng.connect() as conn:
+            ctx = MigrationContext.configure(conn, opts={
+                "compare_type": True,
+                "include_name": lambda name, kind, _p: kind != "table" or name in tables,
+            })  # fmt: skip
+            assert compare_metadata(ctx, CapitalBase.metadata) == []
+    finally:
+        eng.dispose()

@@ -22,6 +22,8 @@ from benchmarks._common import RUNS, bench_env, emit
 
 N = int(os.environ.get("BENCH_CAPITAL_N", "1000"))
 CONCURRENCY = int(os.environ.get("BENCH_CAPITAL_CONCURRENCY", "8"))
+#: Extra worker options, e.g. "--prefetch-multiplier 4 --loglevel WARNING".
+WORKER_ARGS = os.environ.get("BENCH_CAPITAL_WORKER_ARGS", "").split()
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -67,7 +69,7 @@ def _run_client(kind: str, run: int) -> float:
 def main() -> None:
     with bench_env() as env:
         os.environ["COREC_CONFIG"] = str(ROOT / "corec_config.json")
-        from corec_tasks.procs import managed, wait_for_workers, worker_cmd
+        from corec_tasks.procs import ALL_QUEUES, managed, wait_for_workers, worker_cmd
         from corec_tasks.settings import load_settings
         from corec_tasks.storage.migrate import upgrade
         from plugins.capital_pool.config import load_config
@@ -76,9 +78,8 @@ def main() -> None:
         upgrade(env.database_url)
         ledger = Ledger(load_settings().database_url, load_config())
         values, baseline = [], []
-        with tempfile.TemporaryDirectory() as logs, managed(
-            worker_cmd("bench-capital", concurrency=CONCURRENCY), Path(logs) / "worker.log"
-        ):
+        worker = worker_cmd("bench-capital", CONCURRENCY, ALL_QUEUES, *WORKER_ARGS)
+        with tempfile.TemporaryDirectory() as logs, managed(worker, Path(logs) / "worker.log"):
             wait_for_workers(1)
             _run_client("ping", -1)  # warm-up
             for run in range(RUNS):

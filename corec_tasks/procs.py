@@ -22,9 +22,12 @@ def celery_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "celery", "-A", "corec_tasks", *args]
 
 
-def worker_cmd(name: str, concurrency: int = 2, queues: str = ALL_QUEUES) -> list[str]:
+def worker_cmd(
+    name: str, concurrency: int = 2, queues: str = ALL_QUEUES, *extra: str
+) -> list[str]:
     return celery_cmd("worker", "-Q", queues, "-c", str(concurrency), "-n", f"{name}@%h",
-                      "--without-mingle", "--without-gossip", "--loglevel", "INFO")  # fmt: skip
+                      "--without-mingle", "--without-gossip", "--loglevel", "INFO",
+                      *extra)  # fmt: skip
 
 
 def start(

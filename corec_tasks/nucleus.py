@@ -83,12 +83,8 @@ def load_plugins(settings: Settings, registry: ProcessorRegistry) -> list[Plugin
         except (OSError, ValueError) as exc:
             problem = (f"plugins.{entry.name}", f"bad plugin.json: {exc}")
             raise ConfigurationError([problem]) from None
-        own: dict[str, Any] = {}
-        if entry.config_path:
-            for base in (settings.config_path.resolve().parent, Path.cwd()):
-                if (base / entry.config_path).is_file():
-                    own = _read_own_config(base / entry.config_path)
-                    break
+        own_file = settings.plugin_config_file(entry.name)
+        own = _read_own_config(own_file) if own_file else {}
         spec = importlib.util.spec_from_file_location(f"corec_plugins.{entry.name}",
                                                       folder / "main.py")  # fmt: skip
         if spec is None or spec.loader is None:

@@ -75,6 +75,19 @@ class Settings:
         """A Redis key or stream name with this deployment's prefix."""
         return f"{self.env.redis_prefix}{name}"
 
+    def plugin_config_file(self, name: str) -> Path | None:
+        """The file named by plugin ``name``'s ``config_path``, relative to the config
+        file's folder or else the working directory; None when the plugin has no entry
+        or no config_path. A config_path that names no file is a ConfigurationError."""
+        for entry in self.config.plugins:
+            if entry.name == name and entry.config_path:
+                for base in (self.config_path.resolve().parent, Path.cwd()):
+                    if (base / entry.config_path).is_file():
+                        return base / entry.config_path
+                problem = (f"plugins.{name}.config_path", f"{entry.config_path} not found")
+                raise ConfigurationError([problem])
+        return None
+
     def embedded_state(self) -> dict[str, str]:
         path = self.data_dir / EMBEDDED_STATE
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -66,18 +65,10 @@ def load_config(config: Mapping[str, Any] | AAAConfig | None) -> AAAConfig:
 
 def config_from_settings(settings: Settings) -> AAAConfig:
     """The options of the ``aaa`` entry of corec_config.json's ``plugins``, else defaults."""
-    for entry in settings.config.plugins:
-        if entry.name != PLUGIN or not entry.config_path:
-            continue
-        for base in (settings.config_path.resolve().parent, Path.cwd()):
-            path = base / entry.config_path
-            if path.is_file():
-                try:
-                    return load_config(json.loads(path.read_text()))
-                except ValueError as exc:  # malformed JSON
-                    problem = (f"plugins.{PLUGIN}.config_path", f"{path}: {exc}")
-                    raise ConfigurationError([problem]) from None
-        raise ConfigurationError(
-            [(f"plugins.{PLUGIN}.config_path", f"{entry.config_path} not found")]
-        )
-    return AAAConfig()
+    path = settings.plugin_config_file(PLUGIN)
+    if path is None:
+        return AAAConfig()
+    try:
+        return load_config(json.loads(path.read_text()))
+    except ValueError as exc:  # malformed JSON
+        raise ConfigurationError([(f"plugins.{PLUGIN}.config_path", f"{path}: {exc}")]) from None

@@ -144,21 +144,14 @@ def config_from_settings(settings: Settings) -> FeedsConfig:
 
     Relative CSV paths in it are resolved against that file's folder.
     """
-    for entry in settings.config.plugins:
-        if entry.name != PLUGIN or not entry.config_path:
-            continue
-        for base in (settings.config_path.resolve().parent, Path.cwd()):
-            path = base / entry.config_path
-            if path.is_file():
-                try:
-                    data = json.loads(path.read_text())
-                except ValueError as exc:
-                    problem = (f"plugins.{PLUGIN}.config_path", f"{path}: {exc}")
-                    raise ConfigurationError([problem]) from None
-                return _resolve_paths(load_config(data), path.parent)
-        problem = (f"plugins.{PLUGIN}.config_path", f"{entry.config_path} not found")
-        raise ConfigurationError([problem])
-    return FeedsConfig()
+    path = settings.plugin_config_file(PLUGIN)
+    if path is None:
+        return FeedsConfig()
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ConfigurationError([(f"plugins.{PLUGIN}.config_path", f"{path}: {exc}")]) from None
+    return _resolve_paths(load_config(data), path.parent)
 
 
 def _resolve_paths(cfg: FeedsConfig, base: Path) -> FeedsConfig:

@@ -47,16 +47,7 @@ class TradingConfig(BaseModel):
 
 def trading_config(settings: Settings) -> TradingConfig:
     """The ``pipeline`` plugin entry's config file, else the packaged one."""
-    path = DEFAULT_PATH
-    for entry in settings.config.plugins:
-        if entry.name == PLUGIN and entry.config_path:
-            for base in (settings.config_path.resolve().parent, Path.cwd()):
-                if (base / entry.config_path).is_file():
-                    path = base / entry.config_path
-                    break
-            else:
-                problem = (f"plugins.{PLUGIN}.config_path", f"{entry.config_path} not found")
-                raise ConfigurationError([problem])
+    path = settings.plugin_config_file(PLUGIN) or DEFAULT_PATH
     try:
         return TradingConfig.model_validate(json.loads(path.read_text()))
     except (OSError, ValueError) as exc:

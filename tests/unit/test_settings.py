@@ -56,3 +56,24 @@ def test_postgres_urls_map_to_psycopg3() -> None:
     assert libpq_url("postgresql+psycopg://u:p@h:1/d") == "postgresql://u:p@h:1/d"
     with pytest.raises(ConfigurationError, match="DATABASE_URL"):
         sqlalchemy_url("mysql://u@h/d")
+
+
+def test_plugin_config_file_is_found_beside_the_config_and_a_missing_one_is_named(
+    tmp_path: Path,
+) -> None:
+    data = json.loads((DATA / "small_config.json").read_text())
+    data["plugins"] = [{"name": "feeds", "config_path": "feeds.json"},
+                       {"name": "pipeline", "config_path": "nowhere.json"},
+                       {"name": "aaa"}]  # fmt: skip
+    (tmp_path / "feeds.json").write_text("{}")
+    (tmp_path / "nowhere.json").write_text("{}")
+    cfg = tmp_path / "corec_config.json"
+    cfg.write_text(json.dumps(data))
+    s = load_settings(cfg)  # the config check wants the files to exist at load...
+    (tmp_path / "nowhere.json").unlink()  # ...one removed since is named when used
+    assert s.plugin_config_file("feeds") == tmp_path / "feeds.json"
+    assert s.plugin_config_file("aaa") is None  # no config_path: the plugin's defaults
+    assert s.plugin_config_file("capital_pool") is None  # no entry
+    with pytest.raises(ConfigurationError) as err:
+        s.plugin_config_file("pipeline")
+    assert err.value.problems == [("plugins.pipeline.config_path", "nowhere.json not found")]

@@ -83,15 +83,18 @@ class CeleryCapital:
 
 
 class DirectCapital:
-    """The same service the tasks call, in this process."""
+    """The same service the tasks call, in this process (``pool``, or one built from
+    the process's settings)."""
 
-    def __init__(self) -> None:
-        from corec_tasks.settings import get_settings
-        from plugins.capital_pool.service import CapitalPool
-        from plugins.capital_pool.settings import capital_config
+    def __init__(self, pool: Any = None) -> None:
+        if pool is None:
+            from corec_tasks.settings import get_settings
+            from plugins.capital_pool.service import CapitalPool
+            from plugins.capital_pool.settings import capital_config
 
-        settings = get_settings()
-        self.pool = CapitalPool(settings, capital_config(settings))
+            settings = get_settings()
+            pool = CapitalPool(settings, capital_config(settings))
+        self.pool = pool
 
     def contribute(
         self, user_id: str, amount: str, key: str, token: str | None = None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
@@ -12,7 +11,7 @@ from sqlalchemy import select
 from corec_tasks.settings import Settings
 from plugins.aaa.service import AAAPlugin
 from plugins.capital_pool.service import CapitalPool
-from plugins.core.api import create_app
+from plugins.core.api import DirectCapital, create_app
 from plugins.trading.models import AuditLog, Portfolio, User
 
 pytestmark = pytest.mark.integration
@@ -20,27 +19,6 @@ pytestmark = pytest.mark.integration
 FAST = {"argon2_time_cost": 1, "argon2_memory_cost": 8, "argon2_parallelism": 1,
         "max_login_attempts": 3, "lockout_s": 900}  # fmt: skip
 PASSWORD = "correct horse battery"
-
-
-class InProcessCapital:
-    """The capital service the tasks call, here in-process (same code, same ledger)."""
-
-    def __init__(self, pool: CapitalPool) -> None:
-        self.pool = pool
-
-    def contribute(self, user_id: str, amount: str, key: str, token: str | None = None
-                   ) -> dict[str, Any]:  # fmt: skip
-        return self.pool.contribute(user_id, amount, key)
-
-    def withdraw(self, user_id: str, amount: str, key: str, token: str | None = None
-                 ) -> dict[str, Any]:  # fmt: skip
-        return self.pool.withdraw(user_id, amount, key)
-
-    def status(self) -> dict[str, Any]:
-        return self.pool.status()
-
-    def member(self, user_id: str) -> dict[str, Any]:
-        return self.pool.member(user_id)
 
 
 @pytest.fixture()
@@ -52,7 +30,7 @@ def api(
     for name, role in (("root", "admin"), ("alice", "member"), ("bob", "member"),
                        ("eve", "viewer")):  # fmt: skip
         aaa.add_user(name, PASSWORD, role, via="test")
-    app = create_app(aaa, InProcessCapital(pool), health_checks={"ping": lambda: "pong"})
+    app = create_app(aaa, DirectCapital(pool), health_checks={"ping": lambda: "pong"})
     with TestClient(app) as client:
         yield client, aaa
     aaa.close()

@@ -12,7 +12,7 @@
    capital (``max_active_ratio`` x equity) across the assets: each asset's cap.
 
 It returns one job per asset. ``Trading.process_asset(job)`` is the pipeline's step for
-one instrument (a Celery task, ``trading.process_asset``): strategy (prediction
+one instrument (run by the Celery task ``trading.process_assets``): strategy (prediction
 threshold, fixed-fractional size capped by the asset's cap and by the allocation it
 claims from the book) -> broker (intent written before submit, reconciled by client
 order id). A position's allocation id is remembered; when the position closes, the

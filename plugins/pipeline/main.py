@@ -1,3 +1,3 @@
-"""The pipeline plugin: ``trading.cycle`` (beat) fans ``trading.process_asset`` tasks."""
+"""The pipeline plugin: ``trading.cycle`` (beat) fans ``trading.process_assets`` tasks."""
 
 PLUGIN_NAME = "pipeline"

@@ -1,7 +1,7 @@
 """Celery tasks of the trading cycle.
 
 ``trading.cycle`` (beat, every ``global_latency`` minutes) prepares the cycle and fans
-its assets out as Celery groups of ``trading.process_asset``, ``max_parallel_assets`` at
+its assets out as Celery groups of ``trading.process_assets``, ``max_parallel_assets`` at
 a time (one chord per wave; the wave's callback sends the next); ``trading.finish_cycle``
 gathers every asset's stored result under the fixed task id ``trading-finish-<cycle>``,
 so a client can wait for the whole cycle.
@@ -83,24 +83,9 @@ def send_wave(cycle: str, all_waves: list[list[dict[str, Any]]], index: int,
     chord(body)(callback)
 
 
-@app.task(bind=True, name="trading.process_asset")
-def process_asset(self: Any, job: dict[str, Any]) -> dict[str, Any]:
-    """Strategy and broker for one asset in one cycle (idempotent per portfolio, asset,
-    cycle); transient failures retried ``error_retry_count`` times with backoff."""
-    t = trading()
-    try:
-        return t.process_asset(job)
-    except TRANSIENT as exc:
-        if self.request.retries < t.config.error_retry_count:
-            delay = t.config.retry_backoff_s * 2**self.request.retries
-            raise self.retry(exc=exc, countdown=delay) from exc
-        return {"ok": False, "action": "none", "symbol": job.get("symbol"),
-                "error": f"gave up after {self.request.retries} retries: {exc}"}  # fmt: skip
-
-
 @app.task(bind=True, name="trading.process_assets")
 def process_assets(self: Any, jobs: list[dict[str, Any]]) -> int:
-    """``process_asset`` for a few assets in one message (Celery's per-task cost is
+    """``Trading.process_asset`` for a few assets in one message (Celery's per-task cost is
     milliseconds, like an asset's own work); a transient failure retries the message,
     and the assets already done replay their stored results."""
     t = trading()

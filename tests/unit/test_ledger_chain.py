@@ -21,7 +21,8 @@ WHEN = datetime(2026, 11, 30, 15, 6, 40, 123456, tzinfo=UTC)
 
 def _entry(seq: int = 1, **changes: object) -> Entry:
     base = Entry(seq, WHEN, f"k{seq}", "contribute", "alice", None, D("100.00"), D("0.00"),
-                 D("100.00000000"), D("100.00"), D("100.00"), D("0.00"), D("100.00000000"))  # fmt: skip
+                 D("100.00000000"), D("100.00"), D("100.00"), D("0.00"),
+                 D("100.00000000"))  # fmt: skip
     return dataclasses.replace(base, **changes)  # type: ignore[arg-type]
 
 

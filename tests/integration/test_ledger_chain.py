@@ -76,8 +76,10 @@ def test_another_members_key_neither_reveals_nor_blocks_anything(pool: CapitalPo
     # Reusing one's own key for another action: the refusal names no member.
     other = pool.contribute("bob", "999", "alice-k-1")
     assert "already used for a different action (contribute of 150.00)" in other["error"]
-    assert other["error"] == ("idempotency_key 'alice-k-1' was already used for a different "
-                              "action (contribute of 150.00); use a new key for a new action")
+    assert other["error"] == (
+        "idempotency_key 'alice-k-1' was already used for a different "
+        "action (contribute of 150.00); use a new key for a new action"
+    )
     status = pool.status(use_cache=False)
     assert status["members"]["alice"]["contributed"] == "500.00"
     assert status["members"]["bob"]["contributed"] == "150.00"
@@ -243,7 +245,8 @@ def test_status_shows_the_head_hash_and_entry_count(pool: CapitalPool, cli: Any)
     verified = cli("capital", "verify")
     assert verified.exit_code == 0
     assert f"hash chain intact over 6 entries (head seq 6, hash {links[-1][2]})" in " ".join(
-        verified.output.split())
+        verified.output.split()
+    )
 
 
 # (5) the chain under concurrency ------------------------------------------------------

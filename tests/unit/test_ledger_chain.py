@@ -41,9 +41,7 @@ def _chain(entries: list[Entry]) -> list[tuple[Entry, str, str]]:
      (D("1E+2"), "100"), (D("0.00000001"), "0.00000001"), (D("-250.50000000"), "-250.5"),
      (D("123456789012345678.99"), "123456789012345678.99")],
 )  # fmt: skip
-def test_decimals_read_back_from_numeric_hash_like_the_values_computed(
-    value: D, text: str
-) -> None:
+def test_decimals_read_back_from_numeric_hash_like_the_values_computed(value: D, text: str) -> None:
     assert decimal_str(value) == text
 
 

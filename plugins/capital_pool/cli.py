@@ -107,7 +107,11 @@ def status(as_json: bool, no_cache: bool) -> None:
         return
     keys = ("equity", "cash", "active", "free_cash", "units", "nav", "phase", "risk_per_trade",
             "vix", "vix_source")  # fmt: skip
-    console.print(table("capital pool", ["", "value"], [(k, result[k]) for k in keys]))
+    head = result["ledger"]
+    console.print(table("capital pool", ["", "value"], [(k, result[k]) for k in keys]
+                        + [("ledger entries", str(head["entries"])),
+                           ("ledger head seq", str(head["seq"])),
+                           ("ledger head hash", head["hash"])]))  # fmt: skip
     rows = [(u, m["units"], m["value"], m["contributed"], m["withdrawn"], m["roi"])
             for u, m in result["members"].items()]  # fmt: skip
     console.print(table("members", ["user", "units", "value", "contributed", "withdrawn",
@@ -167,13 +171,23 @@ def allocate(key: str | None, as_json: bool) -> None:
 
 
 @capital.command()
+@click.option("--head", "head", metavar="HASH",
+              help="A head hash kept earlier (from `status`): prove nothing up to it changed.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
-def verify(as_json: bool) -> None:
-    """Check pool state and members against the ledger and the invariants."""
+def verify(head: str | None, as_json: bool) -> None:
+    """Check the ledger's hash chain, then pool state and members against it and the
+    invariants; name the first entry that breaks the chain."""
     with _pool() as pool:
-        result = pool.verify()
+        result = pool.verify(head, show_chain=True)
     if not as_json and not result.get("ok") and "problems" in result:
         for problem in result["problems"]:
             err_console.print(f"[red]problem:[/] {problem}", highlight=False)
-    _finish(result, as_json, "ledger and pool state agree; every invariant holds")
+    summary = None
+    if result.get("ok"):
+        c = result["chain"]
+        summary = (f"hash chain intact over {c['entries']} entries (head seq {c['seq']}, "
+                   f"hash {c['hash']})" + (f"; head {head} is in it, so nothing up to it "
+                                           "changed" if head else "")
+                   + "; ledger and pool state agree; every invariant holds")  # fmt: skip
+    _finish(result, as_json, summary)

@@ -1,0 +1,158 @@
+"""Strict input: the one set of rules for numbers, money and identifiers.
+
+Used by the stream schemas, the capital tasks, the CLI and the HTTP API, so that an
+input accepted on one path is accepted on every path (DESIGN.md, "Input is strict"):
+
+- a number is a JSON number (int or float, never a boolean, never NaN/Infinity) or a
+  string of ASCII decimal digits matching ``DECIMAL`` in full: an optional ``-``,
+  digits, optionally ``.`` and digits. No ``_``, exponent, whitespace, ``+``, lookalike
+  digits (fullwidth, Arabic-Indic, ...) or trailing newline: Python's ``Decimal`` and
+  ``float`` accept all of those, which is why nothing here calls them on raw text;
+- money has at most 2 decimals and at most ``MONEY_DIGITS`` integer digits;
+- an identifier matches its pattern in full (pydantic's patterns run on the Rust regex
+  engine, where ``$`` is the end of the text, never "before a final newline") and has a
+  length bound; NUL and control characters are never part of one;
+- an error message shows at most ``SHOWN`` characters of the input.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BeforeValidator, Field, Strict, StringConstraints
+
+#: Most integer and fraction digits a decimal string may have (a DoS bound, not money's).
+MAX_INT_DIGITS = 30
+MAX_FRAC_DIGITS = 30
+#: A decimal string, matched with ``fullmatch`` (ASCII digits only: no ``\d``).
+DECIMAL = re.compile(rf"-?[0-9]{{1,{MAX_INT_DIGITS}}}(?:\.[0-9]{{1,{MAX_FRAC_DIGITS}}})?")
+#: Money: up to 10^15 - 0.01 (inside ``NUMERIC(20, 2)``), cents at most.
+MONEY_DIGITS = 15
+MONEY_TEXT = rf"^[0-9]{{1,{MONEY_DIGITS}}}(?:\.[0-9]{{1,2}})?$"
+#: How much of a bad input an error message shows.
+SHOWN = 40
+
+#: Characters of a user id (the ledger's ``capital_members.user_id``, 128 wide).
+USER_ID_PATTERN = r"^[A-Za-z0-9_.@:-]+$"
+USER_ID_MAX = 128
+#: Characters of keys, ids and names that travel between systems (idempotency keys,
+#: trade ids, command ids, symbols): ASCII letters, digits and ``_.:@/+=#~-``.
+ID_PATTERN = r"^[A-Za-z0-9_.:@/+=#~-]+$"
+KEY_MAX = 200
+NAME_MAX = 64
+#: Free text (an alert message, an error sentence).
+TEXT_MAX = 10_000
+
+
+class StrictInputError(ValueError):
+    """An input is not acceptable; the message says why, in one sentence."""
+
+
+def shown(value: object, limit: int = SHOWN) -> str:
+    """``repr(value)`` cut to ``limit`` characters: errors never echo a whole input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def kind_of(value: object) -> str:
+    """The JSON name of ``value``'s type, for messages."""
+    names = {bool: "a boolean", str: "a string", list: "an array", dict: "an object",
+             type(None): "null", int: "a number", float: "a number"}  # fmt: skip
+    return names.get(type(value), type(value).__name__)
+
+
+def _got(value: object, echo: bool) -> str:
+    return f", got {shown(value)}" if echo else ""
+
+
+def decimal_text(text: str, name: str = "value", echo: bool = True) -> Decimal:
+    """A ``Decimal`` from ``text`` if it is a plain decimal string; else StrictInputError.
+
+    ``echo``: end the message with (a cut of) the input; pydantic errors show it anyway.
+    """
+    if len(text) > MAX_INT_DIGITS + MAX_FRAC_DIGITS + 2 or not DECIMAL.fullmatch(text):
+        raise StrictInputError(
+            f'{name} is not a number in plain decimal digits such as "100.50" (ASCII digits, '
+            f"optional - and ., no spaces, exponent, '_' or other digit scripts)"
+            f"{_got(text, echo)}"
+        )
+    return Decimal(text)
+
+
+def to_decimal(value: object, name: str = "value", echo: bool = True) -> Decimal:
+    """A finite ``Decimal`` from a JSON number or a decimal string; never from a bool.
+
+    A float goes through its shortest repr (``100.5`` -> ``"100.5"``), so ``0.1 + 0.2``
+    stays ``0.30000000000000004`` and fails a decimals check instead of being rounded.
+    """
+    if isinstance(value, bool):
+        raise StrictInputError(f"{name} must be a number, got a boolean")
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise StrictInputError(f"{name} must be a finite number{_got(value, echo)}")
+        return value
+    if isinstance(value, int):
+        if abs(value) >= 10**MAX_INT_DIGITS:
+            raise StrictInputError(f"{name} has more than {MAX_INT_DIGITS} digits")
+        return Decimal(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise StrictInputError(f"{name} must be a finite number{_got(value, echo)}")
+        if abs(value) >= 10.0**MAX_INT_DIGITS:
+            raise StrictInputError(f"{name} has more than {MAX_INT_DIGITS} digits")
+        return Decimal(repr(value))
+    if isinstance(value, str):
+        return decimal_text(value, name, echo)
+    raise StrictInputError(f"{name} must be a number or a decimal string, got {kind_of(value)}")
+
+
+def _decimal_before(value: Any) -> Any:
+    return to_decimal(value, "value", echo=False)
+
+
+def _float_before(value: Any) -> Any:
+    # Only a decimal string is converted; every other type meets the strict float.
+    if isinstance(value, str):
+        return float(decimal_text(value, "value", echo=False))
+    return value
+
+
+def _decimal_string_before(value: Any) -> Any:
+    if not isinstance(value, str):
+        raise StrictInputError(
+            f'must be a decimal string such as "500.00" (money travels as strings, never '
+            f"numbers), got {kind_of(value)}"
+        )
+    return decimal_text(value, "value", echo=False)
+
+
+# -- pydantic types ----------------------------------------------------------------------
+
+#: A finite float from a JSON number or a decimal string; bools and odd notations fail.
+Number = Annotated[float, BeforeValidator(_float_before), Strict(), Field(allow_inf_nan=False)]
+#: A finite Decimal from a JSON number or a decimal string.
+DecimalNumber = Annotated[Decimal, BeforeValidator(_decimal_before)]
+#: A finite Decimal from a decimal string only (money on the wire).
+DecimalString = Annotated[Decimal, BeforeValidator(_decimal_string_before)]
+
+
+def _bounded(pattern: str | None, max_length: int, min_length: int = 1) -> StringConstraints:
+    return StringConstraints(
+        strict=True, min_length=min_length, max_length=max_length, pattern=pattern
+    )
+
+
+#: A member of the capital pool (the ledger's ``user_id``, 128 wide).
+UserId = Annotated[str, _bounded(USER_ID_PATTERN, USER_ID_MAX)]
+#: An idempotency key, trade id, allocation id or command id (200 wide, as the columns).
+Key = Annotated[str, _bounded(ID_PATTERN, KEY_MAX)]
+#: A short name: a symbol, an action, a kind, a source.
+Name = Annotated[str, _bounded(ID_PATTERN, NAME_MAX)]
+#: Free text: an alert message, an error sentence.
+Text = Annotated[str, _bounded(None, TEXT_MAX, 0)]
+NonEmptyText = Annotated[str, _bounded(None, TEXT_MAX)]
+#: Money as the API and the tasks take it: a decimal string with at most 2 decimals.
+MoneyText = Annotated[str, _bounded(MONEY_TEXT, MONEY_DIGITS + 3)]

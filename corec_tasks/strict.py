@@ -22,7 +22,7 @@ import re
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, Strict, StringConstraints
+from pydantic import BeforeValidator, Field, Strict, StringConstraints, ValidationError
 
 #: Most integer and fraction digits a decimal string may have (a DoS bound, not money's).
 MAX_INT_DIGITS = 30
@@ -34,6 +34,9 @@ MONEY_DIGITS = 15
 MONEY_TEXT = rf"^[0-9]{{1,{MONEY_DIGITS}}}(?:\.[0-9]{{1,2}})?$"
 #: How much of a bad input an error message shows.
 SHOWN = 40
+#: How many validation problems a reason lists before "and N more", and its length cap.
+MAX_REASONS = 3
+MAX_REASON_CHARS = 500
 
 #: Characters of a user id (the ledger's ``capital_members.user_id``, 128 wide).
 USER_ID_PATTERN = r"^[A-Za-z0-9_.@:-]+$"
@@ -156,3 +159,33 @@ Text = Annotated[str, _bounded(None, TEXT_MAX, 0)]
 NonEmptyText = Annotated[str, _bounded(None, TEXT_MAX)]
 #: Money as the API and the tasks take it: a decimal string with at most 2 decimals.
 MoneyText = Annotated[str, _bounded(MONEY_TEXT, MONEY_DIGITS + 3)]
+
+
+# -- error sentences ---------------------------------------------------------------------
+
+
+def reason(exc: ValidationError) -> str:
+    """One readable line from a ValidationError: ``key: problem (got value)``, cut to
+    ``MAX_REASON_CHARS``: a reason never carries a whole hostile input."""
+    errors = exc.errors(include_url=False)
+    parts: list[str] = []
+    for err in errors[:MAX_REASONS]:
+        loc = ".".join(str(p) if len(str(p)) <= SHOWN else shown(p) for p in err["loc"])
+        kind = err["type"]
+        msg = str(err["msg"]).removeprefix("Value error, ")
+        if kind == "json_invalid":
+            parts.append(f"not valid JSON ({err.get('ctx', {}).get('error', msg)})")
+        elif kind in ("model_type", "model_attributes_type", "dict_type") and not loc:
+            parts.append(f"must be a JSON object, got {kind_of(err['input'])}")
+        elif kind == "missing" or (kind == "value_error" and not loc):
+            parts.append(f"{loc}: {msg}" if loc else msg)
+        elif kind == "extra_forbidden":
+            parts.append(f"{loc}: unknown argument")
+        elif kind == "value_error" and ", got " in msg:  # our own sentence shows the input
+            parts.append(f"{loc}: {msg}")
+        else:
+            parts.append(f"{loc or 'payload'}: {msg} (got {shown(err['input'])})")
+    if len(errors) > MAX_REASONS:
+        parts.append(f"and {len(errors) - MAX_REASONS} more")
+    text = "; ".join(parts)
+    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."

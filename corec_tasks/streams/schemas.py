@@ -46,13 +46,11 @@ from corec_tasks.strict import (
     Number,
     Text,
     UserId,
-    shown,
+    reason,
 )
 
 #: A compressed trading result may not inflate beyond this (a gzip bomb stops here).
 MAX_INFLATED_BYTES = 1 << 20
-#: How many validation problems a reason lists before "and N more".
-_MAX_REASONS = 3
 
 
 class PayloadError(StreamError):
@@ -291,8 +289,6 @@ _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 #: A payload larger than this is refused before parsing (a DoS bound; the packed
 #: trading result, the largest legitimate payload, is bounded at ``MAX_PACKED_CHARS``).
 MAX_PAYLOAD_BYTES = 2 * MAX_PACKED_CHARS
-#: A reason is cut to this many characters (it goes into the dead-letter stream).
-MAX_REASON_CHARS = 500
 
 
 def payload_checker(
@@ -312,7 +308,7 @@ def payload_checker(
         try:
             validate(raw, context=context)
         except ValidationError as exc:
-            raise PayloadError(_reason(exc), stream) from None
+            raise PayloadError(reason(exc), stream) from None
         if b"\\u0000" in raw and _NUL_ESCAPE.search(raw):
             raise PayloadError(
                 "contains the escape \\u0000, which PostgreSQL JSONB cannot store", stream
@@ -361,7 +357,7 @@ def decode_packed_result(
             body, context={"max_profit_multiple": max_profit_multiple}
         )
     except ValidationError as exc:
-        raise ValueError(f"decoded trade result: {_reason(exc)}") from None
+        raise ValueError(f"decoded trade result: {reason(exc)}") from None
 
 
 def trade_result(
@@ -378,36 +374,3 @@ def trade_result(
     return TradeResult.model_validate(
         payload, context={"max_profit_multiple": max_profit_multiple}
     )
-
-
-def _json_kind(value: object) -> str:
-    kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    return kinds.get(type(value), "a number")
-
-
-def _reason(exc: ValidationError) -> str:
-    """One readable line from a ValidationError: ``key: problem (got value)``, cut to
-    ``MAX_REASON_CHARS``: a reason never carries a whole hostile input."""
-    errors = exc.errors(include_url=False)
-    parts: list[str] = []
-    for err in errors[:_MAX_REASONS]:
-        loc = shown_loc(err["loc"])
-        kind = err["type"]
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if kind == "json_invalid":
-            parts.append(f"not valid JSON ({err.get('ctx', {}).get('error', msg)})")
-        elif kind == "model_type" and not loc:
-            parts.append(f"must be a JSON object, got {_json_kind(err['input'])}")
-        elif kind == "missing" or (kind == "value_error" and not loc):
-            parts.append(f"{loc}: {msg}" if loc else msg)
-        else:
-            parts.append(f"{loc or 'payload'}: {msg} (got {shown(err['input'])})")
-    if len(errors) > _MAX_REASONS:
-        parts.append(f"and {len(errors) - _MAX_REASONS} more")
-    reason = "; ".join(parts)
-    return reason if len(reason) <= MAX_REASON_CHARS else reason[: MAX_REASON_CHARS - 3] + "..."
-
-
-def shown_loc(loc: tuple[int | str, ...]) -> str:
-    """A validation error's location, each part cut (a key may be hostile too)."""
-    return ".".join(str(p) if len(str(p)) <= 40 else shown(p) for p in loc)

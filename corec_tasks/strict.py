@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from decimal import Decimal
 from typing import Annotated, Any
 
@@ -167,7 +168,11 @@ MoneyText = Annotated[str, _bounded(MONEY_TEXT, MONEY_DIGITS + 3)]
 def reason(exc: ValidationError) -> str:
     """One readable line from a ValidationError: ``key: problem (got value)``, cut to
     ``MAX_REASON_CHARS``: a reason never carries a whole hostile input."""
-    errors = exc.errors(include_url=False)
+    return reason_of(exc.errors(include_url=False))
+
+
+def reason_of(errors: Sequence[Any]) -> str:
+    """``reason`` for pydantic's error dicts (FastAPI's ``RequestValidationError.errors()``)."""
     parts: list[str] = []
     for err in errors[:MAX_REASONS]:
         loc = ".".join(str(p) if len(str(p)) <= SHOWN else shown(p) for p in err["loc"])

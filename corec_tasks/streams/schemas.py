@@ -75,12 +75,11 @@ MoneyStr = Annotated[DecimalString, Field(max_digits=MONEY_DIGITS + 2, decimal_p
 DecimalStr = DecimalString
 #: Bound of the seed's packed trading result (base64 of gzip): 1 MiB of text.
 MAX_PACKED_CHARS = 1 << 20
-#: A price or a quantity of a trade: positive, below 10^15, at most 18 decimals.
-TradeAmount = Annotated[DecimalNumber, Field(gt=0, lt=Decimal(10) ** 15, decimal_places=18)]
-#: A profit (or, negative, a loss): below 10^15 in size, at most 18 decimals.
-TradeProfit = Annotated[
-    DecimalNumber, Field(gt=-(Decimal(10) ** 15), lt=Decimal(10) ** 15, decimal_places=18)
-]
+#: A price or a quantity of a trade: from 10^-12 (the ledger column's scale, so none
+#: rounds to zero) to below 10^15.
+TradeAmount = Annotated[DecimalNumber, Field(ge=Decimal("1e-12"), lt=Decimal(10) ** 15)]
+#: A profit (or, negative, a loss): below 10^15 in size.
+TradeProfit = Annotated[DecimalNumber, Field(gt=-(Decimal(10) ** 15), lt=Decimal(10) ** 15)]
 #: A profit may be at most this multiple of the capital at risk (quantity x price); a
 #: result claiming more is a bad producer, not a trade. Override per call through the
 #: validation context key ``max_profit_multiple`` (see ``trade_result``).
@@ -313,8 +312,26 @@ def payload_checker(
             raise PayloadError(
                 "contains the escape \\u0000, which PostgreSQL JSONB cannot store", stream
             )
+        if (b"NaN" in raw or b"Infinity" in raw) and _has_non_json_constant(raw):
+            raise PayloadError(
+                "contains NaN or Infinity, which are not JSON (and JSONB cannot store)", stream
+            )
 
     return check
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _has_non_json_constant(raw: bytes) -> bool:
+    """Whether ``raw`` holds a bare ``NaN``/``Infinity`` (pydantic's parser accepts them
+    anywhere; only typed number fields refuse them). Runs only when the bytes occur."""
+    try:
+        json.loads(raw, parse_constant=_reject_constant)
+    except ValueError:
+        return True
+    return False
 
 
 def check_payload(stream: str, raw: bytes) -> None:

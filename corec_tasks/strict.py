@@ -23,7 +23,8 @@ from collections.abc import Sequence
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BeforeValidator, Field, Strict, StringConstraints, ValidationError
+from pydantic import BeforeValidator, GetPydanticSchema, StringConstraints, ValidationError
+from pydantic_core import core_schema as cs
 
 #: Most integer and fraction digits a decimal string may have (a DoS bound, not money's).
 MAX_INT_DIGITS = 30
@@ -113,17 +114,6 @@ def to_decimal(value: object, name: str = "value", echo: bool = True) -> Decimal
     raise StrictInputError(f"{name} must be a number or a decimal string, got {kind_of(value)}")
 
 
-def _decimal_before(value: Any) -> Any:
-    return to_decimal(value, "value", echo=False)
-
-
-def _float_before(value: Any) -> Any:
-    # Only a decimal string is converted; every other type meets the strict float.
-    if isinstance(value, str):
-        return float(decimal_text(value, "value", echo=False))
-    return value
-
-
 def _decimal_string_before(value: Any) -> Any:
     if not isinstance(value, str):
         raise StrictInputError(
@@ -134,11 +124,40 @@ def _decimal_string_before(value: Any) -> Any:
 
 
 # -- pydantic types ----------------------------------------------------------------------
+# Numbers are a union run by pydantic-core (no Python call on the hot path of a JSON
+# number): a strict JSON number, else a string matching DECIMAL, with one error message.
+
+_NUMBER_ERROR = (
+    'must be a JSON number or a decimal string such as "100.50" (no booleans, NaN, '
+    "Infinity, spaces, exponent, '_' or other digit scripts)"
+)
+_DECIMAL_STR = cs.str_schema(
+    strict=True, max_length=MAX_INT_DIGITS + MAX_FRAC_DIGITS + 2, pattern=f"^{DECIMAL.pattern}$"
+)
+
+
+def _float_to_decimal(value: float) -> Decimal:
+    return Decimal(repr(value))
+
+
+_NUMBER = cs.union_schema(
+    [cs.float_schema(strict=True, allow_inf_nan=False),
+     cs.no_info_after_validator_function(float, _DECIMAL_STR)],
+    mode="left_to_right", custom_error_type="number", custom_error_message=_NUMBER_ERROR,
+)  # fmt: skip
+_DECIMAL_NUMBER = cs.union_schema(
+    [cs.no_info_after_validator_function(Decimal, cs.int_schema(strict=True)),
+     cs.no_info_after_validator_function(
+         _float_to_decimal, cs.float_schema(strict=True, allow_inf_nan=False)),
+     cs.no_info_after_validator_function(Decimal, _DECIMAL_STR)],
+    mode="left_to_right", custom_error_type="number", custom_error_message=_NUMBER_ERROR,
+)  # fmt: skip
 
 #: A finite float from a JSON number or a decimal string; bools and odd notations fail.
-Number = Annotated[float, BeforeValidator(_float_before), Strict(), Field(allow_inf_nan=False)]
-#: A finite Decimal from a JSON number or a decimal string.
-DecimalNumber = Annotated[Decimal, BeforeValidator(_decimal_before)]
+Number = Annotated[float, GetPydanticSchema(lambda _t, _h: _NUMBER)]
+#: A finite Decimal from a JSON number (a float through its shortest repr) or a decimal
+#: string.
+DecimalNumber = Annotated[Decimal, GetPydanticSchema(lambda _t, _h: _DECIMAL_NUMBER)]
 #: A finite Decimal from a decimal string only (money on the wire).
 DecimalString = Annotated[Decimal, BeforeValidator(_decimal_string_before)]
 

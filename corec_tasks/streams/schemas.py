@@ -20,6 +20,7 @@ import re
 import zlib
 from collections.abc import Callable, Mapping
 from decimal import Decimal
+from functools import partial
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
@@ -294,18 +295,17 @@ def payload_checker(
     stream: str, *, max_profit_multiple: Decimal = MAX_PROFIT_MULTIPLE
 ) -> Callable[[bytes], None]:
     """``check_payload`` bound to one stream, for hot loops (the model is looked up once)."""
-    validate = SCHEMAS.get(stream, AnyObject).__pydantic_validator__.validate_json
-    context = (
-        None
-        if max_profit_multiple == MAX_PROFIT_MULTIPLE
-        else {"max_profit_multiple": max_profit_multiple}
-    )
+    validate_json = SCHEMAS.get(stream, AnyObject).__pydantic_validator__.validate_json
+    validate: Callable[[bytes], object] = validate_json
+    if max_profit_multiple != MAX_PROFIT_MULTIPLE:
+        context = {"max_profit_multiple": max_profit_multiple}
+        validate = partial(validate_json, context=context)
 
     def check(raw: bytes) -> None:
         if len(raw) > MAX_PAYLOAD_BYTES:
             raise PayloadError(f"larger than {MAX_PAYLOAD_BYTES} bytes ({len(raw)})", stream)
         try:
-            validate(raw, context=context)
+            validate(raw)
         except ValidationError as exc:
             raise PayloadError(reason(exc), stream) from None
         if b"\\u0000" in raw and _NUL_ESCAPE.search(raw):

@@ -5,6 +5,8 @@ pass."""
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 from decimal import Decimal
 from typing import Any
@@ -14,7 +16,13 @@ from click.testing import CliRunner
 from pydantic import TypeAdapter, ValidationError
 
 from corec_tasks.streams import names
-from corec_tasks.streams.schemas import PayloadError, check_payload, trade_result, validate_payload
+from corec_tasks.streams.schemas import (
+    PayloadError,
+    check_payload,
+    payload_checker,
+    trade_result,
+    validate_payload,
+)
 from corec_tasks.strict import (
     DecimalNumber,
     Key,
@@ -215,6 +223,12 @@ def test_trading_results_are_bounded_by_the_capital_at_risk() -> None:
     assert trade_result(big, max_profit_multiple=D(100)).profit == D(5000)
     with pytest.raises(ValidationError, match="exceeds 10 times"):
         trade_result(big)
+    lenient = payload_checker(names.TRADING_RESULTS, max_profit_multiple=D(100))
+    lenient(json.dumps(big).encode())
+    packed = {"data": base64.b64encode(gzip.compress(json.dumps(big).encode())).decode()}
+    lenient(json.dumps(packed).encode())
+    with pytest.raises(PayloadError, match="exceeds 10 times"):
+        check_payload(names.TRADING_RESULTS, json.dumps(packed).encode())
 
 
 @pytest.mark.parametrize(

@@ -54,6 +54,11 @@ def test_odd_identities_and_unknown_fields_are_refused(
         res = client.post("/capital/contribute", headers=root, json=body)
         assert res.status_code == 422, (body, res.text)
         assert res.json()["ok"] is False and len(res.text) < 700, res.text
+    for raw in (b"{not json", b"\xff\xfe", b"[1, 2]", b'"' + b"x" * 100_000 + b'"'):
+        res = client.post("/capital/contribute", content=raw,
+                          headers={**root, "Content-Type": "application/json"})  # fmt: skip
+        assert res.status_code == 422 and res.json()["ok"] is False, res.text[:300]
+        assert len(res.text) < 700
     assert client.get("/capital/members/alice%0A", headers=root).status_code == 422
     assert client.get("/capital/members/" + "a" * 200, headers=root).status_code == 422
     assert client.get("/capital/status", headers=root).json()["members"] == {}

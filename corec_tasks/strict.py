@@ -40,6 +40,10 @@ SHOWN = 40
 MAX_REASONS = 3
 MAX_REASON_CHARS = 500
 
+# The patterns below are for pydantic (Rust regex: ``$`` is the very end of the text) or
+# ``re.fullmatch``; never use them with ``re.match``, where ``$`` also matches before a
+# final newline ("alice\n").
+
 #: Characters of a user id (the ledger's ``capital_members.user_id``, 128 wide).
 USER_ID_PATTERN = r"^[A-Za-z0-9_.@:-]+$"
 USER_ID_MAX = 128

@@ -6,9 +6,15 @@ The models follow the payloads the seeds publish (000: ``market_data``,
 add context (a block id, a source timestamp) and the persister keeps the payload as
 sent. A stream without a model carries any JSON object.
 
+Every field follows the strict rules of ``corec_tasks.strict`` (README, "Strict
+input"): a number is a JSON number or a plain decimal string, never a boolean or an
+odd notation; identifiers match in full; every string has a length bound; a bare
+NaN/Infinity anywhere and a payload over ``MAX_PAYLOAD_BYTES`` are refused.
+
 Money in ``capital_data`` travels as decimal strings, never JSON numbers (DESIGN.md,
 "Money is Decimal"). ``trading_results`` also accepts numbers, because the seed's
-producer sends ``{"data": base64(gzip(json))}`` with float ``profit``/``price``.
+producer sends ``{"data": base64(gzip(json))}`` with float ``profit``/``price``; a
+result is bounded by its capital at risk (``MAX_PROFIT_MULTIPLE``).
 """
 
 from __future__ import annotations
@@ -82,8 +88,8 @@ TradeAmount = Annotated[DecimalNumber, Field(ge=Decimal("1e-12"), lt=Decimal(10)
 #: A profit (or, negative, a loss): below 10^15 in size.
 TradeProfit = Annotated[DecimalNumber, Field(gt=-(Decimal(10) ** 15), lt=Decimal(10) ** 15)]
 #: A profit may be at most this multiple of the capital at risk (quantity x price); a
-#: result claiming more is a bad producer, not a trade. Override per call through the
-#: validation context key ``max_profit_multiple`` (see ``trade_result``).
+#: result claiming more is a bad producer, not a trade. Override per call:
+#: ``payload_checker(stream, max_profit_multiple=...)``, ``trade_result(..., ...)``.
 MAX_PROFIT_MULTIPLE = Decimal(10)
 
 

@@ -65,8 +65,11 @@ def _amount(value: object) -> Decimal:
 
 #: Money: "100", "100.5", "100.50", 100 or 100.5; positive, at most 2 decimals.
 Amount = Annotated[Decimal, BeforeValidator(_amount)]
-#: A bearer token from /login (AAA); bounded like every string.
-Token = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=4096)]
+#: A bearer token from /login (AAA: a JWT, base64url parts and dots); bounded.
+Token = Annotated[
+    str,
+    StringConstraints(strict=True, min_length=1, max_length=4096, pattern=r"^[A-Za-z0-9_.=+/-]+$"),
+]
 
 
 class Args(BaseModel):

@@ -51,6 +51,8 @@ HOSTILE: list[tuple[str, list[Any], dict[str, Any], str]] = [
     ("contribute", ["alice", HUGE, "k10"], {}, "not a number in plain decimal digits"),
     ("withdraw", ["alice", "100", "k\n11"], {}, "idempotency_key: String should match"),
     ("withdraw", ["alice", "100", "k12"], {"token": 5}, "token: Input should be a valid string"),
+    ("withdraw", ["alice", "100", "k13"], {"token": "a\x00b"}, "token: String should match"),
+    ("member", ["a\x00b"], {}, "user_id: String should match pattern"),
 ]
 
 

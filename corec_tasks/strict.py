@@ -131,10 +131,7 @@ def _decimal_string_before(value: Any) -> Any:
 # Numbers are a union run by pydantic-core (no Python call on the hot path of a JSON
 # number): a strict JSON number, else a string matching DECIMAL, with one error message.
 
-_NUMBER_ERROR = (
-    'must be a JSON number or a decimal string such as "100.50" (no booleans, NaN, '
-    "Infinity, spaces, exponent, '_' or other digit scripts)"
-)
+_NUMBER_ERROR = 'must be a number: a JSON number or a plain decimal string like "100.50"'
 _DECIMAL_STR = cs.str_schema(
     strict=True, max_length=MAX_INT_DIGITS + MAX_FRAC_DIGITS + 2, pattern=f"^{DECIMAL.pattern}$"
 )
@@ -144,11 +141,24 @@ def _float_to_decimal(value: float) -> Decimal:
     return Decimal(repr(value))
 
 
-_NUMBER = cs.union_schema(
-    [cs.float_schema(strict=True, allow_inf_nan=False),
-     cs.no_info_after_validator_function(float, _DECIMAL_STR)],
-    mode="left_to_right", custom_error_type="number", custom_error_message=_NUMBER_ERROR,
-)  # fmt: skip
+def number_schema(gt: float | None = None, ge: float | None = None) -> cs.CoreSchema:
+    """A strict number (see ``Number``) with its bound checked in pydantic-core too, so a
+    JSON number costs no Python call; the one error sentence names the bound."""
+    bound = ""
+    if gt is not None:
+        bound = f" greater than {gt:g}"
+    elif ge is not None:
+        bound = f" of at least {ge:g}"
+    message = f'must be a number{bound}: a JSON number or a plain decimal string like "100.50"'
+    return cs.union_schema(
+        [cs.float_schema(strict=True, allow_inf_nan=False, gt=gt, ge=ge),
+         cs.chain_schema([_DECIMAL_STR, cs.no_info_plain_validator_function(float),
+                          cs.float_schema(gt=gt, ge=ge)])],
+        mode="left_to_right", custom_error_type="number", custom_error_message=message,
+    )  # fmt: skip
+
+
+_NUMBER = number_schema()
 _DECIMAL_NUMBER = cs.union_schema(
     [cs.no_info_after_validator_function(Decimal, cs.int_schema(strict=True)),
      cs.no_info_after_validator_function(
@@ -159,6 +169,10 @@ _DECIMAL_NUMBER = cs.union_schema(
 
 #: A finite float from a JSON number or a decimal string; bools and odd notations fail.
 Number = Annotated[float, GetPydanticSchema(lambda _t, _h: _NUMBER)]
+_POSITIVE, _NON_NEGATIVE = number_schema(gt=0), number_schema(ge=0)
+#: ``Number`` > 0, and ``Number`` >= 0.
+PositiveNumber = Annotated[float, GetPydanticSchema(lambda _t, _h: _POSITIVE)]
+NonNegativeNumber = Annotated[float, GetPydanticSchema(lambda _t, _h: _NON_NEGATIVE)]
 #: A finite Decimal from a JSON number (a float through its shortest repr) or a decimal
 #: string.
 DecimalNumber = Annotated[Decimal, GetPydanticSchema(lambda _t, _h: _DECIMAL_NUMBER)]
@@ -213,7 +227,7 @@ def reason_of(errors: Sequence[Any]) -> str:
             parts.append(f"{loc}: {msg}")
         else:
             parts.append(f"{loc or 'payload'}: {msg} (got {shown(err['input'])})")
-    if len(errors) > MAX_REASONS:
-        parts.append(f"and {len(errors) - MAX_REASONS} more")
+    more = f"; and {len(errors) - MAX_REASONS} more" if len(errors) > MAX_REASONS else ""
     text = "; ".join(parts)
-    return text if len(text) <= MAX_REASON_CHARS else text[: MAX_REASON_CHARS - 3] + "..."
+    room = MAX_REASON_CHARS - len(more)
+    return (text if len(text) <= room else text[: room - 3] + "...") + more

@@ -50,7 +50,8 @@ from corec_tasks.strict import (
     Key,
     Name,
     NonEmptyText,
-    Number,
+    NonNegativeNumber,
+    PositiveNumber,
     Text,
     UserId,
     reason,
@@ -74,8 +75,8 @@ class PayloadError(StreamError):
 # strings (never booleans, "1_000", "1e2", " 100" or lookalike digits), and every
 # string has a length bound.
 
-Positive = Annotated[Number, Field(gt=0)]
-NonNegative = Annotated[Number, Field(ge=0)]
+Positive = PositiveNumber
+NonNegative = NonNegativeNumber
 #: An amount of money: a JSON string holding a decimal with at most 2 decimals.
 MoneyStr = Annotated[DecimalString, Field(max_digits=MONEY_DIGITS + 2, decimal_places=2)]
 #: Units, a NAV: a JSON string holding a decimal.

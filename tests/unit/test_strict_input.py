@@ -133,8 +133,9 @@ def test_booleans_never_pass_as_numbers_on_any_stream() -> None:
         (names.CAPITAL_DATA, {"action": "contribute", "amount": True}, "amount"),
     ]  # fmt: skip
     for stream, payload, key in cases:
-        with pytest.raises(PayloadError, match=f"{key}: .*boolean|{key}: Input should be"):
+        with pytest.raises(PayloadError, match=f"{key}: ") as info:
             check_payload(stream, json.dumps(payload).encode())
+        assert any(w in info.value.reason for w in ("(got True)", "(got False)", "boolean"))
 
 
 def test_money_on_capital_data_is_a_string_with_cents_at_most() -> None:

@@ -131,7 +131,7 @@ def _decimal_string_before(value: Any) -> Any:
 # Numbers are a union run by pydantic-core (no Python call on the hot path of a JSON
 # number): a strict JSON number, else a string matching DECIMAL, with one error message.
 
-_NUMBER_ERROR = 'must be a number: a JSON number or a plain decimal string like "100.50"'
+_NUMBER_ERROR = 'Input should be a number, as a JSON number or a plain decimal string like "100.50"'
 _DECIMAL_STR = cs.str_schema(
     strict=True, max_length=MAX_INT_DIGITS + MAX_FRAC_DIGITS + 2, pattern=f"^{DECIMAL.pattern}$"
 )
@@ -144,12 +144,13 @@ def _float_to_decimal(value: float) -> Decimal:
 def number_schema(gt: float | None = None, ge: float | None = None) -> cs.CoreSchema:
     """A strict number (see ``Number``) with its bound checked in pydantic-core too, so a
     JSON number costs no Python call; the one error sentence names the bound."""
-    bound = ""
+    # pydantic's own wording for the bound, then what a number may look like.
+    bound = "Input should be a number"
     if gt is not None:
-        bound = f" greater than {gt:g}"
+        bound = f"Input should be greater than {gt:g}"
     elif ge is not None:
-        bound = f" of at least {ge:g}"
-    message = f'must be a number{bound}: a JSON number or a plain decimal string like "100.50"'
+        bound = f"Input should be greater than or equal to {ge:g}"
+    message = f'{bound}, as a JSON number or a plain decimal string like "100.50"'
     return cs.union_schema(
         [cs.float_schema(strict=True, allow_inf_nan=False, gt=gt, ge=ge),
          cs.chain_schema([_DECIMAL_STR, cs.no_info_plain_validator_function(float),

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from corec_tasks.cli.output import console, err_console, handle_errors, print_json, table
+from corec_tasks.strict import Key, UserId, shown
 
 
 @contextmanager
@@ -51,15 +52,46 @@ def _finish(result: dict[str, Any], as_json: bool, summary: str | None = None) -
         sys.exit(1)
 
 
+def _strict(kind: Any, what: str) -> Any:
+    """A click callback checking a value by the strict rules (``corec_tasks.strict``)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    adapter: TypeAdapter[Any] = TypeAdapter(kind)
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as exc:
+            problem = exc.errors(include_url=False)[0]["msg"]
+            raise click.BadParameter(f"{what}: {problem} (got {shown(value)})") from None
+
+    return check
+
+
+def _amount(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from plugins.capital_pool.money import AmountError, money_str, parse_amount
+
+    try:
+        return money_str(parse_amount(value))
+    except AmountError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+_user = _strict(UserId, "letters, digits and _.@:- only, 1-128 characters")
+_key = _strict(Key, "letters, digits and _.:@/+=#~- only, 1-200 characters")
+
+
 @click.group()
 def capital() -> None:
     """The shared capital pool: contribute, withdraw, status, members, history."""
 
 
 def _action(kind: str) -> Any:
-    @click.argument("user")
-    @click.argument("amount")
-    @click.option("--key", help="Idempotency key (default: a new one, printed).")
+    @click.argument("user", callback=_user)
+    @click.argument("amount", callback=_amount)
+    @click.option("--key", callback=_key, help="Idempotency key (default: a new one, printed).")
     @click.option("--via-celery", is_flag=True, help="Send as a Celery task and wait.")
     @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
     @handle_errors
@@ -119,7 +151,7 @@ def status(as_json: bool, no_cache: bool) -> None:
 
 
 @capital.command()
-@click.argument("user")
+@click.argument("user", callback=_user)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def member(user: str, as_json: bool) -> None:
@@ -139,7 +171,7 @@ def member(user: str, as_json: bool) -> None:
 
 
 @capital.command()
-@click.option("--user", help="Only this member's entries.")
+@click.option("--user", callback=_user, help="Only this member's entries.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
@@ -157,7 +189,7 @@ def history(user: str | None, limit: int, as_json: bool) -> None:
 
 
 @capital.command()
-@click.option("--key", help="Idempotency key (default: a new one).")
+@click.option("--key", callback=_key, help="Idempotency key (default: a new one).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def allocate(key: str | None, as_json: bool) -> None:

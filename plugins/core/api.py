@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 from decimal import Decimal
 from typing import Annotated, Any, Protocol
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import (
@@ -27,10 +28,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from corec_tasks.strict import USER_ID_MAX, USER_ID_PATTERN, Key, MoneyText, UserId, reason_of
 from plugins.aaa.errors import AAAError, AuthenticationError, AuthorizationError, TokenError
 from plugins.aaa.service import AAAPlugin
 from plugins.aaa.tokens import Claims
@@ -125,9 +127,16 @@ class TokenOut(BaseModel):
 
 
 class CapitalIn(BaseModel):
-    amount: str = Field(description='Dollars as a decimal string, e.g. "500.00"')
-    idempotency_key: str = Field(min_length=1, max_length=200)
-    user: str | None = Field(None, description="Member (username); default: yourself")
+    """A contribution or withdrawal: strict (``corec_tasks.strict``), nothing unknown."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount: MoneyText = Field(
+        description='Dollars as a decimal string of ASCII digits, at most 2 decimals, e.g. '
+        '"500.00" (no spaces, exponent, "_" or other digit scripts)'
+    )
+    idempotency_key: Key
+    user: UserId | None = Field(None, description="Member (username); default: yourself")
 
 
 def create_app(
@@ -171,6 +180,11 @@ def create_app(
         else:
             code = 400
         return JSONResponse({"ok": False, "error": str(exc)}, status_code=code)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # One sentence, the input cut short: never FastAPI's echo of the whole body.
+        return JSONResponse({"ok": False, "error": reason_of(exc.errors())}, status_code=422)
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
@@ -244,8 +258,10 @@ def create_app(
             status["members"] = {who.username: own} if own else {}
         return status
 
+    Member = Annotated[str, Path(max_length=USER_ID_MAX, pattern=USER_ID_PATTERN)]
+
     @app.get("/capital/members/{user}")
-    def capital_member(user: str, who: Who, session: Db) -> JSONResponse:
+    def capital_member(user: Member, who: Who, session: Db) -> JSONResponse:
         """One member's units, value, contributed, withdrawn and ROI."""
         aaa.authorize(who, "capital.view", user_id=user_id_of(session, user))
         return _answer(capital.member(user))

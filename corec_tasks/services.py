@@ -3,8 +3,9 @@
 
 Both listen on loopback (Redis on 127.0.0.1, PostgreSQL on a unix socket in its
 data directory). Redis requires a password, generated once and kept in
-``<data_dir>/redis/password`` (mode 0600); the URLs in services.json (0600) carry it. ``up`` reuses servers already running there; ``down`` stops them.
-Their URLs are written to ``<data_dir>/services.json``, which Settings reads when
+``<data_dir>/redis/password`` (mode 0600). ``up`` reuses servers already running
+there; ``down`` stops them. Their URLs (the Redis one carries the password) are
+written to ``<data_dir>/services.json`` (mode 0600), which Settings reads when
 ``REDIS_URL`` / ``DATABASE_URL`` are unset.
 """
 

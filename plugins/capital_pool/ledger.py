@@ -40,6 +40,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
 from corec_tasks.db import libpq_url
+from corec_tasks.strict import shown
 from plugins.capital_pool import accounting as acc
 from plugins.capital_pool import chain, reads
 from plugins.capital_pool.accounting import Holding, Pool, Rejected
@@ -57,9 +58,9 @@ from plugins.capital_pool.money import (
 
 log = logging.getLogger(__name__)
 
-USER_ID = re.compile(r"^[A-Za-z0-9_.@:-]{1,128}$")
+USER_ID = re.compile(r"[A-Za-z0-9_.@:-]{1,128}")
 MAX_KEY = 200
-HASH = re.compile(r"^[0-9a-f]{64}$")
+HASH = re.compile(r"[0-9a-f]{64}")
 #: The operator recorded as the owner of allocation runs (``operator/<principal>``).
 SYSTEM = "system"
 
@@ -162,15 +163,16 @@ class Allocated:
 
 
 def check_user(user_id: object) -> str:
-    if not isinstance(user_id, str) or not USER_ID.match(user_id):
+    if not isinstance(user_id, str) or not USER_ID.fullmatch(user_id):
         raise InputError(
-            f"user_id must be 1-128 characters of letters, digits and _.@:- (got {user_id!r})"
+            f"user_id must be 1-128 characters of letters, digits and _.@:- "
+            f"(got {shown(user_id)})"
         )
     return user_id
 
 
 def check_head(head: object) -> str:
-    if not isinstance(head, str) or not HASH.match(head):
+    if not isinstance(head, str) or not HASH.fullmatch(head):
         raise InputError("a head hash is 64 lowercase hex characters, as `corec capital "
                          "status` shows it")  # fmt: skip
     return head

@@ -376,3 +376,14 @@ def test_migration_0004_hashes_a_0003_ledger_in_order_and_scopes_its_keys(
         assert pool.verify() == {"ok": True, "problems": []}
     finally:
         pool.close()
+
+
+def test_ledger_refuses_a_user_id_with_a_trailing_newline() -> None:
+    """`$` matches before a final newline; the ledger's own check must not."""
+    from plugins.capital_pool.ledger import InputError, check_user
+
+    assert check_user("alice") == "alice"
+    for bad in ("alice\n", "alice\x00", " alice", "al ice", "a" * 129):
+        with pytest.raises(InputError) as err:
+            check_user(bad)
+        assert len(str(err.value)) < 200

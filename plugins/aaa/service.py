@@ -34,6 +34,7 @@ from plugins.aaa.errors import (
     TokenRevokedError,
     UserError,
 )
+from plugins.aaa.limits import ClientLimiter, HashSlots
 from plugins.aaa.passwords import Passwords
 from plugins.aaa.policy import ACTIONS, ActionKind, decide
 from plugins.aaa.tokens import Claims
@@ -42,6 +43,7 @@ from plugins.trading.models import AuditLog, Role, User, UserSession
 from plugins.trading.types import utcnow
 
 _USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+#: The one answer to every refused login: unknown user, wrong password, locked account.
 _BAD_LOGIN = "invalid username or password"
 #: A lock with ``lockout_s = 0`` lasts until an admin lifts it.
 _FOREVER = timedelta(days=365 * 1000)
@@ -93,6 +95,9 @@ class AAAPlugin:
         self._secret = secret
         self._clock = clock
         self._passwords = Passwords(self.config)
+        self._slots = HashSlots(self.config)
+        #: Per-client login counters (Redis); None counts nothing (the CLI, tests).
+        self.limiter: ClientLimiter | None = None
         self._actions: dict[str, ActionKind] = dict(ACTIONS)
         self._engine: Engine | None = None
 
@@ -130,60 +135,66 @@ class AAAPlugin:
 
     # -- authentication ------------------------------------------------------------------
 
-    def authenticate(self, username: str, password: str) -> str:
-        """A signed token for ``username``, or AuthenticationError (locked, disabled, wrong)."""
+    def authenticate(self, username: str, password: str, *, client: str | None = None) -> str:
+        """A signed token for ``username``, or AuthenticationError (locked, disabled, wrong).
+
+        Unknown users, wrong passwords and locked accounts get the same sentence after
+        the same work (one argon2 verification each), so an answer tells nothing about
+        which names exist or are locked. ``client`` (the caller's address) is counted
+        against ``login_per_client`` when a limiter is set; it also scopes admin lockouts.
+        """
         secret = self._signing_key()
-        now = self._clock()
+        if client is not None and self.limiter is not None:
+            self.limiter.hit(client)
         refusal: AAAError | None = None
         token = ""
-        with self._sessions.begin() as db:
+        # A slot before a connection: waiting logins hold no database connection.
+        with self._slots.slot(), self._sessions.begin() as db:
+            now = self._clock()
             user = db.scalar(select(User).where(User.username == username).with_for_update())
             if user is None:
                 self._passwords.burn(password)
-                self._audit(db, None, "login.failure", username=username, reason="unknown user")
+                self._audit(db, None, "login.failure", username=username, reason="unknown user",
+                            client=client)  # fmt: skip
                 refusal = AuthenticationError(_BAD_LOGIN)
             else:
-                refusal, token = self._login(db, user, password, now, secret)
+                refusal, token = self._login(db, user, password, now, secret, client)
         if refusal is not None:
             raise refusal
         return token
 
+    def _pair(self, user: User, client: str | None) -> str | None:
+        """The client whose failures lock this admin for that client alone, if any."""
+        if client is None or self.limiter is None or Role(user.role) is not Role.ADMIN:
+            return None
+        return client
+
     def _login(
-        self, db: Session, user: User, password: str, now: datetime, secret: bytes
+        self,
+        db: Session,
+        user: User,
+        password: str,
+        now: datetime,
+        secret: bytes,
+        client: str | None = None,
     ) -> tuple[AAAError | None, str]:
+        matches = self._passwords.verify(user.password_hash, password)  # locked or not
+        pair = self._pair(user, client)
         until = self._locked_until(user)
-        if until is not None and now < until:
-            self._audit(db, user.id, "login.refused", username=user.username, reason="locked")
-            return AccountLockedError(self._locked_message(user, until)), ""
+        locked = until is not None and now < until
+        if not locked and pair is not None and self.limiter is not None:
+            locked = self.limiter.pair_locked(pair, user.username)
+        if locked:
+            self._audit(db, user.id, "login.refused", username=user.username, reason="locked",
+                        client=client)  # fmt: skip
+            return AccountLockedError(_BAD_LOGIN), ""
         if until is not None:
             user.failed_logins, user.locked_at = 0, None
             self._audit(
                 db, user.id, "account.unlocked", username=user.username, reason="lockout expired"
             )
-        if not self._passwords.verify(user.password_hash, password):
-            user.failed_logins += 1
-            self._audit(
-                db,
-                user.id,
-                "login.failure",
-                username=user.username,
-                reason="wrong password",
-                failed_logins=user.failed_logins,
-            )
-            if user.failed_logins < self.config.max_login_attempts:
-                return AuthenticationError(_BAD_LOGIN), ""
-            user.locked_at = now
-            until = self._locked_until(user)
-            assert until is not None
-            self._audit(
-                db,
-                user.id,
-                "account.locked",
-                username=user.username,
-                failed_logins=user.failed_logins,
-                until=_iso(until),
-            )
-            return AccountLockedError(self._locked_message(user, until)), ""
+        if not matches:
+            return self._failed(db, user, now, pair, client), ""
         # Checked after the password, so a guesser cannot tell disabled accounts apart.
         if not user.is_active:
             self._audit(db, user.id, "login.refused", username=user.username, reason="disabled")
@@ -192,6 +203,8 @@ class AAAPlugin:
                 f"`corec users enable {user.username}`"
             ), ""
         user.failed_logins = 0
+        if pair is not None and self.limiter is not None:
+            self.limiter.pair_clear(pair, user.username)
         if self._passwords.needs_rehash(user.password_hash):
             user.password_hash = self._passwords.hash(password)
         issued = now.replace(microsecond=0)
@@ -220,6 +233,29 @@ class AAAPlugin:
             expires_at=_iso(claims.expires_at),
         )
         return None, tokens.issue(secret, claims, issuer=self.config.issuer)
+
+    def _failed(
+        self, db: Session, user: User, now: datetime, pair: str | None, client: str | None
+    ) -> AAAError:
+        """Count a wrong password; lock the account (an admin: for ``pair`` only)."""
+        user.failed_logins += 1
+        self._audit(db, user.id, "login.failure", username=user.username,
+                    reason="wrong password", failed_logins=user.failed_logins,
+                    client=client)  # fmt: skip
+        if pair is not None and self.limiter is not None:
+            if self.limiter.pair_failed(pair, user.username) < self.config.max_login_attempts:
+                return AuthenticationError(_BAD_LOGIN)
+            self._audit(db, user.id, "account.locked", username=user.username, client=pair,
+                        scope="client", failed_logins=user.failed_logins)  # fmt: skip
+            return AccountLockedError(_BAD_LOGIN)
+        if user.failed_logins < self.config.max_login_attempts:
+            return AuthenticationError(_BAD_LOGIN)
+        user.locked_at = now
+        until = self._locked_until(user)
+        assert until is not None
+        self._audit(db, user.id, "account.locked", username=user.username,
+                    failed_logins=user.failed_logins, until=_iso(until))  # fmt: skip
+        return AccountLockedError(_BAD_LOGIN)
 
     def verify(self, token: str) -> Claims:
         """The claims of a live token, with the user's current role; TokenError otherwise."""
@@ -432,6 +468,54 @@ class AAAPlugin:
             )
             return self._info(user)
 
+    def change_password(
+        self,
+        username: str,
+        new_password: str,
+        *,
+        old_password: str | None = None,
+        keep_session: str | None = None,
+        actor: Claims | None = None,
+        via: str = "api",
+    ) -> int:
+        """Set ``username``'s password and revoke their sessions but ``keep_session``;
+        the number revoked. With ``old_password`` it must match (a user changing their
+        own); an ``actor`` changing someone else's needs ``users.passwd``; neither is a
+        trusted local call (the CLI)."""
+        if actor is not None and actor.username != username:
+            self.authorize(actor, "users.passwd")
+        if len(new_password) < self.config.min_password_length:
+            raise UserError(
+                f"password must have at least {self.config.min_password_length} characters"
+            )
+        refusal: AAAError | None = None
+        revoked = 0
+        with self._slots.slot():
+            new_hash = self._passwords.hash(new_password)
+            with self._sessions.begin() as db:
+                user = self._user(db, username)
+                who = actor.user_id if actor else None
+                if old_password is not None and not self._passwords.verify(
+                    user.password_hash, old_password
+                ):
+                    self._audit(db, who, "password.refused", username=username,
+                                reason="wrong current password", via=via)  # fmt: skip
+                    refusal = AuthenticationError("the current password is wrong")
+                else:
+                    user.password_hash = new_hash
+                    query = update(UserSession).where(
+                        UserSession.user_id == user.id, UserSession.revoked_at.is_(None)
+                    )
+                    if keep_session is not None:
+                        query = query.where(UserSession.token != keep_session)
+                    revoked = db.execute(query.values(revoked_at=self._clock())).rowcount  # type: ignore[attr-defined]
+                    self._audit(db, who, "password.changed", username=username,
+                                target_user_id=user.id, sessions_revoked=revoked,
+                                via=via)  # fmt: skip
+        if refusal is not None:
+            raise refusal
+        return int(revoked)
+
     def list_users(self) -> list[UserInfo]:
         """Every account, by id."""
         with self._sessions() as db:
@@ -455,15 +539,6 @@ class AAAPlugin:
             return None
         hold = timedelta(seconds=self.config.lockout_s) if self.config.lockout_s else _FOREVER
         return user.locked_at + hold
-
-    def _locked_message(self, user: User, until: datetime) -> str:
-        unlock = f"an admin can unlock it with `corec users unlock {user.username}`"
-        if not self.config.lockout_s:
-            return f"account {user.username!r} is locked after too many failed logins; {unlock}"
-        return (
-            f"account {user.username!r} is locked after too many failed logins until "
-            f"{_iso(until)}; {unlock}"
-        )
 
     def _info(self, user: User) -> UserInfo:
         until = self._locked_until(user)

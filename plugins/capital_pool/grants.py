@@ -23,6 +23,7 @@ import secrets
 import tempfile
 import uuid
 from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -101,10 +102,8 @@ def key_file(path: Path) -> bytes:
             os.write(fd, secrets.token_hex(32).encode())
             os.fsync(fd)
             os.close(fd)
-            try:
+            with suppress(FileExistsError):  # another process made it first: use theirs
                 os.link(tmp, path)
-            except FileExistsError:
-                pass
         finally:
             os.unlink(tmp)
     mode = path.stat().st_mode & 0o777
@@ -206,7 +205,7 @@ def verify(
             raise GrantError(f"grant {claims['jti']} was already used (grants are single-use)")
     return Principal(
         user_id=int(claims["uid"]), username=str(claims["by"]), member=member, action=action,
-        amount=wanted["amt"], idempotency_key=str(idempotency_key), grant_id=str(claims["jti"]),
+        amount=_amount(amount), idempotency_key=str(idempotency_key), grant_id=str(claims["jti"]),
         expires_at=expires,
     )  # fmt: skip
 

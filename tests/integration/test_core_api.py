@@ -84,12 +84,14 @@ def test_tokens_are_required_and_checked(api: tuple[TestClient, AAAPlugin]) -> N
 
 
 def test_wrong_passwords_lock_the_account(api: tuple[TestClient, AAAPlugin]) -> None:
-    client, _ = api
+    client, aaa = api
     for _ in range(3):
         bad = client.post("/login", json={"username": "bob", "password": "wrong password!"})
         assert bad.status_code == 401
     locked = client.post("/login", json={"username": "bob", "password": PASSWORD})
-    assert locked.status_code == 401 and "locked" in locked.json()["error"]
+    # A locked account answers like a wrong password: a stranger learns nothing.
+    assert locked.status_code == 401 and locked.json() == bad.json()
+    assert [u.locked_until is not None for u in aaa.list_users() if u.username == "bob"] == [True]
 
 
 def test_portfolios_health_metrics_openapi(api: tuple[TestClient, AAAPlugin]) -> None:

@@ -90,7 +90,7 @@ def test_expired_grants_are_refused(settings: Settings, redis_client: redis.Redi
 def test_a_grant_moves_only_what_it_names(
     settings: Settings, redis_client: redis.Redis, field: str, value: object
 ) -> None:
-    with pytest.raises(GrantError, match="grant is for capital.withdraw of 100.00"):
+    with pytest.raises(GrantError, match=r"grant is for capital\.withdraw of 100\.00"):
         _verify(_mint(), settings, redis_client=redis_client, **{field: value})
 
 

@@ -126,6 +126,7 @@ class CeleryCapital:
         self.app = app
         self.timeout = task_timeout() if timeout is None else timeout
         self._grant_key = grant_key
+        self._require_token: bool | None = None
 
     def _call(self, task: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         from celery import states
@@ -168,13 +169,22 @@ class CeleryCapital:
         if caller is None:
             return {}
         if not _task_takes_grant(action):
-            # The tasks of this version take only token= (checked with auth.require_token).
-            return {"token": caller.token}
+            # Tasks that take only token= check it with auth.require_token alone; without
+            # it the token would only travel through the broker for nothing.
+            return {"token": caller.token} if self._tasks_require_token() else {}
         if self._grant_key is None:
             from plugins.capital_pool.grants import load_key
 
             self._grant_key = load_key()
         return grant_kwargs(caller, action, user_id, amount, key, self._grant_key)
+
+    def _tasks_require_token(self) -> bool:
+        if self._require_token is None:
+            from corec_tasks.settings import get_settings
+            from plugins.capital_pool.settings import capital_config
+
+            self._require_token = capital_config(get_settings()).auth.require_token
+        return self._require_token
 
     def contribute(
         self, user_id: str, amount: str, key: str, caller: Caller | None = None

@@ -96,6 +96,10 @@ class AAAPlugin(Accounts):
             self._engine.dispose()
             self._engine = None
 
+    def warm_up(self) -> None:
+        """Make the dummy hash now, so the first unknown-user login costs what others do."""
+        self._passwords.burn("")
+
     def debug_info(self) -> dict[str, Any]:
         """The seed's debug view: the values of ``plugin_debug_vars``."""
         return {name: getattr(self.config, name) for name in self.plugin_debug_vars}

@@ -313,6 +313,7 @@ def create_app(
 
         settings = load_settings()
         aaa.limiter = ClientLimiter(redis_client(settings), settings.redis_prefix, aaa.config)
+    aaa.warm_up()
     app = FastAPI(
         title="CoreC API",
         version="1.0",

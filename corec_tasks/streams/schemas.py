@@ -6,9 +6,15 @@ The models follow the payloads the seeds publish (000: ``market_data``,
 add context (a block id, a source timestamp) and the persister keeps the payload as
 sent. A stream without a model carries any JSON object.
 
+Every field follows the strict rules of ``corec_tasks.strict`` (README, "Strict
+input"): a number is a JSON number or a plain decimal string, never a boolean or an
+odd notation; identifiers match in full; every string has a length bound; a bare
+NaN/Infinity anywhere and a payload over ``MAX_PAYLOAD_BYTES`` are refused.
+
 Money in ``capital_data`` travels as decimal strings, never JSON numbers (DESIGN.md,
 "Money is Decimal"). ``trading_results`` also accepts numbers, because the seed's
-producer sends ``{"data": base64(gzip(json))}`` with float ``profit``/``price``.
+producer sends ``{"data": base64(gzip(json))}`` with float ``profit``/``price``; a
+result is bounded by its capital at risk (``MAX_PROFIT_MULTIPLE``).
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ import re
 import zlib
 from collections.abc import Callable, Mapping
 from decimal import Decimal
+from functools import partial
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
@@ -29,17 +36,29 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from corec_tasks.errors import StreamError
 from corec_tasks.streams import names
+from corec_tasks.strict import (
+    MONEY_DIGITS,
+    DecimalNumber,
+    DecimalString,
+    Key,
+    Name,
+    NonEmptyText,
+    NonNegativeNumber,
+    PositiveNumber,
+    Text,
+    UserId,
+    reason,
+)
 
 #: A compressed trading result may not inflate beyond this (a gzip bomb stops here).
 MAX_INFLATED_BYTES = 1 << 20
-#: How many validation problems a reason lists before "and N more".
-_MAX_REASONS = 3
 
 
 class PayloadError(StreamError):
@@ -52,22 +71,27 @@ class PayloadError(StreamError):
 
 
 # -- field types ---------------------------------------------------------------------
+# The strict rules of corec_tasks.strict: numbers are JSON numbers or plain decimal
+# strings (never booleans, "1_000", "1e2", " 100" or lookalike digits), and every
+# string has a length bound.
 
-NonEmptyStr = Annotated[str, Field(min_length=1)]
-Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-
-
-def _require_string(value: object) -> object:
-    if isinstance(value, str):
-        return value
-    raise ValueError(
-        'must be a decimal string such as "500.00" (money travels as strings, never numbers)'
-    )
-
-
-#: An amount of money: a JSON string holding a finite decimal.
-MoneyStr = Annotated[Decimal, BeforeValidator(_require_string), Field(allow_inf_nan=False)]
+Positive = PositiveNumber
+NonNegative = NonNegativeNumber
+#: An amount of money: a JSON string holding a decimal with at most 2 decimals.
+MoneyStr = Annotated[DecimalString, Field(max_digits=MONEY_DIGITS + 2, decimal_places=2)]
+#: Units, a NAV: a JSON string holding a decimal.
+DecimalStr = DecimalString
+#: Bound of the seed's packed trading result (base64 of gzip): 1 MiB of text.
+MAX_PACKED_CHARS = 1 << 20
+#: A price or a quantity of a trade: from 10^-12 (the ledger column's scale, so none
+#: rounds to zero) to below 10^15.
+TradeAmount = Annotated[DecimalNumber, Field(ge=Decimal("1e-12"), lt=Decimal(10) ** 15)]
+#: A profit (or, negative, a loss): below 10^15 in size.
+TradeProfit = Annotated[DecimalNumber, Field(gt=-(Decimal(10) ** 15), lt=Decimal(10) ** 15)]
+#: A profit may be at most this multiple of the capital at risk (quantity x price); a
+#: result claiming more is a bad producer, not a trade. Override per call:
+#: ``payload_checker(stream, max_profit_multiple=...)``, ``trade_result(..., ...)``.
+MAX_PROFIT_MULTIPLE = Decimal(10)
 
 
 def _lower(value: object) -> object:
@@ -103,7 +127,7 @@ class Ohlc(BaseModel):
 class MarketData(StreamPayload):
     """``market_data``: one price observation of a symbol."""
 
-    symbol: NonEmptyStr
+    symbol: Name
     price: Positive
     volume: NonNegative | None = None
     #: Source time, epoch seconds (or milliseconds: producers differ; not interpreted here).
@@ -127,12 +151,12 @@ class MacroData(StreamPayload):
 class CapitalData(StreamPayload):
     """``capital_data``: a capital action or allocation; ``action`` or ``kind`` says which."""
 
-    action: NonEmptyStr | None = None
-    kind: NonEmptyStr | None = None
-    user_id: NonEmptyStr | None = None
+    action: Name | None = None
+    kind: Name | None = None
+    user_id: UserId | None = None
     amount: MoneyStr | None = None
-    units: MoneyStr | None = None
-    nav: MoneyStr | None = None
+    units: DecimalStr | None = None
+    nav: DecimalStr | None = None
 
     @model_validator(mode="after")
     def _has_action_or_kind(self) -> CapitalData:
@@ -141,35 +165,58 @@ class CapitalData(StreamPayload):
         return self
 
 
+def _profit_multiple(info: ValidationInfo) -> Decimal:
+    context = info.context if isinstance(info.context, Mapping) else {}
+    multiple = context.get("max_profit_multiple", MAX_PROFIT_MULTIPLE)
+    return multiple if isinstance(multiple, Decimal) else Decimal(str(multiple))
+
+
+def _check_at_risk(profit: Decimal, quantity: Decimal, price: Decimal, multiple: Decimal) -> None:
+    """A loss is at most the capital at risk (quantity x price); a profit at most
+    ``multiple`` times it."""
+    at_risk = quantity * price
+    if -profit > at_risk:
+        raise ValueError(f"a loss of {-profit} exceeds the capital at risk "
+                         f"(quantity x price = {at_risk})")  # fmt: skip
+    if profit > multiple * at_risk:
+        raise ValueError(f"a profit of {profit} exceeds {multiple} times the capital at risk "
+                         f"(quantity x price = {at_risk})")  # fmt: skip
+
+
 class TradeResult(BaseModel):
     """The body of a trading result (the seed's gzip payload has no ``trade_id``)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    trade_id: NonEmptyStr | None = None
-    profit: Annotated[Decimal, Field(allow_inf_nan=False)]
-    quantity: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
-    price: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
+    trade_id: Key | None = None
+    profit: TradeProfit
+    quantity: TradeAmount
+    price: TradeAmount
+
+    @model_validator(mode="after")
+    def _bounded_by_risk(self, info: ValidationInfo) -> TradeResult:
+        _check_at_risk(self.profit, self.quantity, self.price, _profit_multiple(info))
+        return self
 
 
 class TradingResults(StreamPayload):
     """``trading_results``: ``{"data": base64(gzip(json))}`` or a plain result with trade_id."""
 
-    data: str | None = None
-    trade_id: NonEmptyStr | None = None
-    profit: Annotated[Decimal, Field(allow_inf_nan=False)] | None = None
-    quantity: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)] | None = None
-    price: Annotated[Decimal, Field(gt=0, allow_inf_nan=False)] | None = None
+    data: Annotated[str, Field(strict=True, max_length=MAX_PACKED_CHARS)] | None = None
+    trade_id: Key | None = None
+    profit: TradeProfit | None = None
+    quantity: TradeAmount | None = None
+    price: TradeAmount | None = None
 
     @field_validator("data")
     @classmethod
-    def _data_decodes(cls, value: str | None) -> str | None:
+    def _data_decodes(cls, value: str | None, info: ValidationInfo) -> str | None:
         if value is not None:
-            decode_packed_result(value)
+            decode_packed_result(value, _profit_multiple(info))
         return value
 
     @model_validator(mode="after")
-    def _complete(self) -> TradingResults:
+    def _complete(self, info: ValidationInfo) -> TradingResults:
         if self.data is None:
             missing = [
                 k for k in ("trade_id", "profit", "quantity", "price") if getattr(self, k) is None
@@ -179,6 +226,9 @@ class TradingResults(StreamPayload):
                     f"{', '.join(missing)}: Field required (or send the seed's form: "
                     '{"data": base64(gzip(json))})'
                 )
+            assert self.profit is not None and self.quantity is not None
+            assert self.price is not None
+            _check_at_risk(self.profit, self.quantity, self.price, _profit_multiple(info))
         return self
 
 
@@ -188,25 +238,25 @@ class Alert(StreamPayload):
     level: Annotated[
         Literal["debug", "info", "warning", "error", "critical"], BeforeValidator(_lower)
     ]
-    source: NonEmptyStr
-    message: NonEmptyStr
+    source: Annotated[str, Field(strict=True, min_length=1, max_length=200)]
+    message: NonEmptyText
 
 
 class Command(StreamPayload):
     """``corec_commands``: a command for a plugin, with an ``id`` the response echoes."""
 
-    id: NonEmptyStr
-    command: NonEmptyStr
-    target: NonEmptyStr | None = None
+    id: Key
+    command: Name
+    target: Name | None = None
     args: dict[str, Any] | None = None
 
 
 class CommandResponse(StreamPayload):
     """``corec_responses``: the answer to command ``id``: a ``response`` or an ``error``."""
 
-    id: NonEmptyStr
+    id: Key
     response: Any = None
-    error: str | None = None
+    error: Text | None = None
 
     @model_validator(mode="after")
     def _answers(self) -> CommandResponse:
@@ -243,21 +293,52 @@ def schema_for(stream: str) -> type[StreamPayload] | None:
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
-def payload_checker(stream: str) -> Callable[[bytes], None]:
+#: A payload larger than this is refused before parsing (a DoS bound; the packed
+#: trading result, the largest legitimate payload, is bounded at ``MAX_PACKED_CHARS``).
+MAX_PAYLOAD_BYTES = 2 * MAX_PACKED_CHARS
+
+
+def payload_checker(
+    stream: str, *, max_profit_multiple: Decimal = MAX_PROFIT_MULTIPLE
+) -> Callable[[bytes], None]:
     """``check_payload`` bound to one stream, for hot loops (the model is looked up once)."""
-    validate = SCHEMAS.get(stream, AnyObject).__pydantic_validator__.validate_json
+    validate_json = SCHEMAS.get(stream, AnyObject).__pydantic_validator__.validate_json
+    validate: Callable[[bytes], object] = validate_json
+    if max_profit_multiple != MAX_PROFIT_MULTIPLE:
+        context = {"max_profit_multiple": max_profit_multiple}
+        validate = partial(validate_json, context=context)
 
     def check(raw: bytes) -> None:
+        if len(raw) > MAX_PAYLOAD_BYTES:
+            raise PayloadError(f"larger than {MAX_PAYLOAD_BYTES} bytes ({len(raw)})", stream)
         try:
             validate(raw)
         except ValidationError as exc:
-            raise PayloadError(_reason(exc), stream) from None
+            raise PayloadError(reason(exc), stream) from None
         if b"\\u0000" in raw and _NUL_ESCAPE.search(raw):
             raise PayloadError(
                 "contains the escape \\u0000, which PostgreSQL JSONB cannot store", stream
             )
+        if (b"NaN" in raw or b"Infinity" in raw) and _has_non_json_constant(raw):
+            raise PayloadError(
+                "contains NaN or Infinity, which are not JSON (and JSONB cannot store)", stream
+            )
 
     return check
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(name)
+
+
+def _has_non_json_constant(raw: bytes) -> bool:
+    """Whether ``raw`` holds a bare ``NaN``/``Infinity`` (pydantic's parser accepts them
+    anywhere; only typed number fields refuse them). Runs only when the bytes occur."""
+    try:
+        json.loads(raw, parse_constant=_reject_constant)
+    except ValueError:
+        return True
+    return False
 
 
 def check_payload(stream: str, raw: bytes) -> None:
@@ -275,8 +356,12 @@ def validate_payload(stream: str, raw: bytes) -> dict[str, Any]:
     return data
 
 
-def decode_packed_result(data: str) -> TradeResult:
+def decode_packed_result(
+    data: str, max_profit_multiple: Decimal = MAX_PROFIT_MULTIPLE
+) -> TradeResult:
     """Decode the seed's ``base64(gzip(json))`` trading result; ValueError says what broke."""
+    if len(data) > MAX_PACKED_CHARS:
+        raise ValueError(f"packed result longer than {MAX_PACKED_CHARS} characters")
     try:
         packed = base64.b64decode("".join(data.split()), validate=True)
     except (binascii.Error, ValueError):
@@ -292,42 +377,24 @@ def decode_packed_result(data: str) -> TradeResult:
     if not inflater.eof:
         raise ValueError("gzip data is truncated")
     try:
-        return TradeResult.model_validate_json(body)
+        return TradeResult.model_validate_json(
+            body, context={"max_profit_multiple": max_profit_multiple}
+        )
     except ValidationError as exc:
-        raise ValueError(f"decoded trade result: {_reason(exc)}") from None
+        raise ValueError(f"decoded trade result: {reason(exc)}") from None
 
 
-def trade_result(payload: Mapping[str, Any]) -> TradeResult:
-    """The trade result a validated ``trading_results`` payload carries, in either form."""
+def trade_result(
+    payload: Mapping[str, Any], max_profit_multiple: Decimal = MAX_PROFIT_MULTIPLE
+) -> TradeResult:
+    """The trade result a validated ``trading_results`` payload carries, in either form.
+
+    Bounded (``TradeResult``): a loss at most the capital at risk, a profit at most
+    ``max_profit_multiple`` times it (default ``MAX_PROFIT_MULTIPLE``, 10).
+    """
     packed = payload.get("data")
     if isinstance(packed, str):
-        return decode_packed_result(packed)
-    return TradeResult.model_validate(payload)
-
-
-def _json_kind(value: object) -> str:
-    kinds = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
-    return kinds.get(type(value), "a number")
-
-
-def _reason(exc: ValidationError) -> str:
-    """One readable line from a ValidationError: ``key: problem (got value)``."""
-    errors = exc.errors(include_url=False)
-    parts: list[str] = []
-    for err in errors[:_MAX_REASONS]:
-        loc = ".".join(str(p) for p in err["loc"])
-        kind = err["type"]
-        msg = str(err["msg"]).removeprefix("Value error, ")
-        if kind == "json_invalid":
-            parts.append(f"not valid JSON ({err.get('ctx', {}).get('error', msg)})")
-        elif kind == "model_type" and not loc:
-            parts.append(f"must be a JSON object, got {_json_kind(err['input'])}")
-        elif kind == "missing" or (kind == "value_error" and not loc):
-            parts.append(f"{loc}: {msg}" if loc else msg)
-        else:
-            shown = repr(err["input"])
-            shown = shown if len(shown) <= 40 else shown[:37] + "..."
-            parts.append(f"{loc or 'payload'}: {msg} (got {shown})")
-    if len(errors) > _MAX_REASONS:
-        parts.append(f"and {len(errors) - _MAX_REASONS} more")
-    return "; ".join(parts)
+        return decode_packed_result(packed, max_profit_multiple)
+    return TradeResult.model_validate(
+        payload, context={"max_profit_multiple": max_profit_multiple}
+    )

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from corec_tasks.cli.output import console, err_console, handle_errors, print_json, table
+from corec_tasks.strict import Key, UserId, shown
 
 
 @contextmanager
@@ -51,15 +52,46 @@ def _finish(result: dict[str, Any], as_json: bool, summary: str | None = None) -
         sys.exit(1)
 
 
+def _strict(kind: Any, what: str) -> Any:
+    """A click callback checking a value by the strict rules (``corec_tasks.strict``)."""
+    from pydantic import TypeAdapter, ValidationError
+
+    adapter: TypeAdapter[Any] = TypeAdapter(kind)
+
+    def check(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+        if value is None:
+            return None
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as exc:
+            problem = exc.errors(include_url=False)[0]["msg"]
+            raise click.BadParameter(f"{what}: {problem} (got {shown(value)})") from None
+
+    return check
+
+
+def _amount(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from plugins.capital_pool.money import AmountError, money_str, parse_amount
+
+    try:
+        return money_str(parse_amount(value))
+    except AmountError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+_user = _strict(UserId, "letters, digits and _.@:- only, 1-128 characters")
+_key = _strict(Key, "letters, digits and _.:@/+=#~- only, 1-200 characters")
+
+
 @click.group()
 def capital() -> None:
     """The shared capital pool: contribute, withdraw, status, members, history."""
 
 
 def _action(kind: str) -> Any:
-    @click.argument("user")
-    @click.argument("amount")
-    @click.option("--key", help="Idempotency key (default: a new one, printed).")
+    @click.argument("user", callback=_user)
+    @click.argument("amount", callback=_amount)
+    @click.option("--key", callback=_key, help="Idempotency key (default: a new one, printed).")
     @click.option("--via-celery", is_flag=True, help="Send as a Celery task and wait.")
     @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
     @handle_errors
@@ -107,7 +139,11 @@ def status(as_json: bool, no_cache: bool) -> None:
         return
     keys = ("equity", "cash", "active", "free_cash", "units", "nav", "phase", "risk_per_trade",
             "vix", "vix_source")  # fmt: skip
-    console.print(table("capital pool", ["", "value"], [(k, result[k]) for k in keys]))
+    head = result["ledger"]
+    console.print(table("capital pool", ["", "value"], [(k, result[k]) for k in keys]
+                        + [("ledger entries", str(head["entries"])),
+                           ("ledger head seq", str(head["seq"])),
+                           ("ledger head hash", head["hash"])]))  # fmt: skip
     rows = [(u, m["units"], m["value"], m["contributed"], m["withdrawn"], m["roi"])
             for u, m in result["members"].items()]  # fmt: skip
     console.print(table("members", ["user", "units", "value", "contributed", "withdrawn",
@@ -115,7 +151,7 @@ def status(as_json: bool, no_cache: bool) -> None:
 
 
 @capital.command()
-@click.argument("user")
+@click.argument("user", callback=_user)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def member(user: str, as_json: bool) -> None:
@@ -135,7 +171,7 @@ def member(user: str, as_json: bool) -> None:
 
 
 @capital.command()
-@click.option("--user", help="Only this member's entries.")
+@click.option("--user", callback=_user, help="Only this member's entries.")
 @click.option("--limit", default=50, show_default=True, type=click.IntRange(1, 100_000))
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
@@ -153,7 +189,7 @@ def history(user: str | None, limit: int, as_json: bool) -> None:
 
 
 @capital.command()
-@click.option("--key", help="Idempotency key (default: a new one).")
+@click.option("--key", callback=_key, help="Idempotency key (default: a new one).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def allocate(key: str | None, as_json: bool) -> None:
@@ -167,13 +203,23 @@ def allocate(key: str | None, as_json: bool) -> None:
 
 
 @capital.command()
+@click.option("--head", "head", metavar="HASH",
+              help="A head hash kept earlier (from `status`): prove nothing up to it changed.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
-def verify(as_json: bool) -> None:
-    """Check pool state and members against the ledger and the invariants."""
+def verify(head: str | None, as_json: bool) -> None:
+    """Check the ledger's hash chain, then pool state and members against it and the
+    invariants; name the first entry that breaks the chain."""
     with _pool() as pool:
-        result = pool.verify()
+        result = pool.verify(head, show_chain=True)
     if not as_json and not result.get("ok") and "problems" in result:
         for problem in result["problems"]:
             err_console.print(f"[red]problem:[/] {problem}", highlight=False)
-    _finish(result, as_json, "ledger and pool state agree; every invariant holds")
+    summary = None
+    if result.get("ok"):
+        c = result["chain"]
+        summary = (f"hash chain intact over {c['entries']} entries (head seq {c['seq']}, "
+                   f"hash {c['hash']})" + (f"; head {head} is in it, so nothing up to it "
+                                           "changed" if head else "")
+                   + "; ledger and pool state agree; every invariant holds")  # fmt: skip
+    _finish(result, as_json, summary)

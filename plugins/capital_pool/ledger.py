@@ -11,8 +11,15 @@ an action costs two round trips and one commit.
 
 Idempotency: a client action's key is recorded in ``capital_actions`` with its first
 result, accepted or rejected, in the same transaction as its effect; a repeat returns
-that result and changes nothing. Trading results are keyed by ``trade_id``,
-allocations by the allocating run's key.
+that result and changes nothing. A key belongs to its member (``owner``): another
+member's use of the same text is a different key, so it neither blocks nor reveals
+anything. Trading results are keyed by ``trade_id``, allocations by the allocating
+run's key under its operator (``operator/<principal>``).
+
+Hash chain: each entry gets ``seq`` = the previous entry's + 1 and its ``prev_hash``
+and ``hash`` (``chain.py``), computed here from the ``pool_state`` row the lock just
+read (its ``seq`` and ``head_hash``) and written with the entry, so the chain is as
+linear as the lock: no round trip is added.
 """
 
 from __future__ import annotations
@@ -23,7 +30,8 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -33,6 +41,7 @@ from psycopg.rows import tuple_row
 
 from corec_tasks.db import libpq_url
 from plugins.capital_pool import accounting as acc
+from plugins.capital_pool import chain, reads
 from plugins.capital_pool.accounting import Holding, Pool, Rejected
 from plugins.capital_pool.config import CapitalConfig
 from plugins.capital_pool.money import (
@@ -50,38 +59,44 @@ log = logging.getLogger(__name__)
 
 USER_ID = re.compile(r"^[A-Za-z0-9_.@:-]{1,128}$")
 MAX_KEY = 200
+HASH = re.compile(r"^[0-9a-f]{64}$")
+#: The operator recorded as the owner of allocation runs (``operator/<principal>``).
+SYSTEM = "system"
 
 # Multiple statements, no parameters: sent as one simple query, so BEGIN costs no round trip.
-_BEGIN_LOCK = "BEGIN; SELECT equity, cash, active, units FROM pool_state WHERE id = 1 FOR UPDATE"
+_BEGIN_LOCK = ("BEGIN; SELECT equity, cash, active, units, seq, head_hash FROM pool_state "
+               "WHERE id = 1 FOR UPDATE")  # fmt: skip
 # Read after the lock, in a statement of its own: its snapshot is newer than the lock.
 _CLIENT_READ = (
     "SELECT m.units, m.contributed, m.withdrawn, a.kind, a.user_id, a.amount, a.result "
     "FROM (SELECT 1) one "
     "LEFT JOIN capital_members m ON m.user_id = %(user)s "
-    "LEFT JOIN capital_actions a ON a.idempotency_key = %(key)s"
+    "LEFT JOIN capital_actions a ON a.owner = %(user)s AND a.idempotency_key = %(key)s"
 )
-_ACTION = "SELECT kind, user_id, amount, result FROM capital_actions WHERE idempotency_key = %s"
+_ACTION = ("SELECT kind, user_id, amount, result FROM capital_actions "
+           "WHERE owner = %s AND idempotency_key = %s")  # fmt: skip
 _LEDGER = (
     "INSERT INTO capital_ledger (idempotency_key, kind, user_id, ref, cash_delta, "
-    "active_delta, units_delta, equity_after, cash_after, active_after, units_after) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "active_delta, units_delta, equity_after, cash_after, active_after, units_after, "
+    "seq, created_at, prev_hash, hash) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 _POOL = (
     "UPDATE pool_state SET equity = %s, cash = %s, active = %s, units = %s, "
-    "seq = (SELECT max(seq) FROM capital_ledger), updated_at = now() WHERE id = 1"
+    "seq = %s, head_hash = %s, updated_at = now() WHERE id = 1"
 )
 _SAVE_ACTION = (
-    "INSERT INTO capital_actions (idempotency_key, kind, user_id, amount, ok, result) "
-    "VALUES (%s, %s, %s, %s, %s, %s)"
+    "INSERT INTO capital_actions (owner, idempotency_key, kind, user_id, amount, ok, result) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s)"
 )
 # A contribution or withdrawal's every write, in one statement (one round trip).
 _CLIENT_WRITE = """
 WITH l AS (
     INSERT INTO capital_ledger (idempotency_key, kind, user_id, cash_delta, active_delta,
-        units_delta, equity_after, cash_after, active_after, units_after)
+        units_delta, equity_after, cash_after, active_after, units_after, seq, created_at,
+        prev_hash, hash)
     VALUES (%(key)s, %(kind)s, %(user)s, %(cash_delta)s, 0, %(units_delta)s, %(equity)s,
-        %(cash)s, %(active)s, %(units)s)
-    RETURNING seq
+        %(cash)s, %(active)s, %(units)s, %(seq)s, %(at)s, %(prev)s, %(hash)s)
 ), m AS (
     INSERT INTO capital_members (user_id, units, contributed, withdrawn)
     VALUES (%(user)s, %(m_units)s, %(m_contributed)s, %(m_withdrawn)s)
@@ -94,11 +109,11 @@ WITH l AS (
     INSERT INTO withdrawals (user_id, amount, units, nav, idempotency_key)
     SELECT %(user)s, %(amount)s, %(moved)s, %(nav)s, %(key)s WHERE %(kind)s = 'withdraw'
 ), a AS (
-    INSERT INTO capital_actions (idempotency_key, kind, user_id, amount, ok, result)
-    VALUES (%(key)s, %(kind)s, %(user)s, %(amount)s, true, %(result)s)
+    INSERT INTO capital_actions (owner, idempotency_key, kind, user_id, amount, ok, result)
+    VALUES (%(user)s, %(key)s, %(kind)s, %(user)s, %(amount)s, true, %(result)s)
 )
 UPDATE pool_state SET equity = %(equity)s, cash = %(cash)s, active = %(active)s,
-    units = %(units)s, seq = (SELECT seq FROM l), updated_at = now()
+    units = %(units)s, seq = %(seq)s, head_hash = %(hash)s, updated_at = now()
 WHERE id = 1
 """
 _KINDS = ("contribute", "withdraw")
@@ -106,6 +121,33 @@ _KINDS = ("contribute", "withdraw")
 
 class InputError(ValueError):
     """Bad input: nothing was read or written; the message says what to fix."""
+
+
+@dataclass(slots=True)
+class _Tip:
+    """The chain's head under the pool lock; ``link`` appends one entry to it."""
+
+    seq: int
+    hash: str
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    def link(self, key: str, kind: str, user: str | None, ref: str | None, cash_delta: Decimal,
+             active_delta: Decimal, units_delta: Decimal,
+             after: Pool) -> tuple[int, datetime, str, str]:  # fmt: skip
+        """The next entry's ``seq, created_at, prev_hash, hash``; advances the head."""
+        entry = chain.Entry(self.seq + 1, self.now, key, kind, user, ref, cash_delta,
+                            active_delta, units_delta, *_balances(after))  # fmt: skip
+        prev = self.hash
+        self.seq, self.hash = entry.seq, chain.entry_hash(prev, entry)
+        return entry.seq, self.now, prev, self.hash
+
+    def link_client(self, params: dict[str, Any]) -> None:
+        """Add a contribution's or withdrawal's chain fields to its write ``params``."""
+        after = Pool(params["equity"], params["cash"], params["active"], params["units"])
+        seq, at, prev, digest = self.link(params["key"], params["kind"], params["user"], None,
+                                          params["cash_delta"], ZERO, params["units_delta"],
+                                          after)  # fmt: skip
+        params.update(seq=seq, at=at, prev=prev, hash=digest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +167,13 @@ def check_user(user_id: object) -> str:
             f"user_id must be 1-128 characters of letters, digits and _.@:- (got {user_id!r})"
         )
     return user_id
+
+
+def check_head(head: object) -> str:
+    if not isinstance(head, str) or not HASH.match(head):
+        raise InputError("a head hash is 64 lowercase hex characters, as `corec capital "
+                         "status` shows it")  # fmt: skip
+    return head
 
 
 def check_key(key: object) -> str:
@@ -160,8 +209,11 @@ class Ledger:
         return self._conn
 
     @contextmanager
-    def _locked(self) -> Iterator[tuple[psycopg.Connection[tuple[Any, ...]], Pool]]:
-        """A transaction holding the pool lock; commits on success, rolls back on error."""
+    def _locked(self) -> Iterator[tuple[psycopg.Connection[tuple[Any, ...]], Pool, _Tip]]:
+        """A transaction holding the pool lock; commits on success, rolls back on error.
+
+        Yields the connection, the pool and the chain's head as the lock read them.
+        """
         conn = self.conn
         try:
             cur = conn.execute(_BEGIN_LOCK)
@@ -169,7 +221,7 @@ class Ledger:
             row = cur.fetchone()
             if row is None:
                 raise RuntimeError("pool_state has no row: run `corec db upgrade`")
-            yield conn, Pool(*row)
+            yield conn, Pool(*row[:4]), _Tip(row[4], row[5])
             conn.execute("COMMIT")
         except BaseException as exc:
             if isinstance(exc, psycopg.OperationalError) or conn.closed:
@@ -212,7 +264,7 @@ class Ledger:
         return result
 
     def _apply_client(self, kind: str, user: str, amount: Decimal, key: str) -> dict[str, Any]:
-        with self._locked() as (conn, pool):
+        with self._locked() as (conn, pool, tip):
             read = conn.execute(_CLIENT_READ, {"user": user, "key": key}).fetchone()
             assert read is not None
             if read[3] is not None:
@@ -220,8 +272,10 @@ class Ledger:
             holding = Holding(*read[:3]) if read[0] is not None else None
             result, params, _, _ = self._decide(pool, holding, kind, user, amount, key)
             if params is None:
-                conn.execute(_SAVE_ACTION, (key, kind, user, amount, False, json.dumps(result)))
+                conn.execute(_SAVE_ACTION, (user, key, kind, user, amount, False,
+                                            json.dumps(result)))  # fmt: skip
             else:
+                tip.link_client(params)
                 conn.execute(_CLIENT_WRITE, params)
             return result
 
@@ -292,32 +346,35 @@ class Ledger:
     ) -> list[tuple[int, dict[str, Any]]]:
         users = sorted({c[2] for c in checked})
         keys = sorted({c[4] for c in checked})
-        with self._locked() as (conn, pool):
+        with self._locked() as (conn, pool, tip):
             holdings = {
                 r[0]: Holding(*r[1:]) for r in conn.execute(
                     "SELECT user_id, units, contributed, withdrawn FROM capital_members "
                     "WHERE user_id = ANY(%s)", (users,)).fetchall()
             }  # fmt: skip
-            firsts: dict[str, tuple[Any, ...]] = {
-                r[0]: r[1:] for r in conn.execute(
-                    "SELECT idempotency_key, kind, user_id, amount, result FROM capital_actions "
-                    "WHERE idempotency_key = ANY(%s)", (keys,)).fetchall()
+            # A superset of the (owner, key) pairs asked for; only exact pairs are looked up.
+            firsts: dict[tuple[str, str], tuple[Any, ...]] = {
+                (r[0], r[1]): r[2:] for r in conn.execute(
+                    "SELECT owner, idempotency_key, kind, user_id, amount, result "
+                    "FROM capital_actions WHERE owner = ANY(%s) AND idempotency_key = ANY(%s)",
+                    (users, keys)).fetchall()
             }  # fmt: skip
             out: list[tuple[int, dict[str, Any]]] = []
             writes: list[dict[str, Any]] = []  # in decision order: balances chain
             refusals = []
             for i, kind, user, amount, key in checked:
-                if key in firsts:
-                    out.append((i, _replay(firsts[key], kind, user, amount, key)))
+                if (user, key) in firsts:
+                    out.append((i, _replay(firsts[user, key], kind, user, amount, key)))
                     continue
                 result, params, pool, h = self._decide(pool, holdings.get(user), kind, user,
                                                        amount, key)  # fmt: skip
-                firsts[key] = (kind, user, amount, result)
+                firsts[user, key] = (kind, user, amount, result)
                 if params is None:
-                    refusals.append((key, kind, user, amount, False, json.dumps(result)))
+                    refusals.append((user, key, kind, user, amount, False, json.dumps(result)))
                 else:
                     assert h is not None
                     holdings[user] = h
+                    tip.link_client(params)
                     writes.append(params)
                 out.append((i, result))
             with conn.cursor() as cur:
@@ -357,7 +414,7 @@ class Ledger:
         seen_sql = "SELECT profit FROM capital_trade_results WHERE trade_id = %s"
         alloc_sql = ("SELECT amount FROM capital_allocations "
                      "WHERE allocation_id = %s AND status = 'open'")  # fmt: skip
-        with self._locked() as (conn, pool):
+        with self._locked() as (conn, pool, tip):
             seen = conn.execute(seen_sql, (trade_id,)).fetchall()
             alloc = conn.execute(alloc_sql, (allocation_id or "",)).fetchall()
             if seen:
@@ -368,10 +425,11 @@ class Ledger:
             except Rejected as exc:
                 return {"ok": False, "trade_id": trade_id, "error": str(exc)}
             new = change.pool
-            conn.execute(_LEDGER, (f"trade:{trade_id}", "trade_result", None, trade_id,
-                                   new.cash - pool.cash, new.active - pool.active, ZERO,
-                                   *_balances(new)))  # fmt: skip
-            conn.execute(_POOL, _balances(new))
+            key, deltas = f"trade:{trade_id}", (new.cash - pool.cash, new.active - pool.active)
+            link = tip.link(key, "trade_result", None, trade_id, *deltas, ZERO, new)
+            conn.execute(_LEDGER, (key, "trade_result", None, trade_id, *deltas, ZERO,
+                                   *_balances(new), *link))  # fmt: skip
+            conn.execute(_POOL, (*_balances(new), tip.seq, tip.hash))
             conn.execute(
                 "INSERT INTO capital_trade_results (trade_id, allocation_id, profit, "
                 "quantity, price, stream_entry) VALUES (%s, %s, %s, %s, %s, %s)",
@@ -395,22 +453,24 @@ class Ledger:
 
     # -- allocation ----------------------------------------------------------------------
 
-    def allocate(self, key: str, vix: Decimal | None) -> dict[str, Any]:
-        """Release expired allocations, then fill free slots; idempotent per ``key``."""
+    def allocate(self, key: str, vix: Decimal | None, principal: str = SYSTEM) -> dict[str, Any]:
+        """Release expired allocations, then fill free slots; idempotent per ``key`` of
+        the operator ``principal`` (``system`` for beat and the CLI)."""
         check_key(key)
-        result: dict[str, Any] = self._retrying(self._allocate, key, vix)
+        check_user(principal)
+        result: dict[str, Any] = self._retrying(self._allocate, key, vix, f"operator/{principal}")
         return result
 
-    def _allocate(self, key: str, vix: Decimal | None) -> dict[str, Any]:
+    def _allocate(self, key: str, vix: Decimal | None, owner: str) -> dict[str, Any]:
         action_key = f"allocate:{key}"
         reads = (
-            (_ACTION, (action_key,)),
+            (_ACTION, (owner, action_key)),
             ("SELECT allocation_id, amount FROM capital_allocations WHERE status = 'open' "
              "AND created_at < now() - make_interval(secs => %s) ORDER BY allocation_id",
              (self.rules.allocation_ttl_s,)),
             ("SELECT count(*) FROM capital_allocations WHERE status = 'open'", ()),
         )  # fmt: skip
-        with self._locked() as (conn, pool):
+        with self._locked() as (conn, pool, tip):
             first, expired, open_rows = (conn.execute(q, p).fetchall() for q, p in reads)
             if first:
                 return _replay(first[0], "allocate", None, None, action_key)
@@ -418,8 +478,8 @@ class Ledger:
             new = pool
             for alloc_id, amount in expired:
                 new = acc.release(new, amount)
-                ledger_rows.append((f"release:{alloc_id}", "release", None, alloc_id, amount,
-                                    -amount, ZERO, *_balances(new)))  # fmt: skip
+                row = (f"release:{alloc_id}", "release", None, alloc_id, amount, -amount, ZERO)
+                ledger_rows.append((*row, *_balances(new), *tip.link(*row, new)))
             n_open = open_rows[0][0] - len(expired)
             phase, risk = acc.risk_per_trade(new.equity, vix, self.rules,
                                              self.config.macro_config)  # fmt: skip
@@ -429,8 +489,8 @@ class Ledger:
                 alloc_id = f"{key}:{i}"
                 new = acc.allocate(new, amount)
                 made.append(Allocated(alloc_id, amount, risk, phase.name if phase else "", vix))
-                ledger_rows.append((f"allocate:{alloc_id}", "allocate", None, alloc_id, -amount,
-                                    amount, ZERO, *_balances(new)))  # fmt: skip
+                row = (f"allocate:{alloc_id}", "allocate", None, alloc_id, -amount, amount, ZERO)
+                ledger_rows.append((*row, *_balances(new), *tip.link(*row, new)))
             result = {
                 "ok": True,
                 "action": "allocate",
@@ -454,7 +514,7 @@ class Ledger:
                     )
                 if ledger_rows:
                     cur.executemany(_LEDGER, ledger_rows)
-                    cur.execute(_POOL, _balances(new))
+                    cur.execute(_POOL, (*_balances(new), tip.seq, tip.hash))
                 if made:
                     cur.executemany(
                         "INSERT INTO capital_allocations (allocation_id, amount, risk_per_trade, "
@@ -462,7 +522,7 @@ class Ledger:
                         [(a.allocation_id, a.amount, a.risk_per_trade, a.phase, a.vix)
                          for a in made],
                     )  # fmt: skip
-                cur.execute(_SAVE_ACTION, (action_key, "allocate", None, None, True,
+                cur.execute(_SAVE_ACTION, (owner, action_key, "allocate", None, None, True,
                                            json.dumps(result)))  # fmt: skip
             return result
 
@@ -489,96 +549,24 @@ class Ledger:
 
     # -- reads ---------------------------------------------------------------------------
 
-    def snapshot(self) -> tuple[Pool, dict[str, Holding]]:
-        """The pool and every member, in one consistent snapshot."""
-        conn = self.conn
-        with conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            row = conn.execute("SELECT equity, cash, active, units FROM pool_state").fetchone()
-            members = conn.execute(
-                "SELECT user_id, units, contributed, withdrawn FROM capital_members "
-                "ORDER BY user_id"
-            ).fetchall()
-        pool = Pool(*row) if row else Pool()
-        return pool, {m[0]: Holding(*m[1:]) for m in members}
+    def snapshot(self) -> tuple[Pool, dict[str, Holding], dict[str, Any]]:
+        """The pool, every member and the ledger's head (``reads.snapshot``)."""
+        return reads.snapshot(self.conn)
 
     def history(self, limit: int = 50, user_id: str | None = None) -> list[dict[str, Any]]:
         """The newest ledger entries first."""
-        conn = self.conn
-        with conn.transaction():
-            rows = conn.execute(
-                "SELECT seq, created_at, kind, user_id, ref, cash_delta, active_delta, "
-                "units_delta, equity_after, units_after, idempotency_key FROM capital_ledger "
-                "WHERE %(u)s::text IS NULL OR user_id = %(u)s ORDER BY seq DESC LIMIT %(n)s",
-                {"u": user_id, "n": limit},
-            ).fetchall()
-        return [
-            {"seq": r[0], "time": r[1].isoformat(), "kind": r[2], "user_id": r[3], "ref": r[4],
-             "cash_delta": money_str(r[5]), "active_delta": money_str(r[6]),
-             "units_delta": units_str(r[7]), "equity_after": money_str(r[8]),
-             "units_after": units_str(r[9]), "idempotency_key": r[10]}
-            for r in rows
-        ]  # fmt: skip
+        return reads.history(self.conn, limit, user_id)
 
-    def verify(self) -> list[str]:
-        """Check pool state and members against the ledger and the invariants.
+    def verify(self, head: str | None = None) -> list[str]:
+        """The problems ``audit`` finds (empty when all holds)."""
+        return self.audit(head).problems
 
-        Returns the problems found (empty when all holds): balances equal the sums of
-        the ledger's deltas and its last entry's balances; each member's units equal
-        the sum of their ledger units; contributed/withdrawn equal their tables; open
-        allocations sum to ``active``; the accounting invariants hold.
-        """
-        conn = self.conn
-        with conn.transaction():
-            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-            pool_row = conn.execute(
-                "SELECT equity, cash, active, units, seq FROM pool_state"
-            ).fetchone()
-            sums = conn.execute(
-                "SELECT coalesce(sum(cash_delta), 0), coalesce(sum(active_delta), 0), "
-                "coalesce(sum(units_delta), 0), count(*) FROM capital_ledger"
-            ).fetchone()
-            last = conn.execute(
-                "SELECT seq, equity_after, cash_after, active_after, units_after "
-                "FROM capital_ledger ORDER BY seq DESC LIMIT 1"
-            ).fetchone()
-            member_rows = conn.execute(
-                "SELECT m.user_id, m.units, m.contributed, m.withdrawn, "
-                "(SELECT coalesce(sum(units_delta), 0) FROM capital_ledger l "
-                " WHERE l.user_id = m.user_id), "
-                "(SELECT coalesce(sum(amount), 0) FROM contributions c "
-                " WHERE c.user_id = m.user_id), "
-                "(SELECT coalesce(sum(amount), 0) FROM withdrawals w "
-                " WHERE w.user_id = m.user_id) "
-                "FROM capital_members m"
-            ).fetchall()
-            open_sum = conn.execute(
-                "SELECT coalesce(sum(amount), 0) FROM capital_allocations WHERE status = 'open'"
-            ).fetchone()
-        assert pool_row is not None and sums is not None and open_sum is not None
-        pool = Pool(*pool_row[:4])
-        problems = []
-        if (sums[0] + sums[1], sums[0], sums[1], sums[2]) != (
-            pool.equity,
-            pool.cash,
-            pool.active,
-            pool.units,
-        ):
-            problems.append(f"ledger sums (cash {sums[0]}, active {sums[1]}, units {sums[2]}) "
-                            f"differ from pool_state {pool}")  # fmt: skip
-        if last is not None and (last[0], *last[1:]) != (pool_row[4], *pool_row[:4]):
-            problems.append(f"the last ledger entry {last} differs from pool_state {pool_row}")
-        for user, units, contributed, withdrawn, l_units, c_sum, w_sum in member_rows:
-            if units != l_units:
-                problems.append(f"member {user}: {units} units, ledger says {l_units}")
-            if (contributed, withdrawn) != (c_sum, w_sum):
-                problems.append(f"member {user}: totals {contributed}/{withdrawn} differ from "
-                                f"contributions/withdrawals {c_sum}/{w_sum}")  # fmt: skip
-        if open_sum[0] != pool.active:
-            problems.append(f"open allocations sum to {open_sum[0]}, active is {pool.active}")
-        holdings = [Holding(*m[1:4]) for m in member_rows]
-        problems.extend(acc.check(pool, holdings, self.rules))
-        return problems
+    def audit(self, head: str | None = None) -> reads.Verification:
+        """The hash chain, pool state and members checked (``reads.audit``); ``head``, a
+        head hash kept earlier, must still be in the intact chain."""
+        if head is not None:
+            check_head(head)
+        return reads.audit(self.conn, self.rules, head)
 
 
 def allocation_message(
@@ -607,10 +595,14 @@ def _balances(pool: Pool) -> tuple[Decimal, Decimal, Decimal, Decimal]:
 
 def _replay(row: tuple[Any, ...], kind: str, user: str | None, amount: Decimal | None,
             key: str) -> dict[str, Any]:  # fmt: skip
-    """The first result of ``key``, or an error if the key was used for another action."""
+    """The first result of ``key``, or an error if the key was used for another action.
+
+    ``row`` is always the caller's own (keys are scoped by owner), and the error names
+    only the kind and amount, never a member.
+    """
     first_kind, first_user, first_amount, result = row
     if (first_kind, first_user, first_amount) != (kind, user, amount):
-        what = f"{first_kind} of {first_amount} by {first_user}" if first_user else first_kind
+        what = f"{first_kind} of {first_amount}" if first_amount is not None else first_kind
         return {
             "ok": False,
             "error": f"idempotency_key {key!r} was already used for a different "

@@ -1,9 +1,10 @@
-"""SQLAlchemy models of the capital ledger (migration ``0002_capital_pool``).
+"""SQLAlchemy models of the capital ledger (migrations ``0002_capital_pool``, ``0004``).
 
 ``contributions``, ``withdrawals`` and ``pool_state`` keep the seed's names; the rest
-are prefixed ``capital_``. ``capital_ledger`` is append-only (a trigger refuses UPDATE
-and DELETE); every other table is derived from it and checked against it by
-``Ledger.verify``.
+are prefixed ``capital_``. ``capital_ledger`` is append-only (a trigger refuses UPDATE,
+DELETE and TRUNCATE) and hash-chained (``chain.py``); every other table is derived from
+it and checked against it by ``Ledger.verify``. Idempotency keys belong to their
+member (or operator): they are unique per ``(user_id, key)``, never globally.
 """
 
 from __future__ import annotations
@@ -23,7 +24,9 @@ from sqlalchemy import (
     Numeric,
     SmallInteger,
     String,
+    UniqueConstraint,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -57,6 +60,8 @@ class PoolState(CapitalBase):
     units: Mapped[Decimal] = mapped_column(UNITS, nullable=False)
     #: ``seq`` of the last ledger entry applied.
     seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    #: ``hash`` of the last ledger entry (``chain.GENESIS`` while the ledger is empty).
+    head_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     updated_at: Mapped[datetime] = _created()
 
 
@@ -75,14 +80,14 @@ class Member(CapitalBase):
 
 
 class _Movement:
-    """Money in or out: the amount, the units it moved and the NAV, once per key."""
+    """Money in or out: the amount, the units it moved and the NAV, once per member's key."""
 
     id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
     user_id: Mapped[str] = mapped_column(String(128), nullable=False, index=True)
     amount: Mapped[Decimal] = mapped_column(MONEY, nullable=False)
     units: Mapped[Decimal] = mapped_column(UNITS, nullable=False)
     nav: Mapped[Decimal] = mapped_column(Numeric(30, 10), nullable=False)
-    idempotency_key: Mapped[str] = mapped_column(String(200), nullable=False, unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(200), nullable=False)
     created_at: Mapped[datetime] = _created()
 
 
@@ -90,12 +95,16 @@ class Contribution(_Movement, CapitalBase):
     """The seed's ``contributions``: money in, with the units it bought and the NAV."""
 
     __tablename__ = "contributions"
+    __table_args__ = (UniqueConstraint("user_id", "idempotency_key",
+                                       name="uq_contributions_user_id"),)  # fmt: skip
 
 
 class Withdrawal(_Movement, CapitalBase):
     """The seed's ``withdrawals``: money out, with the units it redeemed and the NAV."""
 
     __tablename__ = "withdrawals"
+    __table_args__ = (UniqueConstraint("user_id", "idempotency_key",
+                                       name="uq_withdrawals_user_id"),)  # fmt: skip
 
 
 class Allocation(CapitalBase):
@@ -135,12 +144,23 @@ class TradeResult(CapitalBase):
 
 
 class LedgerEntry(CapitalBase):
-    """One change of the pool: its deltas, the balances after it, its idempotency key."""
+    """One change of the pool: its deltas, the balances after it, its idempotency key,
+    and its link in the hash chain (``prev_hash``, ``hash``; see ``chain.py``)."""
 
     __tablename__ = "capital_ledger"
+    __table_args__ = (
+        # A member's key is unique for that member; a pool entry's (trade:, allocate:,
+        # release:) is unique among pool entries.
+        UniqueConstraint("user_id", "idempotency_key", name="uq_capital_ledger_user_id"),
+        Index("capital_ledger_pool_key", "idempotency_key", unique=True,
+              postgresql_where=text("user_id IS NULL")),
+        # No two entries follow the same one: the chain cannot fork.
+        UniqueConstraint("prev_hash", name="uq_capital_ledger_prev_hash"),
+    )  # fmt: skip
 
+    #: Written by the ledger under the pool lock: the previous entry's ``seq`` + 1.
     seq: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
-    idempotency_key: Mapped[str] = mapped_column(String(220), nullable=False, unique=True)
+    idempotency_key: Mapped[str] = mapped_column(String(220), nullable=False)
     #: contribute, withdraw, trade_result, allocate, release.
     kind: Mapped[str] = mapped_column(String(16), nullable=False)
     user_id: Mapped[str | None] = mapped_column(String(128), index=True)
@@ -153,14 +173,22 @@ class LedgerEntry(CapitalBase):
     active_after: Mapped[Decimal] = mapped_column(MONEY, nullable=False)
     units_after: Mapped[Decimal] = mapped_column(UNITS, nullable=False)
     created_at: Mapped[datetime] = _created()
+    prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    hash: Mapped[str] = mapped_column(String(64), nullable=False)
 
 
 class Action(CapitalBase):
-    """The first result of each client action key (accepted or rejected), replayed on repeat."""
+    """The first result of each action key (accepted or rejected), replayed on repeat.
+
+    A key belongs to its ``owner``: the member's ``user_id`` for a member's action,
+    ``operator/<principal>`` for an operator's (``/`` is never in a user_id), so one
+    member's key neither blocks nor reveals another's.
+    """
 
     __tablename__ = "capital_actions"
 
-    idempotency_key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(140), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(220), primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), nullable=False)
     user_id: Mapped[str | None] = mapped_column(String(128))
     amount: Mapped[Decimal | None] = mapped_column(MONEY)

@@ -13,7 +13,9 @@ a member's value is rounded down. Trade profits are rounded half-even to the cen
 
 from __future__ import annotations
 
-from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal
+
+from corec_tasks.strict import MONEY_DIGITS, StrictInputError, kind_of, shown, to_decimal
 
 CENT = Decimal("0.01")
 UNIT = Decimal("0.00000001")
@@ -29,39 +31,31 @@ class AmountError(ValueError):
 
 
 def parse_amount(value: object, name: str = "amount", maximum: Decimal | None = None) -> Decimal:
-    """A positive amount of money with at most 2 decimals, from a string or an int.
+    """A positive amount of money with at most 2 decimals, by the strict rules of
+    ``corec_tasks.strict``: a decimal string (``"100"``, ``"100.5"``, ``"100.50"``) or a
+    JSON number (``100``, ``100.5``), never a boolean, ``"1_000"``, ``"1e2"``, ``" 100"``
+    or lookalike digits.
 
-    Floats are accepted only through their shortest repr (``100.5`` -> ``"100.5"``), so a
-    float that is not a plain decimal (``0.1 + 0.2``) fails the decimals check.
+    Floats go through their shortest repr (``100.5`` -> ``"100.5"``), so a float that is
+    not a plain decimal (``0.1 + 0.2``) fails the decimals check.
     """
-    if isinstance(value, bool) or value is None:
+    if value is None or isinstance(value, bool):
         raise AmountError(f'{name} is required and must be a decimal string such as "100.00"')
-    if isinstance(value, float):
-        value = repr(value)
-    if isinstance(value, int):
-        value = str(value)
-    if isinstance(value, Decimal):
-        value = str(value)
-    if not isinstance(value, str):
-        raise AmountError(
-            f'{name} must be a decimal string such as "100.00", not {type(value).__name__}'
-        )
-    text = value.strip()
+    if not isinstance(value, str | int | float | Decimal):
+        raise AmountError(f'{name} must be a decimal string such as "100.00", not {kind_of(value)}')
     try:
-        amount = Decimal(text)
-    except InvalidOperation:
-        raise AmountError(f"{name} {value!r} is not a number") from None
-    if not amount.is_finite():
-        raise AmountError(f"{name} must be a finite number, got {value!r}")
+        amount = to_decimal(value, name)
+    except StrictInputError as exc:
+        raise AmountError(str(exc)) from None
     if amount <= 0:
-        raise AmountError(f"{name} must be positive, got {value!r}")
+        raise AmountError(f"{name} must be positive, got {shown(value)}")
     if maximum is not None and amount > maximum:
-        raise AmountError(f"{name} {value!r} is above the maximum of {money_str(maximum)}")
-    if amount.adjusted() >= 18:  # beyond NUMERIC(20, 2) whatever the configured maximum
-        raise AmountError(f"{name} {value!r} is too large")
+        raise AmountError(f"{name} {shown(value)} is above the maximum of {money_str(maximum)}")
+    if amount.adjusted() >= MONEY_DIGITS:  # inside NUMERIC(20, 2) whatever the maximum
+        raise AmountError(f"{name} {shown(value)} is too large (at most {MONEY_DIGITS} digits)")
     cents = amount.quantize(CENT, context=CTX)
     if cents != amount:
-        raise AmountError(f"{name} {value!r} has more than 2 decimal places (cents)")
+        raise AmountError(f"{name} {shown(value)} has more than 2 decimal places (cents)")
     return cents
 
 

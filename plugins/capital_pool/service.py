@@ -34,7 +34,7 @@ from corec_tasks.streams.bus import StreamBus
 from corec_tasks.streams.names import CAPITAL_DATA
 from plugins.capital_pool import accounting as acc
 from plugins.capital_pool.config import CapitalConfig
-from plugins.capital_pool.ledger import Ledger
+from plugins.capital_pool.ledger import InputError, Ledger
 from plugins.capital_pool.money import NAV_SHOWN, RATIO_SHOWN, money_str, units_str
 
 log = logging.getLogger(__name__)
@@ -209,7 +209,7 @@ class CapitalPool:
         snap = self._db(self.ledger.snapshot)
         if isinstance(snap, dict):
             return snap
-        pool, holdings = snap
+        pool, holdings, head = snap
         vix, vix_source = self.vix()
         phase, risk = acc.risk_per_trade(pool.equity, vix, self.config.capital_config,
                                          self.config.macro_config)  # fmt: skip
@@ -237,6 +237,7 @@ class CapitalPool:
             "vix": None if vix is None else f"{vix:f}",
             "vix_source": vix_source,
             "members": members,
+            "ledger": head,
         }
         if use_cache:
             try:
@@ -263,8 +264,21 @@ class CapitalPool:
             return entries
         return {"ok": True, "entries": entries}
 
-    def verify(self) -> dict[str, Any]:
-        problems = self._db(self.ledger.verify)
-        if isinstance(problems, dict):
-            return problems
-        return {"ok": not problems, "problems": problems}
+    def verify(self, head: str | None = None, show_chain: bool = False) -> dict[str, Any]:
+        """The hash chain, pool state and invariants checked (``Ledger.audit``).
+
+        ``head``: a head hash kept earlier, which must still be in the intact chain.
+        ``show_chain`` adds ``"chain": {"entries", "seq", "hash"}``, the head verified.
+        """
+        try:
+            found = self._db(self.ledger.audit, head)
+        except InputError as exc:
+            return {"ok": False, "error": str(exc)}
+        if isinstance(found, dict):
+            return found
+        out: dict[str, Any] = {"ok": not found.problems, "problems": found.problems}
+        if show_chain:
+            report = found.chain
+            out["chain"] = {"entries": report.entries, "seq": report.head_seq,
+                            "hash": report.head_hash}  # fmt: skip
+        return out

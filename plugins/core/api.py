@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Protocol
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import (
@@ -36,15 +37,11 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 
-from plugins.aaa.errors import (
-    AAAError,
-    AuthenticationError,
-    AuthorizationError,
-    TokenError,
-)
+from corec_tasks.strict import USER_ID_MAX, USER_ID_PATTERN, Key, MoneyText, UserId, reason_of
+from plugins.aaa.errors import AAAError, AuthenticationError, AuthorizationError, TokenError
 from plugins.aaa.limits import BusyError, ClientLimiter, TooManyAttemptsError
 from plugins.aaa.service import AAAPlugin
 from plugins.aaa.tokens import Claims
@@ -106,9 +103,13 @@ def grant_kwargs(
 
 
 def _task_takes_grant(task: str) -> bool:
-    """Whether the capital task ``task`` (``contribute``/``withdraw``) accepts ``grant=``."""
+    """Whether the capital task ``task`` (``contribute``/``withdraw``) accepts ``grant=``:
+    a field of its checked arguments (``MoveArgs``), else a parameter of the function."""
     from plugins.capital_pool import tasks
 
+    model = getattr(tasks, "MoveArgs", None)
+    if model is not None and hasattr(model, "model_fields"):
+        return "grant" in model.model_fields
     fn = getattr(tasks, task, None)
     return fn is not None and "grant" in inspect.signature(fn.run).parameters
 
@@ -266,9 +267,16 @@ class ErrorOut(BaseModel):
 
 
 class CapitalIn(BaseModel):
-    amount: str = Field(description='Dollars as a decimal string, e.g. "500.00"')
-    idempotency_key: str = Field(min_length=1, max_length=200)
-    user: str | None = Field(None, description="Member (username); default: yourself")
+    """A contribution or withdrawal: strict (``corec_tasks.strict``), nothing unknown."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    amount: MoneyText = Field(
+        description='Dollars as a decimal string of ASCII digits, at most 2 decimals, e.g. '
+        '"500.00" (no spaces, exponent, "_" or other digit scripts)'
+    )
+    idempotency_key: Key
+    user: UserId | None = Field(None, description="Member (username); default: yourself")
 
 
 _WHY = {
@@ -355,6 +363,11 @@ def create_app(
         else:
             code = 400
         return JSONResponse(body, status_code=code, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # One sentence, the input cut short: never FastAPI's echo of the whole body.
+        return JSONResponse({"ok": False, "error": reason_of(exc.errors())}, status_code=422)
 
     @app.exception_handler(HTTPException)
     async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
@@ -451,8 +464,10 @@ def create_app(
             status["members"] = {who.username: own} if own else {}
         return _answer(status)
 
+    Member = Annotated[str, Path(max_length=USER_ID_MAX, pattern=USER_ID_PATTERN)]
+
     @app.get("/capital/members/{user}", responses=_errors(400, *AUTHED, 404, 500, 503))
-    def capital_member(user: str, who: Who) -> JSONResponse:
+    def capital_member(user: Member, who: Who) -> JSONResponse:
         """One member's units, value, contributed, withdrawn and ROI."""
         aaa.authorize(who, "capital.view", user_id=user_id_of(user))
         return _answer(capital.member(user))

@@ -145,7 +145,12 @@ Session = UserSession
 
 
 class AuditLog(TradingBase):
-    """One audited action (seed: AuditLog); ``details`` is JSON text. Append-only."""
+    """One audited action (seed: AuditLog); ``details`` is JSON text.
+
+    Append-only on PostgreSQL: a trigger (migration ``0004``) refuses UPDATE, DELETE and
+    TRUNCATE, so deleting a user who has audit rows is refused too (``SET NULL`` would
+    rewrite them): deactivate the user instead.
+    """
 
     __tablename__ = "audit_log"
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import stat
 from pathlib import Path
 
 import psycopg
@@ -21,8 +23,16 @@ def test_up_reuse_down(tmp_path: Path) -> None:
     data = tmp_path / "data"
     state = services.up(data)
     try:
-        assert state.redis_url.startswith("redis://127.0.0.1:")
+        assert re.fullmatch(r"redis://:[\w-]{40,}@127\.0\.0\.1:\d+/0", state.redis_url)
         assert redis.Redis.from_url(state.redis_url).ping()
+        # A password by default: without it Redis answers nothing but NOAUTH.
+        port = state.redis_url.rsplit(":", 1)[1].split("/")[0]
+        bare = redis.Redis.from_url(f"redis://127.0.0.1:{port}/0")
+        with pytest.raises(redis.AuthenticationError):
+            bare.ping()
+        bare.close()
+        for secret in (data / "redis" / "password", data / "services.json"):
+            assert stat.S_IMODE(secret.stat().st_mode) == 0o600, secret
         with psycopg.connect(state.database_url) as conn:
             assert conn.execute("SELECT current_database()").fetchone() == ("corec",)
         # loopback / unix socket only

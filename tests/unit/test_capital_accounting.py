@@ -155,8 +155,9 @@ def test_contribution_rules(amount: str, message: str) -> None:
 @pytest.mark.parametrize(
     ("raw", "message"),
     [("-5", "must be positive"), ("0", "must be positive"), ("0.00", "must be positive"),
-     ("NaN", "finite"), ("nan", "finite"), ("Infinity", "finite"), ("abc", "not a number"),
-     ("", "not a number"), ("1e30", "too large"), ("100.001", "more than 2 decimal places"),
+     ("NaN", "not a number"), ("nan", "not a number"), ("Infinity", "not a number"),
+     ("abc", "not a number"), ("", "not a number"), ("1e30", "not a number"),
+     (10**18, "too large"), (float("nan"), "finite"), ("100.001", "more than 2 decimal places"),
      (None, "required"), (True, "required"), ([100], "decimal string"),
      (0.1 + 0.2, "more than 2 decimal places")],
 )  # fmt: skip
@@ -167,11 +168,11 @@ def test_bad_amounts_say_why(raw: object, message: str) -> None:
 
 def test_good_amounts() -> None:
     assert parse_amount("100") == D("100.00")
-    assert parse_amount(" 100.5 ") == D("100.50")
+    assert parse_amount("100.5") == D("100.50")
     assert parse_amount(250) == D("250.00")
     assert parse_amount("1.2300") == D("1.23")  # trailing zeros are not extra precision
     with pytest.raises(AmountError, match="above the maximum"):
-        parse_amount("1e12", maximum=D("1000000000"))
+        parse_amount("1000000000000", maximum=D("1000000000"))
 
 
 # -- properties ------------------------------------------------------------------------

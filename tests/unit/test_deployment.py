@@ -49,3 +49,21 @@ def test_compose_settings_come_from_env() -> None:
 def test_makefile_has_every_entry_point() -> None:
     targets = set(re.findall(r"^([a-z_-]+):", (ROOT / "Makefile").read_text(), re.M))
     assert {"demo", "test", "lint", "bench", "workers", "beat", "flower", "clean"} <= targets
+
+
+def test_image_takes_no_secret_and_runs_unprivileged() -> None:
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".env", ".corec/", ".git/", ".venv/"} <= set(ignored)
+    lines = (ROOT / "Dockerfile").read_text().splitlines()
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0"), users
+
+
+def test_compose_requires_passwords_and_binds_loopback() -> None:
+    services = compose()["services"]
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert "${REDIS_PASSWORD:?" in text
+    assert "--requirepass" in services["redis"]["command"]
+    for name in ("flower", "api"):
+        for port in services[name]["ports"]:
+            assert re.fullmatch(r"\$\{\w+:-127\.0\.0\.1\}:\d+:\d+", port), (name, port)

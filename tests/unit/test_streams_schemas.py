@@ -52,7 +52,7 @@ GOOD: list[tuple[str, dict[str, Any]]] = [
     (names.CAPITAL_DATA, {"user_id": "user1", "action": "contribute", "amount": "500.00"}),
     (names.CAPITAL_DATA, {"kind": "allocation", "amount": "120.50", "symbol": "BTCUSDT"}),
     (names.TRADING_RESULTS, {"data": packed({"profit": 50.0, "quantity": 0.001, "price": 3.5e4})}),
-    (names.TRADING_RESULTS, {"trade_id": "t-1", "profit": "-12.5", "quantity": 1, "price": 10}),
+    (names.TRADING_RESULTS, {"trade_id": "t-1", "profit": "-12.5", "quantity": 1, "price": 100}),
     (names.ALERTS, {"level": "WARNING", "source": "audit", "message": "block b1 anomalous"}),
     (names.COMMANDS, {"id": "c1", "command": "status", "args": {"verbose": True}}),
     (names.RESPONSES, {"id": "c1", "response": {"ok": True}}),

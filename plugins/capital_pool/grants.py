@@ -124,6 +124,14 @@ def _amount(amount: str | Decimal) -> str:
     raise TypeError(f"amount must be a decimal string or Decimal, not {type(amount).__name__}")
 
 
+def _same_amount(granted: object, given: object) -> bool:
+    """Equal as money: the task may hold the amount parsed to cents ("100.5" -> 100.50)."""
+    try:
+        return Decimal(str(granted)) == Decimal(str(given))
+    except (ArithmeticError, ValueError):
+        return False
+
+
 def mint(
     member: str,
     action: str,
@@ -184,7 +192,8 @@ def verify(
     claims = _decode(grant, key if key is not None else load_key(settings), now)
     wanted = {"sub": member, "act": action, "amt": _amount(amount), "idk": idempotency_key}
     for claim, value in wanted.items():
-        if claims[claim] != value:
+        same = _same_amount(claims[claim], value) if claim == "amt" else claims[claim] == value
+        if not same:
             raise GrantError(
                 f"grant is for {claims['act']} of {claims['amt']} on {claims['sub']!r} "
                 f"(key {claims['idk']!r}), not {action} of {wanted['amt']} on {member!r} "

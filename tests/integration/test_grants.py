@@ -85,7 +85,8 @@ def test_expired_grants_are_refused(settings: Settings, redis_client: redis.Redi
 @pytest.mark.parametrize(
     ("field", "value"),
     [("member", "bob"), ("action", "capital.contribute"), ("amount", "1000.00"),
-     ("amount", "100"), ("idempotency_key", "k-2"), ("idempotency_key", None)],
+     ("amount", "100.01"), ("amount", "1e400"), ("amount", "NaN"), ("idempotency_key", "k-2"),
+     ("idempotency_key", None)],
 )  # fmt: skip
 def test_a_grant_moves_only_what_it_names(
     settings: Settings, redis_client: redis.Redis, field: str, value: object
@@ -113,6 +114,9 @@ def test_tampered_or_foreign_grants_are_refused(settings: Settings,
     with pytest.raises(GrantError, match="no grant for"):
         _mint(action="users.add")
     assert _verify(_mint(amount=Decimal("100.00")), settings, redis_client=redis_client)
+    # The same money in another notation (a task holding the amount parsed to cents) passes.
+    assert _verify(_mint(amount="100.5"), settings, redis_client=redis_client,
+                   amount=Decimal("100.50")).amount == "100.50"  # fmt: skip
 
 
 def test_the_key_comes_from_the_environment_or_one_private_file(

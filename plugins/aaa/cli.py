@@ -1,4 +1,4 @@
-"""``corec users add|list|disable|enable|unlock``: trading-layer accounts.
+"""``corec users add|list|disable|enable|unlock|passwd``: trading-layer accounts.
 
 Runs on DATABASE_URL (PostgreSQL after `corec db upgrade`, or ``sqlite:///file.db``,
 whose schema is created on first use), with the ``aaa`` plugin's options from
@@ -60,7 +60,7 @@ def _state(user: UserInfo) -> str:
 
 @click.group()
 def users() -> None:
-    """Accounts of the trading layer (AAA plugin): add, list, disable, enable, unlock."""
+    """Accounts of the trading layer (AAA plugin): add, list, disable, enable, unlock, passwd."""
 
 
 @users.command("add")
@@ -136,3 +136,22 @@ def unlock(username: str) -> None:
     with _plugin() as aaa:
         aaa.unlock(username, via=_via())
     console.print(f"unlocked {username!r}", highlight=False)
+
+
+@users.command("passwd")
+@click.argument("username")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the new password from the first line of stdin."
+)
+@handle_errors
+def passwd(username: str, password_stdin: bool) -> None:
+    """Set USERNAME's password (asked twice, or from stdin; never an argument) and
+    revoke every session they hold."""
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = click.prompt("New password", hide_input=True, confirmation_prompt=True)
+    with _plugin() as aaa:
+        revoked = aaa.change_password(username, password, via=_via())
+    console.print(f"password of {username!r} changed; {revoked} session(s) revoked",
+                  highlight=False)  # fmt: skip

@@ -30,6 +30,13 @@ class AAAConfig(BaseModel):
     argon2_time_cost: int = Field(3, ge=1)
     argon2_memory_cost: int = Field(65536, ge=8)
     argon2_parallelism: int = Field(4, ge=1, le=64)
+    #: Password hashes (logins, password changes) running at once in one process; each
+    #: takes argon2_memory_cost KiB. Beyond it a login waits up to hash_wait_s, then 503.
+    max_concurrent_hashes: int = Field(2, ge=1, le=64)
+    hash_wait_s: float = Field(5.0, ge=0, le=120)
+    #: Login attempts one client address may make per login_window_s (then HTTP 429).
+    login_per_client: int = Field(10, ge=1, le=100_000)
+    login_window_s: int = Field(60, ge=1, le=86_400)
     #: ``iss`` of the tokens; a token from another issuer is refused.
     issuer: str = Field("corec", min_length=1)
 

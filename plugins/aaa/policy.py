@@ -41,6 +41,7 @@ ACTIONS: Mapping[str, ActionKind] = {
     "users.disable": ActionKind.ADMIN,
     "users.enable": ActionKind.ADMIN,
     "users.unlock": ActionKind.ADMIN,
+    "users.passwd": ActionKind.ADMIN,
     "audit.view": ActionKind.ADMIN,
     "config.set": ActionKind.ADMIN,
     "pool.allocate": ActionKind.ADMIN,

@@ -9,19 +9,18 @@ on two nodes still count one by one.
 from __future__ import annotations
 
 import json
-import re
 import uuid
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 from sqlalchemy import Engine, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from corec_tasks.errors import ConfigurationError
 from plugins.aaa import tokens
+from plugins.aaa.accounts import Accounts, UserInfo
 from plugins.aaa.config import AAAConfig, load_config
 from plugins.aaa.errors import (
     AAAError,
@@ -32,8 +31,8 @@ from plugins.aaa.errors import (
     TokenError,
     TokenExpiredError,
     TokenRevokedError,
-    UserError,
 )
+from plugins.aaa.limits import ClientLimiter, HashSlots
 from plugins.aaa.passwords import Passwords
 from plugins.aaa.policy import ACTIONS, ActionKind, decide
 from plugins.aaa.tokens import Claims
@@ -41,40 +40,17 @@ from plugins.trading.db import make_trading_engine, prepare, session_factory
 from plugins.trading.models import AuditLog, Role, User, UserSession
 from plugins.trading.types import utcnow
 
-_USERNAME = re.compile(r"^[A-Za-z0-9_.@-]{1,64}$")
+#: The one answer to every refused login: unknown user, wrong password, locked account.
 _BAD_LOGIN = "invalid username or password"
 #: A lock with ``lockout_s = 0`` lasts until an admin lifts it.
 _FOREVER = timedelta(days=365 * 1000)
 
-
-@dataclass(frozen=True)
-class UserInfo:
-    """A user as the CLI and callers see it (never the password hash)."""
-
-    id: int
-    username: str
-    email: str | None
-    role: Role
-    is_active: bool
-    locked_until: datetime | None
-    failed_logins: int
-    created_at: datetime
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "username": self.username,
-            "email": self.email,
-            "role": self.role.value,
-            "is_active": self.is_active,
-            "locked_until": self.locked_until.isoformat() if self.locked_until else None,
-            "failed_logins": self.failed_logins,
-            "created_at": self.created_at.isoformat(),
-        }
+__all__ = ["AAAPlugin", "UserInfo"]
 
 
-class AAAPlugin:
-    """Authentication, authorization and audit (seed 003 §1) over the trading models."""
+class AAAPlugin(Accounts):
+    """Authentication, authorization and audit (seed 003 §1) over the trading models;
+    account management comes from ``Accounts`` (plugins/aaa/accounts.py)."""
 
     plugin_params: ClassVar[dict[str, Any]] = AAAConfig().model_dump()
     plugin_debug_vars: ClassVar[list[str]] = ["session_timeout", "max_login_attempts", "lockout_s"]
@@ -93,6 +69,9 @@ class AAAPlugin:
         self._secret = secret
         self._clock = clock
         self._passwords = Passwords(self.config)
+        self._slots = HashSlots(self.config)
+        #: Per-client login counters (Redis); None counts nothing (the CLI, tests).
+        self.limiter: ClientLimiter | None = None
         self._actions: dict[str, ActionKind] = dict(ACTIONS)
         self._engine: Engine | None = None
 
@@ -117,6 +96,10 @@ class AAAPlugin:
             self._engine.dispose()
             self._engine = None
 
+    def warm_up(self) -> None:
+        """Make the dummy hash now, so the first unknown-user login costs what others do."""
+        self._passwords.burn("")
+
     def debug_info(self) -> dict[str, Any]:
         """The seed's debug view: the values of ``plugin_debug_vars``."""
         return {name: getattr(self.config, name) for name in self.plugin_debug_vars}
@@ -130,60 +113,66 @@ class AAAPlugin:
 
     # -- authentication ------------------------------------------------------------------
 
-    def authenticate(self, username: str, password: str) -> str:
-        """A signed token for ``username``, or AuthenticationError (locked, disabled, wrong)."""
+    def authenticate(self, username: str, password: str, *, client: str | None = None) -> str:
+        """A signed token for ``username``, or AuthenticationError (locked, disabled, wrong).
+
+        Unknown users, wrong passwords and locked accounts get the same sentence after
+        the same work (one argon2 verification each), so an answer tells nothing about
+        which names exist or are locked. ``client`` (the caller's address) is counted
+        against ``login_per_client`` when a limiter is set; it also scopes admin lockouts.
+        """
         secret = self._signing_key()
-        now = self._clock()
+        if client is not None and self.limiter is not None:
+            self.limiter.hit(client)
         refusal: AAAError | None = None
         token = ""
-        with self._sessions.begin() as db:
+        # A slot before a connection: waiting logins hold no database connection.
+        with self._slots.slot(), self._sessions.begin() as db:
+            now = self._clock()
             user = db.scalar(select(User).where(User.username == username).with_for_update())
             if user is None:
                 self._passwords.burn(password)
-                self._audit(db, None, "login.failure", username=username, reason="unknown user")
+                self._audit(db, None, "login.failure", username=username, reason="unknown user",
+                            client=client)  # fmt: skip
                 refusal = AuthenticationError(_BAD_LOGIN)
             else:
-                refusal, token = self._login(db, user, password, now, secret)
+                refusal, token = self._login(db, user, password, now, secret, client)
         if refusal is not None:
             raise refusal
         return token
 
+    def _pair(self, user: User, client: str | None) -> str | None:
+        """The client whose failures lock this admin for that client alone, if any."""
+        if client is None or self.limiter is None or Role(user.role) is not Role.ADMIN:
+            return None
+        return client
+
     def _login(
-        self, db: Session, user: User, password: str, now: datetime, secret: bytes
+        self,
+        db: Session,
+        user: User,
+        password: str,
+        now: datetime,
+        secret: bytes,
+        client: str | None = None,
     ) -> tuple[AAAError | None, str]:
+        matches = self._passwords.verify(user.password_hash, password)  # locked or not
+        pair = self._pair(user, client)
         until = self._locked_until(user)
-        if until is not None and now < until:
-            self._audit(db, user.id, "login.refused", username=user.username, reason="locked")
-            return AccountLockedError(self._locked_message(user, until)), ""
+        locked = until is not None and now < until
+        if not locked and pair is not None and self.limiter is not None:
+            locked = self.limiter.pair_locked(pair, user.username)
+        if locked:
+            self._audit(db, user.id, "login.refused", username=user.username, reason="locked",
+                        client=client)  # fmt: skip
+            return AccountLockedError(_BAD_LOGIN), ""
         if until is not None:
             user.failed_logins, user.locked_at = 0, None
             self._audit(
                 db, user.id, "account.unlocked", username=user.username, reason="lockout expired"
             )
-        if not self._passwords.verify(user.password_hash, password):
-            user.failed_logins += 1
-            self._audit(
-                db,
-                user.id,
-                "login.failure",
-                username=user.username,
-                reason="wrong password",
-                failed_logins=user.failed_logins,
-            )
-            if user.failed_logins < self.config.max_login_attempts:
-                return AuthenticationError(_BAD_LOGIN), ""
-            user.locked_at = now
-            until = self._locked_until(user)
-            assert until is not None
-            self._audit(
-                db,
-                user.id,
-                "account.locked",
-                username=user.username,
-                failed_logins=user.failed_logins,
-                until=_iso(until),
-            )
-            return AccountLockedError(self._locked_message(user, until)), ""
+        if not matches:
+            return self._failed(db, user, now, pair, client), ""
         # Checked after the password, so a guesser cannot tell disabled accounts apart.
         if not user.is_active:
             self._audit(db, user.id, "login.refused", username=user.username, reason="disabled")
@@ -192,6 +181,8 @@ class AAAPlugin:
                 f"`corec users enable {user.username}`"
             ), ""
         user.failed_logins = 0
+        if pair is not None and self.limiter is not None:
+            self.limiter.pair_clear(pair, user.username)
         if self._passwords.needs_rehash(user.password_hash):
             user.password_hash = self._passwords.hash(password)
         issued = now.replace(microsecond=0)
@@ -220,6 +211,29 @@ class AAAPlugin:
             expires_at=_iso(claims.expires_at),
         )
         return None, tokens.issue(secret, claims, issuer=self.config.issuer)
+
+    def _failed(
+        self, db: Session, user: User, now: datetime, pair: str | None, client: str | None
+    ) -> AAAError:
+        """Count a wrong password; lock the account (an admin: for ``pair`` only)."""
+        user.failed_logins += 1
+        self._audit(db, user.id, "login.failure", username=user.username,
+                    reason="wrong password", failed_logins=user.failed_logins,
+                    client=client)  # fmt: skip
+        if pair is not None and self.limiter is not None:
+            if self.limiter.pair_failed(pair, user.username) < self.config.max_login_attempts:
+                return AuthenticationError(_BAD_LOGIN)
+            self._audit(db, user.id, "account.locked", username=user.username, client=pair,
+                        scope="client", failed_logins=user.failed_logins)  # fmt: skip
+            return AccountLockedError(_BAD_LOGIN)
+        if user.failed_logins < self.config.max_login_attempts:
+            return AuthenticationError(_BAD_LOGIN)
+        user.locked_at = now
+        until = self._locked_until(user)
+        assert until is not None
+        self._audit(db, user.id, "account.locked", username=user.username,
+                    failed_logins=user.failed_logins, until=_iso(until))  # fmt: skip
+        return AccountLockedError(_BAD_LOGIN)
 
     def verify(self, token: str) -> Claims:
         """The claims of a live token, with the user's current role; TokenError otherwise."""
@@ -330,113 +344,6 @@ class AAAPlugin:
         db.add(row)
         return row
 
-    # -- accounts ------------------------------------------------------------------------
-
-    def add_user(
-        self,
-        username: str,
-        password: str,
-        role: Role | str,
-        *,
-        email: str | None = None,
-        actor: Claims | None = None,
-        via: str = "api",
-    ) -> UserInfo:
-        """Create an account. With ``actor`` the caller must be allowed ``users.add``;
-        without one it is a trusted local call (the CLI), audited with ``via``."""
-        if actor is not None:
-            self.authorize(actor, "users.add")
-        if not _USERNAME.match(username):
-            raise UserError(
-                f"username {username!r} must be 1-64 letters, digits or . _ @ - characters"
-            )
-        try:
-            role = Role(role)
-        except ValueError:
-            raise UserError(f"role {role!r} must be one of admin, member, viewer") from None
-        if len(password) < self.config.min_password_length:
-            raise UserError(
-                f"password must have at least {self.config.min_password_length} characters"
-            )
-        user = User(
-            username=username,
-            email=email,
-            role=role,
-            is_active=True,
-            failed_logins=0,
-            password_hash=self._passwords.hash(password),
-            created_at=self._clock(),
-        )
-        try:
-            with self._sessions.begin() as db:
-                db.add(user)
-                db.flush()
-                self._audit(
-                    db,
-                    actor.user_id if actor else None,
-                    "user.add",
-                    username=username,
-                    role=role.value,
-                    new_user_id=user.id,
-                    via=via,
-                )
-        except IntegrityError:
-            raise UserError(f"user {username!r} (or email {email!r}) already exists") from None
-        return self._info(user)
-
-    def set_active(
-        self, username: str, active: bool, *, actor: Claims | None = None, via: str = "api"
-    ) -> UserInfo:
-        """Enable or disable an account; disabling also ends its sessions."""
-        action = "users.enable" if active else "users.disable"
-        if actor is not None:
-            self.authorize(actor, action)
-        now = self._clock()
-        with self._sessions.begin() as db:
-            user = self._user(db, username)
-            user.is_active = active
-            revoked = 0
-            if not active:
-                result = db.execute(
-                    update(UserSession)
-                    .where(UserSession.user_id == user.id, UserSession.revoked_at.is_(None))
-                    .values(revoked_at=now)
-                )
-                revoked = result.rowcount  # type: ignore[attr-defined]
-            self._audit(
-                db,
-                actor.user_id if actor else None,
-                action.replace("users.", "user."),
-                username=username,
-                target_user_id=user.id,
-                sessions_revoked=revoked,
-                via=via,
-            )
-            return self._info(user)
-
-    def unlock(self, username: str, *, actor: Claims | None = None, via: str = "api") -> UserInfo:
-        """Lift a lockout and reset the failed-login count."""
-        if actor is not None:
-            self.authorize(actor, "users.unlock")
-        with self._sessions.begin() as db:
-            user = self._user(db, username)
-            user.failed_logins, user.locked_at = 0, None
-            self._audit(
-                db,
-                actor.user_id if actor else None,
-                "account.unlocked",
-                username=username,
-                target_user_id=user.id,
-                reason="admin",
-                via=via,
-            )
-            return self._info(user)
-
-    def list_users(self) -> list[UserInfo]:
-        """Every account, by id."""
-        with self._sessions() as db:
-            return [self._info(u) for u in db.scalars(select(User).order_by(User.id))]
-
     # -- helpers -------------------------------------------------------------------------
 
     def _signing_key(self) -> bytes:
@@ -444,41 +351,11 @@ class AAAPlugin:
             return tokens.secret_from_env({tokens.SECRET_ENV: self._secret})
         return tokens.secret_from_env()
 
-    def _user(self, db: Session, username: str) -> User:
-        user = db.scalar(select(User).where(User.username == username).with_for_update())
-        if user is None:
-            raise UserError(f"no user named {username!r}")
-        return user
-
     def _locked_until(self, user: User) -> datetime | None:
         if user.locked_at is None:
             return None
         hold = timedelta(seconds=self.config.lockout_s) if self.config.lockout_s else _FOREVER
         return user.locked_at + hold
-
-    def _locked_message(self, user: User, until: datetime) -> str:
-        unlock = f"an admin can unlock it with `corec users unlock {user.username}`"
-        if not self.config.lockout_s:
-            return f"account {user.username!r} is locked after too many failed logins; {unlock}"
-        return (
-            f"account {user.username!r} is locked after too many failed logins until "
-            f"{_iso(until)}; {unlock}"
-        )
-
-    def _info(self, user: User) -> UserInfo:
-        until = self._locked_until(user)
-        if until is not None and self._clock() >= until:
-            until = None
-        return UserInfo(
-            id=user.id,
-            username=user.username,
-            email=user.email,
-            role=Role(user.role),
-            is_active=user.is_active,
-            locked_until=until,
-            failed_logins=user.failed_logins,
-            created_at=user.created_at,
-        )
 
 
 def _iso(when: datetime) -> str:

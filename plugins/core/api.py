@@ -1,6 +1,6 @@
 """The core plugin's HTTP API (FastAPI): login, capital, portfolios, orders, positions,
 health and Prometheus metrics. ``corec api`` serves it with uvicorn; ``/docs`` and
-``/openapi.json`` describe it.
+``/openapi.json`` describe it, every status each route answers included.
 
 Every route but ``/login``, ``/health`` and ``/metrics`` needs ``Authorization: Bearer
 <token>`` from ``/login``; the AAA plugin verifies it and authorises the action (a
@@ -8,12 +8,21 @@ member moves only their own capital), and audits both. Capital actions go to the
 ``capital_pool`` Celery tasks by default (``CeleryCapital``), so the API server holds
 no ledger connection; ``DirectCapital`` calls the same service in-process (one node).
 Capital members are named by their AAA username.
+
+The API stays up for everyone: no database connection is held across a capital call
+(each read opens and closes its own short session), the wait for a worker is bounded
+(``COREC_API_TASK_TIMEOUT_S``, 5 s) and then answered 503 with ``"retry": true``, and
+logins are bounded per client and in concurrent password hashes (``plugins.aaa.limits``).
 """
 
 # No `from __future__ import annotations`: FastAPI reads the route annotations at run
-# time, and the dependency aliases (Who, Db) are local to create_app.
+# time, and the dependency aliases (Who, Raw) are local to create_app.
+import inspect
+import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Protocol
 
@@ -30,58 +39,176 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from corec_tasks.strict import USER_ID_MAX, USER_ID_PATTERN, Key, MoneyText, UserId, reason_of
 from plugins.aaa.errors import AAAError, AuthenticationError, AuthorizationError, TokenError
+from plugins.aaa.limits import BusyError, ClientLimiter, TooManyAttemptsError
 from plugins.aaa.service import AAAPlugin
 from plugins.aaa.tokens import Claims
 from plugins.trading.models import Order, Portfolio, Position, Role, User
 
+TASK_TIMEOUT_ENV = "COREC_API_TASK_TIMEOUT_S"
+DEFAULT_TASK_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who asked for a capital action: verified claims and the bearer token they came in."""
+
+    claims: Claims
+    token: str
+
 
 class Capital(Protocol):
-    """What the API needs of the capital pool (JSON results, ``ok`` true or false)."""
+    """What the API needs of the capital pool (JSON results, ``ok`` true or false;
+    ``retry`` true when the same call may succeed later)."""
 
     def contribute(
-        self, user_id: str, amount: str, key: str, token: str | None = None
+        self, user_id: str, amount: str, key: str, caller: Caller | None = None
     ) -> dict[str, Any]: ...
     def withdraw(
-        self, user_id: str, amount: str, key: str, token: str | None = None
+        self, user_id: str, amount: str, key: str, caller: Caller | None = None
     ) -> dict[str, Any]: ...
     def status(self) -> dict[str, Any]: ...
     def member(self, user_id: str) -> dict[str, Any]: ...
 
 
-class CeleryCapital:
-    """The capital_pool Celery tasks, waited for (``timeout`` s)."""
+def task_timeout(environ: dict[str, str] | None = None) -> float:
+    """Seconds the API waits for a capital task: ``COREC_API_TASK_TIMEOUT_S``, else 5."""
+    raw = (os.environ if environ is None else environ).get(TASK_TIMEOUT_ENV, "")
+    if not raw:
+        return DEFAULT_TASK_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.1 <= value <= 300:
+        from corec_tasks.errors import ConfigurationError
 
-    def __init__(self, timeout: float = 30.0) -> None:
+        raise ConfigurationError([(TASK_TIMEOUT_ENV, f"{raw!r} must be seconds in [0.1, 300]")],
+                                 "environment")  # fmt: skip
+    return value
+
+
+def grant_kwargs(
+    caller: Caller, action: str, member: str, amount: str, key: str, grant_key: bytes
+) -> dict[str, str]:
+    """The kwargs that authorise one capital task without the login token: a grant for
+    exactly this action, amount, member and idempotency key, single-use, 60 s."""
+    from plugins.capital_pool import grants
+
+    return {"grant": grants.mint(member, f"capital.{action}", amount, key,
+                                 user_id=caller.claims.user_id,
+                                 username=caller.claims.username, key=grant_key)}  # fmt: skip
+
+
+def _task_takes_grant(task: str) -> bool:
+    """Whether the capital task ``task`` (``contribute``/``withdraw``) accepts ``grant=``:
+    a field of its checked arguments (``MoveArgs``), else a parameter of the function."""
+    from plugins.capital_pool import tasks
+
+    model = getattr(tasks, "MoveArgs", None)
+    if model is not None and hasattr(model, "model_fields"):
+        return "grant" in model.model_fields
+    fn = getattr(tasks, task, None)
+    return fn is not None and "grant" in inspect.signature(fn.run).parameters
+
+
+class CeleryCapital:
+    """The capital_pool Celery tasks, waited for at most ``timeout`` s (then ``retry``).
+
+    Results are read by polling the backend (thread-safe, unlike one shared pub/sub
+    consumer) and deleted once read, so the task's arguments do not rest in Redis.
+    """
+
+    def __init__(self, timeout: float | None = None, grant_key: bytes | None = None) -> None:
         from corec_tasks.celery import app
 
         self.app = app
-        self.timeout = timeout
+        self.timeout = task_timeout() if timeout is None else timeout
+        self._grant_key = grant_key
+        self._require_token: bool | None = None
 
     def _call(self, task: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        pending = self.app.send_task(task, args=list(args), kwargs=kwargs)
-        result: dict[str, Any] = pending.get(timeout=self.timeout)
+        from celery import states
+
+        try:
+            pending = self.app.send_task(
+                task, args=list(args), kwargs=kwargs, retry=True,
+                retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
+                              "interval_max": 1},
+            )  # fmt: skip
+        except Exception as exc:  # kombu/redis errors: the broker is unreachable
+            return {"ok": False, "retry": True,
+                    "error": f"the task broker is unreachable ({type(exc).__name__}); retry "
+                             "with the same idempotency_key"}  # fmt: skip
+        deadline = time.monotonic() + self.timeout
+        pause = 0.01
+        while True:
+            try:
+                meta = self.app.backend.get_task_meta(pending.id, cache=False)
+            except Exception as exc:  # the result backend is unreachable
+                meta = {"status": states.PENDING, "error": exc}
+            if meta["status"] in states.READY_STATES:
+                break
+            if time.monotonic() >= deadline:
+                why = (f"no capital worker answered within {self.timeout:g} s; retry with the "
+                       "same idempotency_key (it applies at most once)")
+                return {"ok": False, "retry": True, "error": why}
+            time.sleep(pause)
+            pause = min(pause * 2, 0.2)
+        with suppress(Exception):  # else the result expires by itself (result_expires)
+            self.app.backend.forget(pending.id)
+        if meta["status"] != states.SUCCESS:
+            raise CapitalTaskFailed(f"the capital task {task} failed: {meta.get('result')!r}")
+        result: dict[str, Any] = meta["result"]
         return result
 
+    def _auth(
+        self, action: str, user_id: str, amount: str, key: str, caller: Caller | None
+    ) -> dict[str, str]:
+        if caller is None:
+            return {}
+        if not _task_takes_grant(action):
+            # Tasks that take only token= check it with auth.require_token alone; without
+            # it the token would only travel through the broker for nothing.
+            return {"token": caller.token} if self._tasks_require_token() else {}
+        if self._grant_key is None:
+            from plugins.capital_pool.grants import load_key
+
+            self._grant_key = load_key()
+        return grant_kwargs(caller, action, user_id, amount, key, self._grant_key)
+
+    def _tasks_require_token(self) -> bool:
+        if self._require_token is None:
+            from corec_tasks.settings import get_settings
+            from plugins.capital_pool.settings import capital_config
+
+            self._require_token = capital_config(get_settings()).auth.require_token
+        return self._require_token
+
     def contribute(
-        self, user_id: str, amount: str, key: str, token: str | None = None
+        self, user_id: str, amount: str, key: str, caller: Caller | None = None
     ) -> dict[str, Any]:
-        """The caller's token goes along: the task checks it when it requires one."""
-        return self._call("capital_pool.contribute", user_id, amount, key, token=token)
+        """Sent with a grant for exactly this contribution (or the token, see ``_auth``)."""
+        auth = self._auth("contribute", user_id, amount, key, caller)
+        return self._call("capital_pool.contribute", user_id, amount, key, **auth)
 
     def withdraw(
-        self, user_id: str, amount: str, key: str, token: str | None = None
+        self, user_id: str, amount: str, key: str, caller: Caller | None = None
     ) -> dict[str, Any]:
-        return self._call("capital_pool.withdraw", user_id, amount, key, token=token)
+        auth = self._auth("withdraw", user_id, amount, key, caller)
+        return self._call("capital_pool.withdraw", user_id, amount, key, **auth)
 
     def status(self) -> dict[str, Any]:
         return self._call("capital_pool.status")
 
     def member(self, user_id: str) -> dict[str, Any]:
         return self._call("capital_pool.member", user_id)
+
+
+class CapitalTaskFailed(Exception):
+    """A capital task raised instead of answering (a bug, not a refusal): HTTP 500."""
 
 
 class DirectCapital:
@@ -99,12 +226,12 @@ class DirectCapital:
         self.pool = pool
 
     def contribute(
-        self, user_id: str, amount: str, key: str, token: str | None = None
+        self, user_id: str, amount: str, key: str, caller: Caller | None = None
     ) -> dict[str, Any]:
         return self.pool.contribute(user_id, amount, key)
 
     def withdraw(
-        self, user_id: str, amount: str, key: str, token: str | None = None
+        self, user_id: str, amount: str, key: str, caller: Caller | None = None
     ) -> dict[str, Any]:
         return self.pool.withdraw(user_id, amount, key)
 
@@ -126,6 +253,19 @@ class TokenOut(BaseModel):
     expires_in: int
 
 
+class PasswordIn(BaseModel):
+    old_password: str = Field(min_length=1, max_length=1024)
+    new_password: str = Field(min_length=1, max_length=1024)
+
+
+class ErrorOut(BaseModel):
+    """Every refusal: ``ok`` false, one sentence, and ``retry`` when it may pass later."""
+
+    ok: bool = False
+    error: str
+    retry: bool | None = None
+
+
 class CapitalIn(BaseModel):
     """A contribution or withdrawal: strict (``corec_tasks.strict``), nothing unknown."""
 
@@ -139,13 +279,49 @@ class CapitalIn(BaseModel):
     user: UserId | None = Field(None, description="Member (username); default: yourself")
 
 
+_WHY = {
+    400: "refused by the rules (the sentence says why)",
+    401: "no, expired, revoked or invalid bearer token; or login refused",
+    403: "the caller's role may not do this",
+    404: "no such user",
+    429: "too many login attempts from this client (see Retry-After)",
+    500: "a capital task failed unexpectedly",
+    503: "a dependency is unavailable or busy; retry (same idempotency_key)",
+}
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorOut, "description": _WHY[code]} for code in codes}
+
+
+#: The statuses each kind of route answers besides 200 and FastAPI's own 422.
+AUTHED = (401, 403)
+CAPITAL_MOVE = _errors(400, *AUTHED, 404, 500, 503)
+#: Routes not counted in /metrics: their statuses would count failed logins.
+_UNMETERED = {"/login", "/logout", "/password"}
+
+
 def create_app(
     aaa: AAAPlugin,
     capital: Capital,
     *,
     health_checks: dict[str, Callable[[], Any]] | None = None,
+    limiter: ClientLimiter | None = None,
 ) -> FastAPI:
-    """The API on ``aaa`` (its database holds users, portfolios, orders, positions)."""
+    """The API on ``aaa`` (its database holds users, portfolios, orders, positions).
+
+    Logins are counted per client by ``limiter``, else by the AAA plugin's own, else by
+    one on the environment's Redis (``REDIS_URL``, ``COREC_REDIS_PREFIX``).
+    """
+    if limiter is not None:
+        aaa.limiter = limiter
+    elif aaa.limiter is None:
+        from corec_tasks.redis_conn import redis_client
+        from corec_tasks.settings import load_settings
+
+        settings = load_settings()
+        aaa.limiter = ClientLimiter(redis_client(settings), settings.redis_prefix, aaa.config)
+    aaa.warm_up()
     app = FastAPI(
         title="CoreC API",
         version="1.0",
@@ -167,19 +343,26 @@ def create_app(
         response: Response = await call_next(request)
         route = request.scope.get("route")
         path = getattr(route, "path", "unmatched")
-        latency.labels(path).observe(time.perf_counter() - t0)
-        requests.labels(request.method, path, str(response.status_code)).inc()
+        if path not in _UNMETERED:
+            latency.labels(path).observe(time.perf_counter() - t0)
+            requests.labels(request.method, path, str(response.status_code)).inc()
         return response
 
     @app.exception_handler(AAAError)
     async def _aaa_error(_: Request, exc: AAAError) -> JSONResponse:
+        headers: dict[str, str] = {}
+        body: dict[str, Any] = {"ok": False, "error": str(exc)}
         if isinstance(exc, AuthorizationError):
             code = 403
+        elif isinstance(exc, TooManyAttemptsError):
+            code, headers["Retry-After"] = 429, str(exc.retry_after)
+        elif isinstance(exc, BusyError):
+            code, body["retry"] = 503, True
         elif isinstance(exc, TokenError | AuthenticationError):
             code = 401
         else:
             code = 400
-        return JSONResponse({"ok": False, "error": str(exc)}, status_code=code)
+        return JSONResponse(body, status_code=code, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -191,45 +374,67 @@ def create_app(
         return JSONResponse({"ok": False, "error": exc.detail}, status_code=exc.status_code,
                             headers=exc.headers)  # fmt: skip
 
-    def db() -> Iterator[Session]:
-        with sessions() as session:
-            yield session
+    @app.exception_handler(CapitalTaskFailed)
+    async def _task_failed(_: Request, exc: CapitalTaskFailed) -> JSONResponse:
+        return JSONResponse({"ok": False, "error": str(exc)}, status_code=500)
 
-    def claims(
-        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> Claims:
+    def _bearer(creds: HTTPAuthorizationCredentials | None) -> str:
         if creds is None:
             raise HTTPException(401, "a bearer token is required: POST /login first",
                                 headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
-        return aaa.verify(creds.credentials)
+        return creds.credentials
+
+    def caller(
+        creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> Caller:
+        token = _bearer(creds)
+        return Caller(aaa.verify(token), token)
+
+    def claims(who: Annotated[Caller, Depends(caller)]) -> Claims:
+        return who.claims
 
     Who = Annotated[Claims, Depends(claims)]
-    Raw = Annotated[HTTPAuthorizationCredentials, Depends(bearer)]
-    Db = Annotated[Session, Depends(db)]
+    Me = Annotated[Caller, Depends(caller)]
 
-    def user_id_of(session: Session, username: str) -> int:
-        uid = session.scalar(select(User.id).where(User.username == username))
+    def client_of(request: Request) -> str:
+        return request.client.host if request.client else "unknown"
+
+    def user_id_of(username: str) -> int:
+        """One short read: no connection is held past it."""
+        with sessions() as session:
+            uid = session.scalar(select(User.id).where(User.username == username))
         if uid is None:
             raise HTTPException(404, f"no user {username!r}")
         return uid
 
-    @app.post("/login", response_model=TokenOut)
-    def login(body: LoginIn) -> TokenOut:
-        """A bearer token for ``username`` (lockout after repeated failures)."""
-        token = aaa.authenticate(body.username, body.password)
+    @app.post("/login", response_model=TokenOut, responses=_errors(401, 429, 503))
+    def login(body: LoginIn, request: Request) -> TokenOut:
+        """A bearer token for ``username``. Every refusal reads the same; a client may try
+        ``login_per_client`` times per ``login_window_s`` (429 after)."""
+        token = aaa.authenticate(body.username, body.password, client=client_of(request))
         return TokenOut(access_token=token, expires_in=aaa.config.session_timeout)
 
-    @app.post("/logout")
+    @app.post("/logout", responses=_errors(401))
     def logout(
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> dict[str, Any]:
         """Revoke this token's session."""
-        if creds is None:
-            raise HTTPException(401, "a bearer token is required")
-        aaa.logout(creds.credentials)
+        aaa.logout(_bearer(creds))
         return {"ok": True}
 
-    @app.get("/health")
+    @app.post("/password", responses=_errors(400, 401, 429, 503))
+    def password(body: PasswordIn, me: Me, request: Request) -> dict[str, Any]:
+        """Change your password (the current one is checked); your other sessions are
+        revoked, this one stays valid."""
+        if aaa.limiter is not None:
+            aaa.limiter.hit(client_of(request))
+        revoked = aaa.change_password(
+            me.claims.username, body.new_password, old_password=body.old_password,
+            keep_session=me.claims.session_id, actor=me.claims,
+        )  # fmt: skip
+        return {"ok": True, "sessions_revoked": revoked}
+
+    @app.get("/health", responses=_errors(503))
     def health() -> JSONResponse:
         """Liveness of the API and of what it depends on."""
         checks: dict[str, Any] = {}
@@ -244,11 +449,12 @@ def create_app(
 
     @app.get("/metrics")
     def metrics() -> Response:
-        """Prometheus metrics of this API process."""
+        """Prometheus metrics of this API process: requests by route and status (the
+        login, logout and password routes are not counted), latency, capital actions."""
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/capital/status")
-    def capital_status(who: Who) -> dict[str, Any]:
+    @app.get("/capital/status", responses=_errors(400, *AUTHED, 500, 503))
+    def capital_status(who: Who) -> JSONResponse:
         """The pool: equity, cash, active, units, NAV, phase, risk, VIX; members' shares
         for admins, only your own for others."""
         aaa.authorize(who, "pool.view")
@@ -256,76 +462,80 @@ def create_app(
         if status.get("ok") and who.role is not Role.ADMIN:
             own = status.get("members", {}).get(who.username)
             status["members"] = {who.username: own} if own else {}
-        return status
+        return _answer(status)
 
     Member = Annotated[str, Path(max_length=USER_ID_MAX, pattern=USER_ID_PATTERN)]
 
-    @app.get("/capital/members/{user}")
-    def capital_member(user: Member, who: Who, session: Db) -> JSONResponse:
+    @app.get("/capital/members/{user}", responses=_errors(400, *AUTHED, 404, 500, 503))
+    def capital_member(user: Member, who: Who) -> JSONResponse:
         """One member's units, value, contributed, withdrawn and ROI."""
-        aaa.authorize(who, "capital.view", user_id=user_id_of(session, user))
+        aaa.authorize(who, "capital.view", user_id=user_id_of(user))
         return _answer(capital.member(user))
 
-    def _move(
-        action: str, body: CapitalIn, who: Claims, session: Session, token: str
-    ) -> JSONResponse:
+    def _move(action: str, body: CapitalIn, me: Caller) -> JSONResponse:
+        who = me.claims
         user = body.user or who.username
-        aaa.authorize(who, f"capital.{action}", user_id=user_id_of(session, user))
-        result = getattr(capital, action)(user, body.amount, body.idempotency_key, token)
+        aaa.authorize(who, f"capital.{action}", user_id=user_id_of(user))
+        result = getattr(capital, action)(user, body.amount, body.idempotency_key, me)
         capital_actions.labels(action, str(bool(result.get("ok"))).lower()).inc()
         aaa.audit(who.user_id, f"capital.{action}.result",
                   {"user": user, "amount": body.amount, "key": body.idempotency_key,
                    "ok": result.get("ok"), "error": result.get("error")})  # fmt: skip
         return _answer(result)
 
-    @app.post("/capital/contribute")
-    def contribute(body: CapitalIn, who: Who, session: Db, raw: Raw) -> JSONResponse:
+    @app.post("/capital/contribute", responses=CAPITAL_MOVE)
+    def contribute(body: CapitalIn, me: Me) -> JSONResponse:
         """Buy units for ``amount`` (idempotent per key)."""
-        return _move("contribute", body, who, session, raw.credentials)
+        return _move("contribute", body, me)
 
-    @app.post("/capital/withdraw")
-    def withdraw(body: CapitalIn, who: Who, session: Db, raw: Raw) -> JSONResponse:
+    @app.post("/capital/withdraw", responses=CAPITAL_MOVE)
+    def withdraw(body: CapitalIn, me: Me) -> JSONResponse:
         """Redeem units worth ``amount`` (idempotent per key)."""
-        return _move("withdraw", body, who, session, raw.credentials)
+        return _move("withdraw", body, me)
 
-    def _mine(who: Claims, action: str, session: Session) -> list[int] | None:
+    def _mine(who: Claims, action: str) -> list[int] | None:
         """Portfolio ids the caller may read (None: all, for admins and viewers)."""
         aaa.authorize(who, action, user_id=who.user_id)
         if who.role is not Role.MEMBER:
             return None
-        return list(session.scalars(select(Portfolio.id).where(Portfolio.user_id == who.user_id)))
+        with sessions() as session:
+            return list(
+                session.scalars(select(Portfolio.id).where(Portfolio.user_id == who.user_id))
+            )
 
-    @app.get("/portfolios")
-    def portfolios(who: Who, session: Db) -> list[dict[str, Any]]:
+    @app.get("/portfolios", responses=_errors(*AUTHED))
+    def portfolios(who: Who) -> list[dict[str, Any]]:
         """Portfolios (a member sees their own)."""
-        ids = _mine(who, "portfolio.view", session)
+        ids = _mine(who, "portfolio.view")
         query = select(Portfolio).order_by(Portfolio.id)
         if ids is not None:
             query = query.where(Portfolio.id.in_(ids))
-        return [_row(p, ("id", "user_id", "name", "base_currency", "capital", "is_active"))
-                for p in session.scalars(query)]  # fmt: skip
+        cols = ("id", "user_id", "name", "base_currency", "capital", "is_active")
+        with sessions() as session:
+            return [_row(p, cols) for p in session.scalars(query)]
 
-    @app.get("/orders")
-    def orders(who: Who, session: Db, limit: int = 100) -> list[dict[str, Any]]:
+    @app.get("/orders", responses=_errors(*AUTHED))
+    def orders(who: Who, limit: int = 100) -> list[dict[str, Any]]:
         """The newest orders (a member sees their portfolios')."""
-        ids = _mine(who, "order.view", session)
+        ids = _mine(who, "order.view")
         query = select(Order).order_by(Order.id.desc()).limit(min(max(limit, 1), 1000))
         if ids is not None:
             query = query.where(Order.portfolio_id.in_(ids))
         cols = ("id", "client_order_id", "portfolio_id", "asset_id", "side", "order_type",
                 "quantity", "price", "status", "filled_quantity", "average_fill_price")  # fmt: skip
-        return [_row(o, cols) for o in session.scalars(query)]
+        with sessions() as session:
+            return [_row(o, cols) for o in session.scalars(query)]
 
-    @app.get("/positions")
-    def positions(who: Who, session: Db) -> list[dict[str, Any]]:
+    @app.get("/positions", responses=_errors(*AUTHED))
+    def positions(who: Who) -> list[dict[str, Any]]:
         """Open positions (a member sees their portfolios')."""
-        ids = _mine(who, "position.view", session)
+        ids = _mine(who, "position.view")
         query = select(Position).order_by(Position.id)
         if ids is not None:
             query = query.where(Position.portfolio_id.in_(ids))
-        return [
-            _row(p, [c.key for c in Position.__table__.columns]) for p in session.scalars(query)
-        ]
+        cols = [c.key for c in Position.__table__.columns]
+        with sessions() as session:
+            return [_row(p, cols) for p in session.scalars(query)]
 
     return app
 

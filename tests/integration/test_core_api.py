@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from corec_tasks.settings import Settings
 from plugins.aaa.service import AAAPlugin
@@ -84,12 +86,14 @@ def test_tokens_are_required_and_checked(api: tuple[TestClient, AAAPlugin]) -> N
 
 
 def test_wrong_passwords_lock_the_account(api: tuple[TestClient, AAAPlugin]) -> None:
-    client, _ = api
+    client, aaa = api
     for _ in range(3):
         bad = client.post("/login", json={"username": "bob", "password": "wrong password!"})
         assert bad.status_code == 401
     locked = client.post("/login", json={"username": "bob", "password": PASSWORD})
-    assert locked.status_code == 401 and "locked" in locked.json()["error"]
+    # A locked account answers like a wrong password: a stranger learns nothing.
+    assert locked.status_code == 401 and locked.json() == bad.json()
+    assert [u.locked_until is not None for u in aaa.list_users() if u.username == "bob"] == [True]
 
 
 def test_portfolios_health_metrics_openapi(api: tuple[TestClient, AAAPlugin]) -> None:
@@ -125,3 +129,60 @@ def test_capital_tasks_check_tokens_when_required(api: tuple[TestClient, AAAPlug
     assert "no user" in (check_token(aaa, "capital.withdraw", "mallory", bob) or {})["error"]
     assert "signature" in (check_token(aaa, "capital.withdraw", "bob", bob[:-3] + "abc")
                            or {})["error"]  # fmt: skip
+
+
+def test_a_burst_of_refusals_answers_fast_with_an_audit_row_each(
+    api: tuple[TestClient, AAAPlugin],
+) -> None:
+    """20 parallel refused contributions in-process (DirectCapital: one breaker lock):
+    no request holds a pooled connection while it queues, so none waits for one."""
+    client, aaa = api
+    alice = _token(client, "alice")
+
+    def refused(i: int) -> tuple[int, float]:
+        t0 = time.perf_counter()
+        res = client.post("/capital/contribute", headers=alice,
+                          json={"amount": "99.99", "idempotency_key": f"s-{i}"})  # fmt: skip
+        return res.status_code, time.perf_counter() - t0
+
+    with ThreadPoolExecutor(20) as pool:
+        answers = list(pool.map(refused, range(20)))
+    assert [c for c, _ in answers] == [400] * 20
+    assert max(t for _, t in answers) < 5.0
+    with aaa._sessions() as db:
+        rows = db.scalar(select(func.count()).select_from(AuditLog)
+                         .where(AuditLog.action == "capital.contribute.result"))  # fmt: skip
+    assert rows == 20
+
+
+def test_openapi_lists_every_status_and_metrics_hide_logins(
+    api: tuple[TestClient, AAAPlugin],
+) -> None:
+    client, _ = api
+    for _ in range(2):
+        client.post("/login", json={"username": "bob", "password": "wrong password!"})
+    _token(client, "alice")
+    metrics = client.get("/metrics").text
+    assert "/login" not in metrics and "bob" not in metrics and "alice" not in metrics
+    paths = client.get("/openapi.json").json()["paths"]
+    documented = {(path, method): set(op["responses"]) for path, ops in paths.items()
+                  for method, op in ops.items()}  # fmt: skip
+    expected = {
+        ("/login", "post"): {"200", "401", "422", "429", "503"},
+        ("/logout", "post"): {"200", "401"},
+        ("/password", "post"): {"200", "400", "401", "422", "429", "503"},
+        ("/health", "get"): {"200", "503"},
+        ("/metrics", "get"): {"200"},
+        ("/capital/status", "get"): {"200", "400", "401", "403", "500", "503"},
+        ("/capital/members/{user}", "get"):
+            {"200", "400", "401", "403", "404", "422", "500", "503"},
+        ("/capital/contribute", "post"):
+            {"200", "400", "401", "403", "404", "422", "500", "503"},
+        ("/capital/withdraw", "post"): {"200", "400", "401", "403", "404", "422", "500", "503"},
+        ("/portfolios", "get"): {"200", "401", "403"},
+        ("/orders", "get"): {"200", "401", "403", "422"},
+        ("/positions", "get"): {"200", "401", "403"},
+    }  # fmt: skip
+    assert documented == expected
+    error = paths["/capital/contribute"]["post"]["responses"]["503"]
+    assert error["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")

@@ -1,0 +1,244 @@
+"""Capital grants: what the API hands a capital task instead of the member's login token.
+
+A grant is a short-lived (``TTL_S``, 60 s), single-use HS256 JWT bound to one member,
+one action, one amount and one idempotency key, signed with the *grant key* (not the
+login secret, and with its own audience), so a grant read from the broker or the
+result backend moves nothing else, and nothing at all once it is used or expired.
+
+The grant key is ``COREC_GRANT_KEY`` (at least 32 bytes) or, when that is unset, a
+random key generated once under the data directory (``<data_dir>/grant.key``, mode
+0600, created atomically so two processes starting together agree on one key). Every
+API server and capital worker must share it: set ``COREC_GRANT_KEY`` on multi-node
+deployments.
+
+Single use: ``verify`` marks the grant id in Redis (``SET NX``, expiring with the
+grant); a second use is refused, except by the same ``use_id`` (Celery's redelivery of
+the same task after a worker died), which the ledger's idempotency key makes harmless.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import tempfile
+import uuid
+from collections.abc import Mapping
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import jwt
+import redis
+
+from corec_tasks.errors import ConfigurationError, CorecError
+from corec_tasks.settings import Settings
+
+KEY_ENV = "COREC_GRANT_KEY"
+KEY_FILE = "grant.key"
+MIN_KEY_BYTES = 32
+TTL_S = 60
+ALGORITHM = "HS256"
+AUDIENCE = "corec:capital-grant"
+ISSUER = "corec-api"
+ACTIONS = frozenset({"capital.contribute", "capital.withdraw"})
+_REQUIRED = ["exp", "iat", "aud", "iss", "jti", "sub", "act", "amt", "idk", "uid", "by"]
+
+
+class GrantError(CorecError):
+    """A grant was refused: expired, reused, tampered, or bound to another action."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who authorised the action a verified grant allows (the API's logged-in user)."""
+
+    user_id: int
+    username: str
+    member: str
+    action: str
+    amount: str
+    idempotency_key: str
+    grant_id: str
+    expires_at: datetime
+
+
+def load_key(settings: Settings | None = None, environ: Mapping[str, str] | None = None) -> bytes:
+    """The grant key: ``COREC_GRANT_KEY``, else ``<data_dir>/grant.key`` (made once)."""
+    env = os.environ if environ is None else environ
+    value = env.get(KEY_ENV, "")
+    if value:
+        key = value.encode()
+        if len(key) < MIN_KEY_BYTES:
+            raise ConfigurationError(
+                [(KEY_ENV, f"is {len(key)} bytes, {MIN_KEY_BYTES} are needed; e.g. "
+                           "export COREC_GRANT_KEY=$(openssl rand -hex 32)")], "environment",
+            )  # fmt: skip
+        if key == env.get("COREC_JWT_SECRET", "").encode():
+            raise ConfigurationError(
+                [(KEY_ENV, "must differ from COREC_JWT_SECRET (a grant is not a login)")],
+                "environment",
+            )
+        return key
+    if settings is None:
+        from corec_tasks.settings import get_settings
+
+        settings = get_settings()
+    return key_file(Path(settings.data_dir) / KEY_FILE)
+
+
+def key_file(path: Path) -> bytes:
+    """The key in ``path``, created with 64 random hex digits, mode 0600, if missing.
+
+    Written to a private temporary file then hard-linked into place: the link fails if
+    another process got there first, and then its key is the one read back.
+    """
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".grant-", dir=path.parent)  # mode 0600
+        try:
+            os.write(fd, secrets.token_hex(32).encode())
+            os.fsync(fd)
+            os.close(fd)
+            with suppress(FileExistsError):  # another process made it first: use theirs
+                os.link(tmp, path)
+        finally:
+            os.unlink(tmp)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise ConfigurationError([(str(path), f"has mode {mode:o}; chmod 600 it")], "grant key")
+    key = path.read_bytes().strip()
+    if len(key) < MIN_KEY_BYTES:
+        raise ConfigurationError([(str(path), f"holds {len(key)} bytes, {MIN_KEY_BYTES} needed")],
+                                 "grant key")  # fmt: skip
+    return key
+
+
+def _amount(amount: str | Decimal) -> str:
+    if isinstance(amount, Decimal):
+        return f"{amount:f}"
+    if isinstance(amount, str):
+        return amount
+    raise TypeError(f"amount must be a decimal string or Decimal, not {type(amount).__name__}")
+
+
+def _same_amount(granted: object, given: object) -> bool:
+    """Equal as money: the task may hold the amount parsed to cents ("100.5" -> 100.50)."""
+    try:
+        return Decimal(str(granted)) == Decimal(str(given))
+    except (ArithmeticError, ValueError):
+        return False
+
+
+def mint(
+    member: str,
+    action: str,
+    amount: str | Decimal,
+    idempotency_key: str,
+    *,
+    user_id: int,
+    username: str,
+    key: bytes,
+    ttl_s: int = TTL_S,
+    now: datetime | None = None,
+) -> str:
+    """A grant letting ``action`` of ``amount`` on ``member``'s capital run once, with
+    ``idempotency_key``, within ``ttl_s`` s; ``user_id``/``username`` authorised it."""
+    if action not in ACTIONS:
+        raise GrantError(f"no grant for {action!r}: only {', '.join(sorted(ACTIONS))}")
+    issued = int((now or datetime.now(UTC)).timestamp())
+    payload = {
+        "jti": uuid.uuid4().hex,
+        "iat": issued,
+        "exp": issued + ttl_s,
+        "aud": AUDIENCE,
+        "iss": ISSUER,
+        "sub": member,
+        "act": action,
+        "amt": _amount(amount),
+        "idk": idempotency_key,
+        "uid": user_id,
+        "by": username,
+    }
+    return jwt.encode(payload, key, algorithm=ALGORITHM)
+
+
+def verify(
+    grant: str | None,
+    member: str,
+    action: str,
+    amount: str | Decimal,
+    idempotency_key: str | None,
+    *,
+    key: bytes | None = None,
+    redis_client: redis.Redis | None = None,
+    settings: Settings | None = None,
+    use_id: str | None = None,
+    now: datetime | None = None,
+) -> Principal:
+    """The principal of a valid grant for exactly this call, marked used; GrantError if
+    it is missing, badly signed, expired, bound to anything else, or already used.
+
+    ``key`` defaults to ``load_key(settings)``, ``redis_client`` to one on ``settings``
+    (the process's settings when None); ``use_id`` (the Celery task id) lets a
+    redelivery of the same task pass again.
+    """
+    if settings is None and (key is None or redis_client is None):
+        from corec_tasks.settings import get_settings
+
+        settings = get_settings()
+    claims = _decode(grant, key if key is not None else load_key(settings), now)
+    wanted = {"sub": member, "act": action, "amt": _amount(amount), "idk": idempotency_key}
+    for claim, value in wanted.items():
+        same = _same_amount(claims[claim], value) if claim == "amt" else claims[claim] == value
+        if not same:
+            raise GrantError(
+                f"grant is for {claims['act']} of {claims['amt']} on {claims['sub']!r} "
+                f"(key {claims['idk']!r}), not {action} of {wanted['amt']} on {member!r} "
+                f"(key {idempotency_key!r})"
+            )
+    expires = datetime.fromtimestamp(int(claims["exp"]), UTC)
+    remaining = int((expires - (now or datetime.now(UTC))).total_seconds()) + 1
+    if redis_client is None:
+        assert settings is not None
+        from corec_tasks.redis_conn import redis_client as make_client
+
+        redis_client = make_client(settings)
+    prefix = settings.redis_prefix if settings is not None else ""
+    mark = f"{prefix}capital_pool:grant_used:{claims['jti']}"
+    if not redis_client.set(mark, use_id or uuid.uuid4().hex, nx=True, ex=max(remaining, 1)):
+        seen = redis_client.get(mark)
+        if use_id is None or (seen.decode() if isinstance(seen, bytes) else seen) != use_id:
+            raise GrantError(f"grant {claims['jti']} was already used (grants are single-use)")
+    return Principal(
+        user_id=int(claims["uid"]), username=str(claims["by"]), member=member, action=action,
+        amount=_amount(amount), idempotency_key=str(idempotency_key), grant_id=str(claims["jti"]),
+        expires_at=expires,
+    )  # fmt: skip
+
+
+def _decode(grant: str | None, key: bytes, now: datetime | None) -> dict[str, Any]:
+    if not grant:
+        raise GrantError("a capital grant is required (grant=...): act through `corec api`")
+    try:
+        header = jwt.get_unverified_header(grant)
+    except jwt.InvalidTokenError:
+        raise GrantError("grant is not a well-formed JWT") from None
+    if header.get("alg") != ALGORITHM:
+        raise GrantError(f"grant algorithm {header.get('alg')!r} is refused; only {ALGORITHM}")
+    try:
+        claims: dict[str, Any] = jwt.decode(
+            grant, key, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
+            options={"require": _REQUIRED, "verify_exp": False, "verify_iat": False},
+        )  # fmt: skip
+    except jwt.InvalidSignatureError:
+        raise GrantError("grant signature does not match (altered, or another grant key)") from None
+    except jwt.InvalidTokenError as exc:
+        raise GrantError(f"invalid grant: {exc}") from None
+    at = now or datetime.now(UTC)
+    if int(at.timestamp()) >= int(claims["exp"]):
+        expired = datetime.fromtimestamp(int(claims["exp"]), UTC)
+        raise GrantError(f"grant expired at {expired:%Y-%m-%d %H:%M:%S} UTC; ask the API again")
+    return claims

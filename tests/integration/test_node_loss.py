@@ -9,10 +9,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import psycopg
@@ -219,3 +224,68 @@ def test_plain_client_send_task_is_served(
         result = plain.send_task("capital_pool.status")
         status = result.get(timeout=30)
     assert isinstance(status, dict) and status, status
+
+
+@contextmanager
+def _rabbit_vhost(name: str) -> Iterator[str]:
+    """A RabbitMQ vhost of this test's own (deleted after); skips if none can be made."""
+    try:
+        socket.create_connection(("127.0.0.1", 5672), timeout=2).close()
+    except OSError as exc:
+        print(f"\nSKIP: RabbitMQ not reachable on 127.0.0.1:5672 ({exc})")
+        pytest.skip(f"RabbitMQ not reachable on 127.0.0.1:5672: {exc}")
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        print("\nSKIP: rabbitmqctl not found; cannot create a vhost of this test's own")
+        pytest.skip("rabbitmqctl not found; cannot create a vhost of this test's own")
+    subprocess.run([ctl, "add_vhost", name], check=True, capture_output=True, timeout=60)
+    try:
+        subprocess.run([ctl, "set_permissions", "-p", name, "guest", ".*", ".*", ".*"],
+                       check=True, capture_output=True, timeout=60)  # fmt: skip
+        yield f"amqp://guest:guest@127.0.0.1:5672/{name}"
+    finally:
+        subprocess.run([ctl, "delete_vhost", name], capture_output=True, timeout=60)
+
+
+def test_rabbitmq_broker_returns_a_killed_workers_task_at_once(
+    defaults: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """COREC_BROKER_URL=amqp://...: quorum queues; a SIGKILLed worker's unacknowledged
+    task is delivered to the other worker within seconds, not after a timeout."""
+    client = redis.Redis.from_url(defaults.redis_url)
+    runs, done = (defaults.key(f"test:sleep:rabbit:{k}") for k in ("runs", "done"))
+    with _rabbit_vhost(f"corec_t_{uuid.uuid4().hex[:8]}") as url:
+        monkeypatch.setenv("COREC_BROKER_URL", url)
+        cmd = ("generic", *SLOW_TASKS)
+        victim = start(worker_cmd("victim", 1, *cmd), tmp_path / "victim.log")
+        try:
+            wait_for_nodes(1, tmp_path)
+            sent = celery("call", "corec.test.sleep", "--args", '[15, "rabbit"]',
+                          "--queue", "generic")  # fmt: skip
+            assert sent.returncode == 0, sent.stderr
+            deadline = time.monotonic() + 30
+            while not client.get(runs):
+                assert time.monotonic() < deadline, "the task never started"
+                time.sleep(0.1)
+            with managed(worker_cmd("rescuer", 1, *cmd), tmp_path / "rescuer.log"):
+                wait_for_nodes(2, tmp_path)
+                os.killpg(victim.pid, signal.SIGKILL)
+                killed = time.monotonic()
+                victim.wait()
+                while int(client.get(runs) or 0) < 2:
+                    assert time.monotonic() - killed < 10, "not redelivered at once"
+                    time.sleep(0.05)
+                back_after = time.monotonic() - killed
+                while not client.get(done):
+                    assert time.monotonic() - killed < 60, "the redelivered task never finished"
+                    time.sleep(0.2)
+        finally:
+            with suppress(ProcessLookupError):
+                os.killpg(victim.pid, signal.SIGKILL)
+            victim.wait()
+        queues = subprocess.run(["rabbitmqctl", "list_queues", "-p", url.rsplit("/", 1)[1],
+                                 "name", "type"], capture_output=True, text=True,
+                                timeout=60).stdout  # fmt: skip
+    client.close()
+    assert re.search(r"generic\s+quorum", queues), queues
+    print(f"\nredelivered {back_after:.2f}s after SIGKILL")

@@ -76,11 +76,13 @@ class Engine:
         republish: list[StoredBlock] = []
         fresh_models: set[str] = set()
         for stored in loaded:
-            if stored.last_cycle == cycle and stored.last_result is not None:
+            if stored.last_cycle == cycle:
                 # Already run for this cycle (a redelivery): publish the same result again.
-                republish.append(stored)
+                # No result: split off in this cycle, its entities ran in their parent's.
+                if stored.last_result is not None:
+                    republish.append(stored)
                 continue
-            if stored.last_cycle >= cycle:
+            if stored.last_cycle > cycle:
                 # A later cycle ran it first (this task came back late): running it now
                 # would rewind the block, so it is not run, but it is said, not hidden.
                 summaries.append({"block_id": stored.block.id, "cycle": cycle,

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import psycopg
 import redis
+from celery.exceptions import Reject
 
 from corec_tasks.block_store import VersionConflict
 from corec_tasks.celery import app
@@ -29,14 +30,22 @@ CONNECTION_RETRIES = 15
 
 
 def with_retry(task: Any, fn: Callable[[], T]) -> T:
-    """Run ``fn``; on a connection error, have Celery retry ``task`` with backoff."""
+    """Run ``fn``; on a connection error, have Celery retry ``task`` with backoff.
+
+    If the retry cannot be published either (the broker is the Redis that is down),
+    the message is requeued rather than dropped: failing that too, it stays
+    unacknowledged, no longer refreshed, and a live worker's sweep requeues it.
+    """
     try:
         return fn()
     except CONNECTION_ERRORS as exc:
         countdown = min(30.0, 2.0 ** task.request.retries)
         log.warning("%s: %r; retry %d in %.0fs", task.name, exc, task.request.retries + 1,
                     countdown)  # fmt: skip
-        raise task.retry(exc=exc, countdown=countdown, max_retries=CONNECTION_RETRIES) from exc
+        try:
+            raise task.retry(exc=exc, countdown=countdown, max_retries=CONNECTION_RETRIES)
+        except Reject as rejected:
+            raise Reject(rejected.reason, requeue=True) from exc
 
 
 @app.task(

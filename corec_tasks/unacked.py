@@ -10,7 +10,8 @@ task, and a dead node's tasks came back only after it (an hour at the old defaul
 :class:`UnackedHeartbeat` lets the timeout be short: on the consumer's event loop
 (the thread kombu itself runs in) it re-scores, every ``heartbeat_s``, the tags this
 worker holds (running, prefetched, waiting for an ETA or a retry countdown) with
-``ZADD XX <now>``, through the channel's own prefixed client. A live worker keeps
+``ZADD XX <now>``, through the channel's own prefixed client (only tags of requests
+the worker still has: see :func:`held_tags`). A live worker keeps
 its tasks however long they run; a killed or cut-off node stops refreshing, and any
 live worker's sweep requeues its tasks about one visibility timeout later. ``XX``
 only updates tags still in the index, so an acknowledged task is never revived.
@@ -31,9 +32,18 @@ UNACKED_INDEX = "unacked_index"
 
 
 def held_tags(qos: Any) -> list[str]:
-    """Delivery tags this channel holds and has not acknowledged yet."""
+    """Delivery tags of tasks this worker still holds: delivered, not acknowledged, and
+    still reserved, running or waiting for their ETA in this worker.
+
+    A task that finished but whose ack (or reject) failed, say during a network cut,
+    is no longer a request here: it is not refreshed, so a sweep requeues it and it
+    runs again (idempotently) instead of staying unacknowledged for good.
+    """
+    from celery.worker import state
+
+    live = {getattr(req.message, "delivery_tag", None) for req in list(state.requests.values())}
     dirty: set[str] = getattr(qos, "_dirty", set())
-    return [tag for tag in list(qos._delivered) if tag not in dirty]
+    return [tag for tag in list(qos._delivered) if tag in live and tag not in dirty]
 
 
 def refresh(channel: Any, now: float | None = None) -> int:

@@ -120,29 +120,37 @@ def test_long_task_not_delivered_twice_while_its_worker_lives(
     defaults: Settings, tmp_path: Path
 ) -> None:
     """A 45 s task (longer than the 30 s visibility timeout) on one worker while another
-    sweeps every 10 s: the heartbeat keeps it, so it runs once."""
+    sweeps every 10 s: the heartbeat keeps it, so it runs once. So does a task held for
+    a 40 s countdown (an ETA, as a retry's backoff is)."""
     client = redis.Redis.from_url(defaults.redis_url)
     with managed(worker_cmd("w1", 1, "generic", *SLOW_TASKS), tmp_path / "w1.log"), \
             managed(worker_cmd("w2", 1, "generic", *SLOW_TASKS), tmp_path / "w2.log"):
         wait_for_nodes(2, tmp_path)
         sent = celery("call", "corec.test.sleep", "--args", '[45, "long"]', "--queue", "generic")
         assert sent.returncode == 0, sent.stderr
+        eta = celery("call", "corec.test.sleep", "--args", '[1, "eta"]', "--queue", "generic",
+                     "--countdown", "40")  # fmt: skip
+        assert eta.returncode == 0, eta.stderr
         started = time.monotonic()
         done = defaults.key("test:sleep:long:done")
         seen_ages = []
         while not client.get(done):
             assert time.monotonic() - started < 80, "the long task never finished"
-            if time.monotonic() - started > 35 and not seen_ages:
+            if time.monotonic() - started > 32 and not seen_ages:
                 delivery = json.loads(_corec("status", "--json").stdout)["delivery"]
                 seen_ages.append(delivery["unacked"])
             time.sleep(0.5)
+        while not client.get(defaults.key("test:sleep:eta:done")):
+            assert time.monotonic() - started < 80, "the countdown task never finished"
+            time.sleep(0.5)
         time.sleep(12)  # one more sweep: a duplicate would have started by now
         runs = int(client.get(defaults.key("test:sleep:long:runs")) or 0)
+        eta_runs = int(client.get(defaults.key("test:sleep:eta:runs")) or 0)
     client.close()
-    assert runs == 1
+    assert runs == 1 and eta_runs == 1, (runs, eta_runs)
     # Mid-run, status showed the task unacknowledged and freshly refreshed, not stale.
     unacked = seen_ages[0]
-    assert unacked["count"] == 1 and unacked["stale"] == 0, unacked
+    assert unacked["count"] == 2 and unacked["stale"] == 0, unacked
     assert unacked["oldest_age_s"] < 15, unacked
 
 

@@ -204,9 +204,15 @@ def test_finish_cycle_retries_while_the_database_is_unreachable(
                     "retry" not in log:  # fmt: skip
                 assert time.monotonic() < deadline, log[-3000:]
                 time.sleep(0.2)
+            # The database appears at once, already migrated: built aside, then renamed.
+            aside = url.rsplit("/", 1)[0] + f"/{late}_aside"
             with psycopg.connect(admin, autocommit=True) as conn:
-                conn.execute(f'CREATE DATABASE "{late}"')
-            upgrade(url)
+                conn.execute(f'CREATE DATABASE "{late}_aside"')
+            upgrade(aside)
+            with psycopg.connect(admin, autocommit=True) as conn:
+                conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                             "WHERE datname = %s", (f"{late}_aside",))  # fmt: skip
+                conn.execute(f'ALTER DATABASE "{late}_aside" RENAME TO "{late}"')
             out, err = cli.communicate(timeout=90)
         assert cli.returncode == 0, err
         (record,) = json.loads(out)
@@ -214,7 +220,8 @@ def test_finish_cycle_retries_while_the_database_is_unreachable(
         assert "Retry in" in (tmp_path / "w1.log").read_text()
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{late}" WITH (FORCE)')
+            for name in (late, f"{late}_aside"):
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def test_plain_client_send_task_is_served(

@@ -4,9 +4,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-# make workers: WORKERS processes serving QUEUES (the seed's five channels by default).
+# make workers: WORKERS processes serving QUEUES (the seed's five channels, and Celery's
+# default queue `celery` where a plain client's send_task lands, by default).
 WORKERS ?= 2
-QUEUES  ?= generic,security,analysis,alerts,generation
+QUEUES  ?= generic,security,analysis,alerts,generation,celery
 NODE    ?= corec-$(shell hostname)-%n@%h
 LOGLEVEL ?= INFO
 FLOWER_PORT ?= 5555

@@ -1,10 +1,13 @@
 """Celery settings, read from CoreC's typed settings object (never the reverse).
 
 At-least-once delivery: tasks are acknowledged after they run (late acks), are
-requeued when a worker dies mid-task, long tasks are prefetched one at a time,
-and the broker's visibility timeout is well above the longest task, so an
-unacknowledged task is redelivered only when its worker is really gone. Every
-task is idempotent, so a redelivery never applies twice.
+requeued when a worker dies mid-task, and long tasks are prefetched one at a time.
+On the Redis broker a worker refreshes its unacknowledged tasks every few seconds
+(corec_tasks/unacked.py), so the visibility timeout is short (30 s): a live
+worker keeps a task however long it runs, and a dead or cut-off node's tasks are
+requeued by a live worker's sweep within about a minute. With ``COREC_BROKER_URL``
+pointing at RabbitMQ, the broker itself requeues a dead consumer's tasks at once.
+Every task is idempotent, so a redelivery never applies twice.
 """
 
 from kombu import Queue
@@ -12,30 +15,39 @@ from kombu import Queue
 from beat_schedule import beat_schedule  # noqa: F401  (read by Celery beat)
 from corec_tasks.config import CHANNEL_QUEUES
 from corec_tasks.nucleus import plugin_task_modules
+from corec_tasks.procs import CELERY_DEFAULT_QUEUE
 from corec_tasks.settings import get_settings
 
 _settings = get_settings()
 _env = _settings.env
 
-broker_url = _settings.redis_url
+broker_url = _env.broker_url or _settings.redis_url
 result_backend = _settings.redis_url
 broker_connection_retry_on_startup = True
+# A result backend hiccup (Redis restarting) is retried, a bounded number of times.
+result_backend_always_retry = True
+result_backend_max_retries = 20
 
-# Redelivery only after a task has surely died: twice its hard time limit, plus slack.
-_visibility_timeout = _env.visibility_timeout_s or 2 * _env.task_time_limit_s + 300
-_transport: dict[str, object] = {"visibility_timeout": _visibility_timeout}
+# Unacknowledged tasks whose worker stopped refreshing them (it died or is cut off)
+# are requeued after visibility_timeout_s; a live worker refreshes every heartbeat_s.
+_transport: dict[str, object] = {"visibility_timeout": _env.visibility_timeout_s}
 if _settings.redis_prefix:
     _transport["global_keyprefix"] = _settings.redis_prefix
 # Tasks of a worker that died are requeued by any live worker's sweep, every
-# restore_interval_s (kombu's default throttle would make that 10x longer). A sweep
-# takes milliseconds; a worker killed during one leaves its mutex behind, which
-# would block every sweep for kombu's default 300 s, so it expires after 30 s.
-broker_transport_options = dict(
+# restore_interval_s (kombu's default throttle would make that 10x longer), all of
+# them at once (no restore limit). A sweep takes milliseconds; a worker killed during
+# one leaves its mutex behind, which would block every sweep for kombu's default
+# 300 s, so it expires after 30 s. Socket timeouts keep a cut-off node from hanging.
+_redis_broker = dict(
     _transport,
     unacked_restore_interval=_env.restore_interval_s,
     unacked_restore_throttle=1,
     unacked_mutex_expire=30,
+    socket_connect_timeout=10,
+    socket_keepalive=True,
 )
+_amqp = broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
+broker_transport_options = {} if _amqp else _redis_broker
 result_backend_transport_options = dict(_transport)
 
 task_acks_late = True
@@ -54,8 +66,17 @@ timezone = "UTC"
 enable_utc = True
 
 # The seed's five priority channels are five queues; a node serves some with -Q.
-task_queues = [Queue(name) for name in CHANNEL_QUEUES.values()]
+# Workers also serve Celery's default queue, where a plain client's send_task lands.
+# On RabbitMQ the queues are quorum queues (replicated, and a dead consumer's
+# messages return at once); Celery then uses native delayed delivery for countdowns.
+_queue_args = {"x-queue-type": "quorum"} if _amqp else None
+task_queues = [Queue(name, queue_arguments=_queue_args)
+               for name in (*CHANNEL_QUEUES.values(), CELERY_DEFAULT_QUEUE)]  # fmt: skip
 task_default_queue = CHANNEL_QUEUES[1]
+if _amqp:
+    task_default_queue_type = "quorum"
+    task_create_missing_queue_type = "quorum"
+    worker_detect_quorum_queues = True
 # Block chunks are routed per call to their channel's queue; the rest by name here.
 task_routes = {
     "corec.streams.*": {"queue": CHANNEL_QUEUES[4]},

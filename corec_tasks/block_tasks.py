@@ -2,63 +2,139 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import psycopg
+import redis
+from celery.exceptions import Reject
 
 from corec_tasks.block_store import VersionConflict
 from corec_tasks.celery import app
-from corec_tasks.cycle import DEFAULT_CHUNK
+from corec_tasks.cycle import DEFAULT_CHUNK, close_cycle
 from corec_tasks.engine import landed, persist_block_results
 from corec_tasks.nucleus import worker_nucleus
+from corec_tasks.streams.names import ALERTS
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: A server that is down or unreachable: the task is retried later, not failed, since
+#: a failed chunk would fail the whole cycle's chord and lose its blocks.
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (
+    redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError)  # fmt: skip
+#: Retries on a connection error, with backoff 1, 2, 4 ... capped at 30 s (~6 minutes).
+CONNECTION_RETRIES = 15
+
+
+def with_retry(task: Any, fn: Callable[[], T]) -> T:
+    """Run ``fn``; on a connection error, have Celery retry ``task`` with backoff.
+
+    If the retry cannot be published either (the broker is the Redis that is down),
+    the message is requeued rather than dropped: failing that too, it stays
+    unacknowledged, no longer refreshed, and a live worker's sweep requeues it.
+    """
+    try:
+        return fn()
+    except CONNECTION_ERRORS as exc:
+        countdown = min(30.0, 2.0 ** task.request.retries)
+        log.warning("%s: %r; retry %d in %.0fs", task.name, exc, task.request.retries + 1,
+                    countdown)  # fmt: skip
+        try:
+            raise task.retry(exc=exc, countdown=countdown, max_retries=CONNECTION_RETRIES)
+        except Reject as rejected:
+            raise Reject(rejected.reason, requeue=True) from exc
 
 
 @app.task(
     name="corec.blocks.run_chunk",
+    bind=True,
     autoretry_for=(VersionConflict,),
     retry_backoff=0.2,
     max_retries=8,
 )
-def run_chunk(block_ids: list[str], cycle: int, ts: float) -> list[dict[str, Any]]:
+def run_chunk(self: Any, block_ids: list[str], cycle: int, ts: float) -> list[dict[str, Any]]:
     """Run several blocks for one cycle; a redelivery republishes, never reruns."""
-    return worker_nucleus().engine.run_blocks(block_ids, cycle, ts)
+    return with_retry(self, lambda: worker_nucleus().engine.run_blocks(block_ids, cycle, ts))
 
 
 #: How long the chord callback waits for results another persister holds in flight.
 LAND_WAIT_S = 10.0
 
 
-@app.task(name="corec.blocks.finish_cycle")
+@app.task(name="corec.blocks.finish_cycle", bind=True)
 def finish_cycle(
-    results: list[list[dict[str, Any]]], cycle: int, blocks: int, started: float, ts: float
-) -> dict[str, Any]:
+    self: Any, results: list[list[dict[str, Any]]], cycle: int, blocks: int, started: float,
+    ts: float,
+) -> dict[str, Any]:  # fmt: skip
     """Chord callback: land the cycle's results in ``bloques`` and record the cycle.
 
     Beat's persister shares the consumer group, so some results may be in its hands;
     the callback waits (briefly) until every result of the cycle is in ``bloques``.
+    A cycle whose blocks did not all land (a task came back after later cycles had
+    run its blocks) is recorded ``complete: false`` and raises one alert.
     """
+    return with_retry(self, lambda: _finish(results, cycle, blocks, started, ts))
+
+
+def _finish(
+    results: list[list[dict[str, Any]]], cycle: int, blocks: int, started: float, ts: float
+) -> dict[str, Any]:
     n = worker_nucleus()
     summaries = [s for chunk in results for s in chunk]
+    done = [s for s in summaries if not s.get("skipped")]
+    overtaken = sorted(s["block_id"] for s in summaries if s.get("skipped") == "overtaken")
+    merged = sum(1 for s in summaries if s.get("skipped") == "merged")
     deadline = time.monotonic() + LAND_WAIT_S
     while True:
         persist_block_results(n.settings, n.store.r)
         rows = landed(n.settings, cycle, ts)
-        if rows >= len(summaries) or time.monotonic() > deadline:
+        if rows >= len(done) or time.monotonic() > deadline:
             break
         time.sleep(0.02)
-    fitness = [float(s["fitness"]) for s in summaries if s.get("fitness") is not None]
+    fitness = [float(s["fitness"]) for s in done if s.get("fitness") is not None]
+    # An overtaken block may still have landed, if it ran for this cycle before the
+    # later one: complete means every block that still exists is in ``bloques``.
+    complete = rows + merged >= blocks
     record = {
         "cycle": cycle,
         "blocks": blocks,
-        "ran": len(summaries),
+        "ran": len(done),
         "persisted": rows,
+        "overtaken": len(overtaken),
+        "complete": complete,
         "mean_fitness": round(sum(fitness) / len(fitness), 4) if fitness else None,
         "wall_s": round(time.time() - started, 4),
     }
-    n.store.r.hset(n.settings.key(f"corec:cycle:{cycle}"), mapping={
-        k: str(v) for k, v in record.items()})  # fmt: skip
-    n.store.r.expire(n.settings.key(f"corec:cycle:{cycle}"), 7 * 86400)
+    key = n.settings.key(f"corec:cycle:{cycle}")
+    n.store.r.hset(key, mapping={k: str(v) for k, v in record.items()})
+    n.store.r.expire(key, 7 * 86400)
     n.store.r.set(n.settings.key("corec:cycle:last"), cycle)
+    close_cycle(n.settings, n.store.r, cycle, complete)
+    if not complete:
+        _alert_incomplete(n, record, overtaken)
     return record
+
+
+def _alert_incomplete(n: Any, record: dict[str, Any], overtaken: list[str]) -> None:
+    """One ``corec_alerts`` error per incomplete cycle (a marker dedups a rerun)."""
+    cycle = record["cycle"]
+    if not n.store.r.set(n.settings.key(f"corec:cycle:alerted:{cycle}"), 1, nx=True,
+                         ex=7 * 86400):  # fmt: skip
+        return
+    missing = record["blocks"] - record["persisted"]
+    shown = ", ".join(overtaken[:10]) + (" ..." if len(overtaken) > 10 else "")
+    message = (f"cycle {cycle} incomplete: {missing} of {record['blocks']} blocks not in "
+               f"bloques; {len(overtaken)} overtaken by later cycles ({shown})")  # fmt: skip
+    log.error("[cycle] %s", message)
+    from corec_tasks.streams.bus import StreamBus
+
+    StreamBus(n.settings, n.store.r).publish(ALERTS, {
+        "level": "error", "source": "cycle", "message": message, "cycle": cycle,
+        "blocks": record["blocks"], "persisted": record["persisted"],
+        "overtaken": overtaken[:100]})  # fmt: skip
 
 
 @app.task(name="corec.blocks.cycle", bind=True)

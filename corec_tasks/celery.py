@@ -12,8 +12,12 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_ready
 
+from corec_tasks.unacked import UnackedHeartbeat
+
 app = Celery("corec_tasks")
 app.config_from_object("celeryconfig")
+# Redis broker: a worker keeps its unacknowledged tasks alive (corec_tasks/unacked.py).
+app.steps["consumer"].add(UnackedHeartbeat)
 # Task modules (the framework's and the enabled plugins') are listed in celeryconfig.
 
 log = logging.getLogger("corec_tasks")

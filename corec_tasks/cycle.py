@@ -104,6 +104,7 @@ def dispatch(
     blocks = sum(len(c.block_ids) for c in chunks)
     if not header:
         return {"cycle": number, "blocks": 0, "tasks": 0, "task_id": None}
+    _open_cycle(settings, client, number)
     result = chord(header)(finish_cycle.s(number, blocks, time.time(), ts))
     return {"cycle": number, "blocks": blocks, "tasks": len(header), "task_id": result.id}
 
@@ -113,3 +114,41 @@ def _cycle_timestamp(settings: Settings, client: redis.Redis, number: int) -> fl
     key = settings.key(f"corec:cycle:ts:{number}")
     client.set(key, repr(time.time()), nx=True, ex=7 * 86400)
     return float(client.get(key) or time.time())
+
+
+#: Cycles dispatched and not yet finished, scored by dispatch time.
+OPEN_CYCLES = "corec:cycles:open"
+#: Cycles that finished without every block in ``bloques``, scored by finish time.
+INCOMPLETE_CYCLES = "corec:cycles:incomplete"
+#: How long either set remembers a cycle.
+CYCLE_MEMORY_S = 7 * 86400
+
+
+def _open_cycle(settings: Settings, client: redis.Redis, number: int) -> None:
+    now = time.time()
+    pipe = client.pipeline(transaction=False)
+    pipe.zadd(settings.key(OPEN_CYCLES), {str(number): now}, nx=True)
+    for name in (OPEN_CYCLES, INCOMPLETE_CYCLES):
+        pipe.zremrangebyscore(settings.key(name), "-inf", now - CYCLE_MEMORY_S)
+    pipe.execute()
+
+
+def close_cycle(settings: Settings, client: redis.Redis, number: int, complete: bool) -> None:
+    """Mark cycle ``number`` finished; remember it if it is incomplete."""
+    pipe = client.pipeline(transaction=False)
+    pipe.zrem(settings.key(OPEN_CYCLES), str(number))
+    if not complete:
+        pipe.zadd(settings.key(INCOMPLETE_CYCLES), {str(number): time.time()})
+    pipe.execute()
+
+
+def cycle_health(settings: Settings, client: redis.Redis) -> dict[str, Any]:
+    """Cycles dispatched but unfinished for longer than ``cycle_overdue_s``, and cycles
+    recorded incomplete (newest last, at most 20 of each)."""
+    bound = time.time() - settings.env.cycle_overdue_s
+    overdue: Any = client.zrangebyscore(settings.key(OPEN_CYCLES), "-inf", bound)
+    incomplete: Any = client.zrange(settings.key(INCOMPLETE_CYCLES), -20, -1)
+    return {
+        "overdue": [int(c) for c in overdue[-20:]],
+        "incomplete": [int(c) for c in incomplete],
+    }

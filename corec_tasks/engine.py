@@ -69,14 +69,25 @@ class Engine:
     ) -> list[str]:
         # A block merged away since the cycle was dispatched has nothing left to run.
         loaded = self.store.load_many(block_ids, model=True, missing_ok=True)
+        found = {s.block.id for s in loaded}
+        summaries += [{"block_id": b, "cycle": cycle, "skipped": "merged"}
+                      for b in block_ids if b not in found]  # fmt: skip
         ran: list[StoredBlock] = []
         republish: list[StoredBlock] = []
         fresh_models: set[str] = set()
         for stored in loaded:
-            if stored.last_cycle >= cycle:
+            if stored.last_cycle == cycle:
                 # Already run for this cycle (a redelivery): publish the same result again.
-                if stored.last_cycle == cycle and stored.last_result is not None:
+                # No result: split off in this cycle, its entities ran in their parent's.
+                if stored.last_result is not None:
                     republish.append(stored)
+                continue
+            if stored.last_cycle > cycle:
+                # A later cycle ran it first (this task came back late): running it now
+                # would rewind the block, so it is not run, but it is said, not hidden.
+                summaries.append({"block_id": stored.block.id, "cycle": cycle,
+                                  "skipped": "overtaken",
+                                  "overtaken_by": stored.last_cycle})  # fmt: skip
                 continue
             block = stored.block
             had_model = bool(block.state)

@@ -14,7 +14,9 @@ from pathlib import Path
 
 from corec_tasks.config import CHANNEL_QUEUES
 
-ALL_QUEUES = ",".join(CHANNEL_QUEUES.values())
+#: Celery's default queue: a plain client's ``send_task`` lands here; workers serve it.
+CELERY_DEFAULT_QUEUE = "celery"
+ALL_QUEUES = ",".join((*CHANNEL_QUEUES.values(), CELERY_DEFAULT_QUEUE))
 
 
 def celery_cmd(*args: str) -> list[str]:

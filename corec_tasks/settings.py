@@ -32,10 +32,20 @@ class Env(BaseSettings):
     data_dir: Path = Field(Path(".corec"), alias="COREC_DATA_DIR")
     #: Prefix for every Redis key CoreC and Celery write; tests use one per run.
     redis_prefix: str = Field("", alias="COREC_REDIS_PREFIX")
-    #: Hard limit of the longest task; the broker visibility timeout is set above it.
+    #: Hard limit of the longest task.
     task_time_limit_s: int = Field(1800, ge=10, alias="COREC_TASK_TIME_LIMIT")
-    #: Broker visibility timeout; default 2 x task_time_limit_s + 300 (must exceed it).
-    visibility_timeout_s: int | None = Field(None, ge=1, alias="COREC_VISIBILITY_TIMEOUT")
+    #: Optional broker URL (``amqp://...`` for RabbitMQ, where a dead worker's tasks come
+    #: back at once); Redis stays the result backend and everything else. Default: Redis.
+    broker_url: str | None = Field(None, alias="COREC_BROKER_URL")
+    #: Redis broker: seconds after which a delivered but unacknowledged task is handed to
+    #: another worker unless its worker's heartbeat refreshed it (corec_tasks/unacked.py).
+    #: Independent of the task time limit: a live worker keeps its tasks however long.
+    visibility_timeout_s: int = Field(30, ge=3, alias="COREC_VISIBILITY_TIMEOUT")
+    #: Seconds between a worker's refreshes of its unacknowledged tasks; default
+    #: visibility_timeout_s / 4. At most a third of the visibility timeout.
+    unacked_heartbeat_s: float | None = Field(None, gt=0, alias="COREC_UNACKED_HEARTBEAT_S")
+    #: ``corec status`` reports a dispatched cycle with no finish record after this long.
+    cycle_overdue_s: int = Field(900, ge=10, alias="COREC_CYCLE_OVERDUE_S")
     #: How often a worker sweeps for tasks whose worker died (older than the visibility
     #: timeout) and requeues them.
     restore_interval_s: int = Field(10, ge=1, le=3600, alias="COREC_RESTORE_INTERVAL_S")
@@ -49,6 +59,11 @@ class Env(BaseSettings):
     sync_every_s: float = Field(300.0, gt=0, alias="COREC_SYNC_EVERY_S")
     persist_every_s: float = Field(5.0, gt=0, le=3600, alias="COREC_PERSIST_EVERY_S")
     log_level: str = Field("INFO", alias="COREC_LOG_LEVEL")
+
+    @property
+    def heartbeat_s(self) -> float:
+        """Seconds between refreshes of a worker's unacknowledged tasks."""
+        return self.unacked_heartbeat_s or self.visibility_timeout_s / 4
 
 
 class Settings:
@@ -136,9 +151,10 @@ def load_env() -> Env:
     except ValidationError as exc:
         problems = [(str(e["loc"][0]), e["msg"]) for e in exc.errors()]
         raise ConfigurationError(problems, "environment") from None
-    if env.visibility_timeout_s is not None and env.visibility_timeout_s <= env.task_time_limit_s:
-        problem = ("COREC_VISIBILITY_TIMEOUT", "must exceed COREC_TASK_TIME_LIMIT, or a task "
-                   "still running would be delivered a second time")  # fmt: skip
+    if env.visibility_timeout_s < 3 * env.heartbeat_s:
+        problem = ("COREC_VISIBILITY_TIMEOUT", f"must be at least 3 x the unacked heartbeat "
+                   f"({env.heartbeat_s:g} s), or a task still running on a live worker could "
+                   "be delivered a second time")  # fmt: skip
         raise ConfigurationError([problem], "environment")
     return env
 

@@ -117,10 +117,19 @@ def register() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the cycle records as JSON.")
 @handle_errors
 def run(cycles: int, chunk: int | None, timeout: float, as_json: bool) -> None:
-    """Dispatch cycles to the Celery workers and wait for each to land in `bloques`."""
+    """Dispatch cycles to the Celery workers and wait for each to land in `bloques`.
+
+    Exits 1 if a cycle finished incomplete (some of its blocks are not in `bloques`).
+    """
     records = run_cycles(_nucleus(), cycles, chunk, timeout, quiet=as_json)
     if as_json:
         print_json(records)
+    bad = [r for r in records if not r.get("complete", True)]
+    if bad:
+        raise CorecError("; ".join(
+            f"cycle {r['cycle']} is incomplete: {r['persisted']} of {r['blocks']} blocks in "
+            f"bloques ({r.get('overtaken', 0)} overtaken by later cycles)" for r in bad)
+            + "; an alert is on corec_alerts")  # fmt: skip
 
 
 def run_cycles(
@@ -146,11 +155,14 @@ def run_cycles(
             raise CorecError(f"cycle {sent['cycle']} did not finish: {exc!r} "
                              "(are workers running? `make workers`)") from None  # fmt: skip
         record["client_wall_s"] = round(time.monotonic() - started, 4)
+        # A worker still on older code records no "complete": derive it the same way.
+        record.setdefault("complete", record.get("persisted", 0) >= record.get("blocks", 0))
         records.append(record)
         if not quiet:
             console.print(f"cycle {record['cycle']}: {record['ran']} blocks in "
                           f"{record['client_wall_s']:.2f}s, {record['persisted']} rows to bloques, "
-                          f"mean fitness {record['mean_fitness']}")  # fmt: skip
+                          f"mean fitness {record['mean_fitness']}"
+                          + ("" if record["complete"] else " [red]INCOMPLETE[/]"))  # fmt: skip
     return records
 
 

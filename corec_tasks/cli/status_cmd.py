@@ -65,7 +65,24 @@ def collect(s: Settings, worker_timeout: float = 1.0) -> dict[str, Any]:
         except Exception as exc:
             out["streams"] = {"error": str(exc)}
         out["workers"] = _workers(worker_timeout)
+        out["delivery"] = _delivery(s)
     return out
+
+
+def _delivery(s: Settings) -> dict[str, Any]:
+    """Unacknowledged broker tasks (Redis broker) and cycles that did not complete."""
+    from corec_tasks.cycle import cycle_health
+    from corec_tasks.redis_conn import redis_client
+    from corec_tasks.unacked import unacked_stats
+
+    try:
+        client = redis_client(s)
+        out: dict[str, Any] = {"cycles": cycle_health(s, client)}
+        if not s.env.broker_url:
+            out["unacked"] = unacked_stats(client, s.redis_prefix, s.env.visibility_timeout_s)
+        return out
+    except Exception as exc:
+        return {"error": str(exc)}
 
 
 @click.command()
@@ -97,3 +114,24 @@ def status(as_json: bool, timeout: float) -> None:
         console.print(table("streams", ["stream", "length", "pending", "last id"], srows))
     workers = info.get("workers") or []
     console.print(f"workers: {', '.join(workers) if workers else 'none answered'}")
+    _print_delivery(info.get("delivery") or {})
+
+
+def _print_delivery(d: dict[str, Any]) -> None:
+    if "error" in d:
+        console.print(f"delivery: [red]{d['error']}[/]")
+        return
+    u = d.get("unacked")
+    if u is not None:
+        line = f"unacked broker tasks: {u['count']}"
+        if u["count"]:
+            line += f", oldest {u['oldest_age_s']}s"
+        if u["stale"]:
+            line += f", [red]{u['stale']} stale (their worker is gone; a sweep requeues them)[/]"
+        console.print(line)
+    c = d.get("cycles") or {}
+    if c.get("overdue"):
+        console.print(f"[red]cycles dispatched and never finished:[/] {c['overdue']}")
+    if c.get("incomplete"):
+        console.print(f"[red]cycles incomplete (blocks missing from bloques):[/] "
+                      f"{c['incomplete']}")  # fmt: skip

@@ -34,12 +34,51 @@ def test_at_least_once(conf) -> None:  # type: ignore[no-untyped-def]
     assert conf.worker_cancel_long_running_tasks_on_connection_loss
     assert conf.task_time_limit == 600
     for opts in (conf.broker_transport_options, conf.result_backend_transport_options):
-        assert opts["visibility_timeout"] > conf.task_time_limit
         assert opts["global_keyprefix"] == "p1:"
     assert conf.result_expires > 0
+    assert conf.result_backend_always_retry and 0 < conf.result_backend_max_retries < 100
+
+
+def test_short_visibility_timeout_with_heartbeat(conf) -> None:  # type: ignore[no-untyped-def]
+    """A dead node's tasks come back within a minute; a live worker's heartbeat
+    refreshes its tasks 4 times per timeout, so a long task is not redelivered."""
+    from corec_tasks.settings import get_settings
+
+    opts = conf.broker_transport_options
+    assert opts["visibility_timeout"] == 30
+    assert opts["unacked_restore_interval"] == 10 and opts["unacked_restore_throttle"] == 1
+    assert get_settings().env.heartbeat_s == 7.5
+
+
+def test_visibility_timeout_must_exceed_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    from corec_tasks.errors import ConfigurationError
+    from corec_tasks.settings import load_env
+
+    monkeypatch.setenv("COREC_VISIBILITY_TIMEOUT", "20")
+    monkeypatch.setenv("COREC_UNACKED_HEARTBEAT_S", "10")
+    with pytest.raises(ConfigurationError, match="COREC_VISIBILITY_TIMEOUT"):
+        load_env()
+    monkeypatch.setenv("COREC_UNACKED_HEARTBEAT_S", "5")
+    assert load_env().visibility_timeout_s == 20
+
+
+def test_rabbitmq_broker(conf, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    """COREC_BROKER_URL=amqp://... makes RabbitMQ the broker with quorum queues; Redis
+    stays the result backend."""
+    from corec_tasks.settings import get_settings
+
+    monkeypatch.setenv("COREC_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/corec")
+    get_settings.cache_clear()
+    sys.modules.pop("celeryconfig", None)
+    amqp = importlib.import_module("celeryconfig")
+    assert amqp.broker_url.startswith("amqp://")
+    assert amqp.result_backend.startswith("redis://")
+    assert amqp.broker_transport_options == {}
+    assert amqp.task_default_queue_type == "quorum"
+    assert all(q.queue_arguments == {"x-queue-type": "quorum"} for q in amqp.task_queues)
 
 
 def test_channels_are_queues(conf) -> None:  # type: ignore[no-untyped-def]
     names = [q.name for q in conf.task_queues]
-    assert names == ["generic", "security", "analysis", "alerts", "generation"]
+    assert names == ["generic", "security", "analysis", "alerts", "generation", "celery"]
     assert set(conf.beat_schedule) >= {"persist-streams", "partition-upkeep"}

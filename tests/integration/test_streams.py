@@ -237,7 +237,7 @@ def test_entry_delivered_too_often_goes_to_dead_letter(
     assert (stats.reclaimed, stats.dead_lettered, stats.inserted) == (1, 1, 2)
     [dead] = bus.dead_letters(10)
     assert (dead["id"], dead["deliveries"]) == (ids[0], 2)
-    assert dead["reason"] == "delivered 2 times without being persisted"
+    assert dead["reason"] == f"delivered 2 times without being processed by {GROUP}"
     assert json.loads(dead["payload"]) == ticks(1)[0]
     assert landed(db, MARKET_DATA, ids) == (2, 2)
     assert bus.pending(MARKET_DATA, GROUP) == 0

@@ -1,0 +1,476 @@
+"""One consumer loop for every stream consumer: connect, reclaim, read, apply, settle, trim.
+
+A consumer is a ``Handler`` for one consumer group; ``ConsumerLoop.run(stream)`` is one
+round of it on one stream:
+
+1. ``handler.ready()`` connects to what the handler needs *before* anything is claimed.
+   If a dependency is down it raises ``Unavailable``: the round does nothing, so no
+   delivery is counted and no valid entry moves towards the dead letter.
+2. Entries pending longer than ``stream_claim_idle_ms`` (their consumer died, or they
+   failed) are reclaimed with XAUTOCLAIM, then new ones are read, ``stream_batch`` at
+   a time. An entry reclaimed after more than ``stream_max_deliveries`` deliveries (a
+   consumer crashed while holding it) is dead-lettered without another try.
+3. ``handler.prepare(batch)`` runs on the loop's thread, ``handler.apply(prepared)``
+   on up to ``handler.concurrency`` worker threads (the persister overlaps its COPY and
+   commit with the next read). ``apply`` answers per entry in a ``Result``: *done*
+   (effect durable: ack), *dead* (dead-letter with this reason), *later* (a dependency
+   went down: the round stops and the delivery of these entries is un-counted with
+   XCLAIM RETRYCOUNT n-1 JUSTID), or *failed* (an exception).
+4. An exception never holds back the other entries: a batch that raises is split in
+   halves until the entry that raises is alone. If ``handler.poison(exc)`` (bad data:
+   a decimal error, a value PostgreSQL rejects) it is dead-lettered at once; if
+   ``handler.unavailable(exc)`` (a lost connection) it waits, uncounted; any other
+   exception counts: the entry stays pending, is retried after
+   ``stream_claim_idle_ms``, and failing its ``stream_max_deliveries``-th delivery it
+   is dead-lettered with the exception as its reason.
+5. A batch's acks and dead letters go in one MULTI (``StreamBus.settle``), after the
+   handler made its effect durable.
+6. ``StreamBus.trim`` then trims the stream, never below an entry any group needs.
+"""
+
+from __future__ import annotations
+
+import decimal
+import logging
+import os
+import socket
+import threading
+from collections import Counter, defaultdict, deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import Any
+
+import psycopg
+import redis
+
+from corec_tasks.errors import StreamError
+from corec_tasks.streams.bus import Entry, StreamBus, entry_from_record, id_key
+from corec_tasks.streams.schemas import PayloadError
+
+log = logging.getLogger(__name__)
+
+#: Consumers idle this long with nothing pending are removed from their group.
+PRUNE_IDLE_MS = 3_600_000
+
+#: A dependency is unreachable: retrying later will do (the delivery does not count).
+_UNAVAILABLE: tuple[type[BaseException], ...] = (
+    psycopg.OperationalError,
+    redis.ConnectionError,
+    redis.TimeoutError,
+)
+#: The entry's data itself is bad: another delivery cannot succeed.
+_POISON: tuple[type[BaseException], ...] = (
+    psycopg.DataError,
+    decimal.DecimalException,
+    PayloadError,
+)
+
+
+class Unavailable(StreamError):
+    """A handler's dependency is down: nothing is claimed or counted until it is back."""
+
+
+def default_consumer() -> str:
+    """This process's consumer name: ``<hostname>-<pid>``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _causes(exc: BaseException) -> Iterator[BaseException]:
+    seen = 0
+    cur: BaseException | None = exc
+    while cur is not None and seen < 5:
+        yield cur
+        cur, seen = cur.__cause__ or cur.__context__, seen + 1
+
+
+def first_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, for a dead letter's reason."""
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+@dataclass(slots=True)
+class Batch:
+    """Entries read together: wire-format records (the hot path) and other entries.
+
+    ``records`` are ``read_wire`` records ``b"<id>\\n<i>\\n<t>\\n<d>"``; ``entries``
+    hold entries in other layouts and reclaimed ones; ``counts`` their deliveries
+    (absent: 1, a fresh read).
+    """
+
+    stream: str
+    records: list[bytes]
+    entries: list[Entry]
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.records) + len(self.entries)
+
+    def deliveries(self, entry_id: str) -> int:
+        """How many times ``entry_id`` has been delivered, this delivery included."""
+        return self.counts.get(entry_id, 1)
+
+    def all(self) -> list[Entry]:
+        """Every entry as an ``Entry``, in id order."""
+        out = [entry_from_record(self.stream, r) for r in self.records]
+        if self.entries:
+            out.extend(self.entries)
+            if self.records:
+                out.sort(key=lambda e: id_key(e.id))
+        return out
+
+    def halves(self) -> tuple[Batch, Batch]:
+        """Two batches of half the entries each (to isolate one that raises)."""
+        items = self.all()
+        mid = len(items) // 2
+        return (
+            Batch(self.stream, [], items[:mid], self.counts),
+            Batch(self.stream, [], items[mid:], self.counts),
+        )
+
+
+@dataclass
+class Result:
+    """What became of a batch's entries (each entry in at most one list)."""
+
+    done: list[str] = field(default_factory=list)
+    dead: list[tuple[Entry, str]] = field(default_factory=list)
+    failed: list[tuple[Entry, BaseException]] = field(default_factory=list)
+    later: list[Entry] = field(default_factory=list)
+    later_reason: str = ""
+    #: The handler's own figures (rows inserted, duplicates, trades applied, ...).
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def merge(self, other: Result) -> Result:
+        """Fold ``other`` into this result."""
+        self.done += other.done
+        self.dead += other.dead
+        self.failed += other.failed
+        self.later += other.later
+        self.later_reason = self.later_reason or other.later_reason
+        self.counts.update(other.counts)
+        return self
+
+
+class Handler:
+    """One consumer group's work; subclass and implement ``apply`` (or use EntryHandler)."""
+
+    #: The consumer group; every process running this handler joins it.
+    group: str = ""
+    #: Where a new group starts: "0" delivers what is already in the stream.
+    start_id: str = "0"
+    #: Batches applied at once, each on a worker thread of its own (1: inline).
+    concurrency: int = 1
+
+    def ready(self) -> AbstractContextManager[object]:
+        """Connect to the dependencies; raise Unavailable if one is down."""
+        return nullcontext()
+
+    def prepare(self, batch: Batch) -> Any:
+        """Work done on the loop's thread while earlier batches are applied."""
+        return batch
+
+    def apply(self, prepared: Any) -> Result:
+        """Make the effect of the prepared batch durable; say what became of each entry."""
+        raise NotImplementedError
+
+    def unavailable(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means a dependency is down (the entry waits, uncounted)."""
+        return any(isinstance(e, _UNAVAILABLE) for e in _causes(exc))
+
+    def poison(self, exc: BaseException) -> bool:
+        """Whether ``exc`` means the entry's data is bad (dead-lettered at once)."""
+        return any(isinstance(e, _POISON) for e in _causes(exc))
+
+
+@dataclass(frozen=True, slots=True)
+class Done:
+    """The entry's effect is durable (or there is none); ``tag`` is counted."""
+
+    tag: str = "done"
+
+
+@dataclass(frozen=True, slots=True)
+class Dead:
+    """The entry can never be applied: dead-letter it with ``reason``."""
+
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Later:
+    """A dependency is down: stop the round; this delivery does not count."""
+
+    reason: str
+
+
+Verdict = Done | Dead | Later
+
+
+class EntryHandler(Handler):
+    """A handler that applies one entry at a time; ``handle`` gives each a verdict."""
+
+    def handle(self, entry: Entry, deliveries: int) -> Verdict:
+        """Apply ``entry`` (delivered ``deliveries`` times); exceptions are isolated."""
+        raise NotImplementedError
+
+    def apply(self, prepared: Any) -> Result:
+        batch: Batch = prepared
+        out = Result()
+        items = batch.all()
+        for i, entry in enumerate(items):
+            try:
+                verdict = self.handle(entry, batch.deliveries(entry.id))
+            except Exception as exc:
+                if self.unavailable(exc):
+                    verdict = Later(first_line(exc))
+                else:
+                    out.failed.append((entry, exc))
+                    continue
+            if isinstance(verdict, Done):
+                out.done.append(entry.id)
+                out.counts[verdict.tag] += 1
+            elif isinstance(verdict, Dead):
+                out.dead.append((entry, verdict.reason))
+            else:
+                out.later, out.later_reason = items[i:], verdict.reason
+                break
+        return out
+
+
+@dataclass
+class RoundStats:
+    """What one round of one handler on one stream did."""
+
+    stream: str
+    group: str
+    read: int = 0
+    reclaimed: int = 0
+    done: int = 0
+    dead_lettered: int = 0
+    failed: int = 0
+    deferred: int = 0
+    batches: int = 0
+    trimmed: int = 0
+    #: Why the round stopped early: a dependency was down (None: it was not).
+    unavailable: str | None = None
+    counts: Counter[str] = field(default_factory=Counter)
+
+    def account(self, r: Result, dead: int, failed: int) -> None:
+        self.done += len(r.done)
+        self.dead_lettered += dead
+        self.failed += failed
+        self.deferred += len(r.later)
+        self.counts.update(r.counts)
+        if r.later:
+            self.unavailable = self.unavailable or r.later_reason or "a dependency is down"
+
+
+class ConsumerLoop:
+    """Runs one handler's rounds on a bus (see the module docstring for the rules)."""
+
+    def __init__(
+        self,
+        bus: StreamBus,
+        handler: Handler,
+        consumer: str | None = None,
+        *,
+        batch: int | None = None,
+        claim_idle_ms: int | None = None,
+        max_deliveries: int | None = None,
+    ) -> None:
+        env = bus.settings.env
+        self.bus = bus
+        self.handler = handler
+        self.group = handler.group
+        self.consumer = consumer or default_consumer()
+        self.batch = batch or env.stream_batch
+        self.idle_ms = env.stream_claim_idle_ms if claim_idle_ms is None else claim_idle_ms
+        self.max_deliveries = max_deliveries or env.stream_max_deliveries
+        self._stop: str | None = None
+        self._lock = threading.Lock()
+
+    def run(self, stream: str, max_batches: int = 10) -> RoundStats:
+        """One round on ``stream``: at most ``max_batches`` batches, reclaimed ones first."""
+        s = RoundStats(stream, self.group)
+        self._stop = None
+        self.bus.ensure_group(stream, self.group, self.handler.start_id)
+        try:
+            with self.handler.ready():
+                self._reclaim(stream, s, max_batches)
+                self._read(stream, s, max_batches)
+        except Unavailable as exc:
+            s.unavailable = str(exc)
+            log.warning("%s/%s: nothing claimed: %s", stream, self.group, exc)
+        s.trimmed = self.bus.trim(stream)
+        self.bus.prune_consumers(stream, self.group, max(PRUNE_IDLE_MS, 10 * self.idle_ms))
+        if s.read:
+            log.info("consumed %s/%s: %s", stream, self.group, s)
+        return s
+
+    # -- the two phases -------------------------------------------------------------------
+
+    def _reclaim(self, stream: str, s: RoundStats, max_batches: int) -> None:
+        # Reclaimed entries are rare: one batch at a time, inline.
+        while s.batches < max_batches and self._stop is None:
+            entries = self.bus.reclaim(stream, self.group, self.consumer, self.idle_ms, self.batch)
+            if not entries:
+                return
+            s.batches += 1
+            s.reclaimed += len(entries)
+            s.read += len(entries)
+            ids = [e.id for e in entries]
+            counts = self.bus.delivery_counts(stream, self.group, ids, self.consumer)
+            spent = [e for e in entries if counts.get(e.id, 1) > self.max_deliveries]
+            if spent:
+                reason = "delivered {} times without being processed by " + self.group
+                dead = [(e, reason.format(counts.get(e.id, 1)), counts.get(e.id, 1))
+                        for e in spent]  # fmt: skip
+                self.bus.settle(stream, self.group, [], dead)
+                s.dead_lettered += len(dead)
+                for e, why, _ in dead:
+                    log.warning("dead-lettered %s %s: %s", stream, e.id, why)
+                gone = {e.id for e in spent}
+                entries = [e for e in entries if e.id not in gone]
+            if entries:
+                self._work(Batch(stream, [], entries, counts), s)
+
+    def _read(self, stream: str, s: RoundStats, max_batches: int) -> None:
+        limit = max(1, self.handler.concurrency)
+        if limit == 1:
+            while s.batches < max_batches and self._stop is None:
+                batch = self._next(stream, s)
+                if batch is None:
+                    return
+                self._work(batch, s)
+            return
+        with ThreadPoolExecutor(limit, thread_name_prefix=f"corec-{self.group}") as pool:
+            in_flight: deque[Future[None]] = deque()
+            try:
+                while s.batches < max_batches and self._stop is None:
+                    batch = self._next(stream, s)
+                    if batch is None:
+                        break
+                    prepared, error = self._prepare(batch)
+                    if len(in_flight) == limit:
+                        in_flight.popleft().result()
+                    in_flight.append(pool.submit(self._finish, batch, prepared, error, s))
+            except BaseException:
+                # Let the batches in flight finish (their acks follow their effects),
+                # but report the error that stopped the round, not theirs.
+                wait(in_flight)
+                raise
+            while in_flight:
+                in_flight.popleft().result()
+
+    def _next(self, stream: str, s: RoundStats) -> Batch | None:
+        records, others = self.bus.read_wire(stream, self.group, self.consumer, self.batch)
+        if not records and not others:
+            return None
+        s.batches += 1
+        s.read += len(records) + len(others)
+        # Fresh reads were delivered once: no delivery count to look up.
+        return Batch(stream, records, others)
+
+    # -- one batch -----------------------------------------------------------------------
+
+    def _prepare(self, batch: Batch) -> tuple[Any, BaseException | None]:
+        try:
+            return self.handler.prepare(batch), None
+        except Exception as exc:
+            return None, exc
+
+    def _work(self, batch: Batch, s: RoundStats) -> None:
+        prepared, error = self._prepare(batch)
+        self._finish(batch, prepared, error, s)
+
+    def _finish(
+        self, batch: Batch, prepared: Any, error: BaseException | None, s: RoundStats
+    ) -> None:
+        """Apply (or isolate the failure of) one batch, then settle it."""
+        if error is None:
+            try:
+                result = self.handler.apply(prepared)
+            except Exception as exc:
+                result = self._isolate(batch, exc)
+        else:
+            result = self._isolate(batch, error)
+        self._settle(batch, result, s)
+
+    def _attempt(self, batch: Batch) -> Result:
+        try:
+            return self.handler.apply(self.handler.prepare(batch))
+        except Exception as exc:
+            return self._isolate(batch, exc)
+
+    def _isolate(self, batch: Batch, exc: BaseException) -> Result:
+        """Split a batch that raised until the entries that raise are alone."""
+        if self.handler.unavailable(exc):
+            return Result(later=batch.all(), later_reason=first_line(exc))
+        if len(batch) == 1:
+            [entry] = batch.all()
+            if self.handler.poison(exc):
+                return Result(dead=[(entry, f"{self.group}: {first_line(exc)}")])
+            return Result(failed=[(entry, exc)])
+        left, right = batch.halves()
+        out = self._attempt(left)
+        if out.later:  # the dependency went down: the rest waits too
+            out.later += right.all()
+            return out
+        return out.merge(self._attempt(right))
+
+    def _settle(self, batch: Batch, r: Result, s: RoundStats) -> None:
+        stream = batch.stream
+        dead = [(e, why, batch.deliveries(e.id)) for e, why in r.dead]
+        failed = 0
+        for entry, exc in r.failed:
+            n = batch.deliveries(entry.id)
+            why = f"{self.group}: {first_line(exc)}"
+            if n >= self.max_deliveries:
+                dead.append((entry, f"{why} (delivery {n} of {self.max_deliveries})", n))
+            else:
+                failed += 1
+                log.warning("%s %s failed in %s (delivery %d of %d, retried after %d ms): %s",
+                            stream, entry.id, self.group, n, self.max_deliveries,
+                            self.idle_ms, why)  # fmt: skip
+        # The effect of r.done is durable: now, and only now, the entries leave the PEL.
+        self.bus.settle(stream, self.group, r.done, dead)
+        for e, why, _ in dead:
+            log.warning("dead-lettered %s %s: %s", stream, e.id, why)
+        if r.later:
+            self._stop = r.later_reason or "a dependency is down"
+            self._uncount(batch, r.later)
+        with self._lock:  # batches settle on worker threads
+            s.account(r, len(dead), failed)
+
+    def _uncount(self, batch: Batch, entries: Sequence[Entry]) -> None:
+        """Give back the deliveries of entries that waited for a dependency.
+
+        XCLAIM with JUSTID does not count a delivery, RETRYCOUNT sets the counter back,
+        and IDLE makes the entries reclaimable by the next round at once.
+        """
+        by_count: defaultdict[int, list[str]] = defaultdict(list)
+        for e in entries:
+            by_count[max(batch.deliveries(e.id) - 1, 0)].append(e.id)
+        key = self.bus.key(batch.stream)
+        pipe = self.bus.client.pipeline(transaction=False)
+        for n, ids in by_count.items():
+            pipe.xclaim(key, self.group, self.consumer, 0, ids, idle=self.idle_ms,
+                        retrycount=n, justid=True)  # fmt: skip
+        pipe.execute()
+        log.warning("%s/%s: %d entries wait for a dependency (not counted as deliveries): %s",
+                    batch.stream, self.group, len(entries), self._stop)  # fmt: skip
+
+
+def consume(
+    bus: StreamBus,
+    handler: Handler,
+    streams: Sequence[str],
+    consumer: str | None = None,
+    max_batches: int = 10,
+) -> dict[str, RoundStats]:
+    """One round of ``handler`` on each of ``streams``; stats per stream."""
+    loop = ConsumerLoop(bus, handler, consumer)
+    return {stream: loop.run(stream, max_batches) for stream in streams}

@@ -88,6 +88,8 @@ def _causes(exc: BaseException) -> Iterator[BaseException]:
 def first_line(exc: BaseException) -> str:
     """``Type: first line of the message``, for a dead letter's reason."""
     text = str(exc).strip()
+    if isinstance(exc, decimal.DecimalException) and text.startswith("[<class"):
+        text = "a number out of range or not a number (decimal arithmetic refused it)"
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
 
 
@@ -226,6 +228,9 @@ class EntryHandler(Handler):
             except Exception as exc:
                 if self.unavailable(exc):
                     verdict = Later(first_line(exc))
+                elif self.poison(exc):
+                    out.dead.append((entry, f"{self.group}: {first_line(exc)}"))
+                    continue
                 else:
                     out.failed.append((entry, exc))
                     continue

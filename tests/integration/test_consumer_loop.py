@@ -198,6 +198,45 @@ def test_a_dependency_down_claims_nothing_and_counts_no_delivery(
     assert [len(handler.deliveries[i]) for i in range(4)] == [1] * 4
 
 
+class Writers(Handler):
+    """A batch handler on two writer threads whose dependency goes away at ``down_at``."""
+
+    group = "writers"
+    concurrency = 2
+
+    def __init__(self, down_at: int) -> None:
+        self.down_at = down_at
+        self.applied: list[int] = []
+
+    def apply(self, prepared: Any) -> Result:
+        batch: Batch = prepared
+        entries = batch.all()
+        if any(_seq(e) >= self.down_at for e in entries):
+            return Result(later=entries, later_reason="the database went away")
+        self.applied += [_seq(e) for e in entries]
+        return Result(done=[e.id for e in entries])
+
+
+def test_batches_read_ahead_are_given_back_when_a_dependency_goes_away(
+    bus: StreamBus, settings: Settings
+) -> None:
+    _publish(bus, 200)
+    handler = Writers(down_at=50)
+    loop = ConsumerLoop(bus, handler, "c", batch=10, claim_idle_ms=100)
+    s = loop.run(MARKET_DATA, max_batches=100)
+    assert s.unavailable == "the database went away" and s.dead_lettered == 0
+    assert sorted(handler.applied) == list(range(50))
+    # Whatever was read (the failed batch, the one in flight, the one read ahead) waits
+    # uncounted; the rest was never read.
+    pending: Any = bus.client.xpending_range(bus.key(MARKET_DATA), "writers", "-", "+", 500)
+    assert {int(p["times_delivered"]) for p in pending} <= {0}
+    assert s.read == 50 + len(pending) and s.deferred == len(pending)
+    handler.down_at = 10**9
+    s = loop.run(MARKET_DATA, max_batches=100)
+    assert sorted(handler.applied) == list(range(200))
+    assert bus.pending(MARKET_DATA, "writers") == 0 and bus.dead_letters(10) == []
+
+
 def test_capital_consumer_dead_letters_poison_results_and_applies_the_rest(
     pool: CapitalPool,
 ) -> None:

@@ -26,6 +26,8 @@ from corec_tasks.settings import Settings, load_settings
 from corec_tasks.storage.migrate import upgrade
 from corec_tasks.streams.bus import StreamBus
 from corec_tasks.streams.names import MARKET_DATA, TRADING_RESULTS
+from corec_tasks.streams.persister import GROUP as PERSISTER
+from corec_tasks.streams.persister import PersistStats, persist_once
 from plugins.capital_pool.config import load_config
 from plugins.capital_pool.consumer import GROUP as CAPITAL_GROUP
 from plugins.capital_pool.consumer import ConsumeStats, consume_once
@@ -226,10 +228,13 @@ def test_postgres_outage_dead_letters_no_valid_trading_result(
     crashes: list[BaseException] = []
     stop = threading.Event()
 
+    persisted: list[PersistStats] = []
+
     def consume() -> None:  # a worker's beat-driven rounds, back to back
         while not stop.is_set():
             try:
                 total.append(consume_once(consumer_pool))
+                persisted.append(persist_once(settings, streams=[TRADING_RESULTS]))
             except BaseException as exc:  # a round may fail; the next one goes on
                 crashes.append(exc)
             time.sleep(0.05)
@@ -251,9 +256,9 @@ def test_postgres_outage_dead_letters_no_valid_trading_result(
             bus.publish_many(TRADING_RESULTS, [_trade(i) for i in range(1_600, n)])
             deadline = time.monotonic() + 45
             while time.monotonic() < deadline:
-                if sum(s.applied + s.duplicates for s in total) >= n and not bus.pending(
-                    TRADING_RESULTS, CAPITAL_GROUP
-                ):
+                if sum(s.applied + s.duplicates for s in total) >= n and not any(
+                    bus.pending(TRADING_RESULTS, g) for g in (CAPITAL_GROUP, PERSISTER)
+                ) and sum(p.inserted for p in persisted) >= n:
                     break
                 time.sleep(0.5)
             dead = bus.dead_letters(100)
@@ -266,9 +271,16 @@ def test_postgres_outage_dead_letters_no_valid_trading_result(
     assert pending == 0
     assert sum(s.dead_lettered for s in total) == 0
     assert any(s.unavailable for s in total)  # it did see the outage
+    assert any(p.unavailable for p in persisted)
+    # The persister's group lost nothing either: every result is in eventos, once.
+    assert sum(p.inserted for p in persisted) == n
+    assert sum(p.dead_lettered for p in persisted) == 0
     with psycopg.connect(own_postgres.url) as conn:
         row = conn.execute("SELECT count(*), count(DISTINCT trade_id), sum(profit) "
                            "FROM capital_trade_results").fetchone()  # fmt: skip
+        events = conn.execute("SELECT count(*), count(DISTINCT entry_key) FROM eventos "
+                              "WHERE canal = %s", (TRADING_RESULTS,)).fetchone()  # fmt: skip
+    assert events == (n, n)
     assert row is not None
     expected = sum(Decimal(_trade(i)["profit"]) for i in range(n))
     assert (row[0], row[1], row[2]) == (n, n, expected)  # every result applied, once

@@ -35,7 +35,7 @@ not yet delivered in any group of the stream (XINFO GROUPS last-delivered-id, XP
 minimum id; XTRIM MINID, Redis >= 6.2). Only a stream without any group is capped
 blindly at ``MAXLEN ~ stream_maxlen``. When a group's backlog (pending + undelivered)
 passes 80% of ``stream_maxlen``, one warning goes to ``corec_alerts`` per stream and
-``ALERT_EVERY_S``.
+``ALERT_EVERY_S``; the backlog is measured at most every ``BACKLOG_CHECK_EVERY_S``.
 
 Publishing rides out short Redis outages (a restart, a failover): a connection error is
 retried with backoff for ``COREC_PUBLISH_RETRY_S`` seconds, then one ``StreamError``
@@ -72,6 +72,9 @@ _T = TypeVar("_T")
 ALERT_RATIO = 0.8
 #: At most one backlog alert per stream this often (across every process).
 ALERT_EVERY_S = 600
+#: A backlog is measured at most this often per stream (across every process): on
+#: Redis 6.2 counting undelivered entries costs up to ALERT_RATIO x maxlen steps.
+BACKLOG_CHECK_EVERY_S = 10
 #: A publisher trims a stream it writes to at most this often (consumers trim each round).
 TRIM_EVERY_S = 1.0
 #: Errors a publish retries: Redis restarting, loading its AOF, or unreachable.
@@ -392,12 +395,15 @@ class StreamBus:
         key = self.key(stream)
         threshold = max(1, int(self._maxlen * ALERT_RATIO))
         marker = self.key(f"corec:streams:backlog_alert:{stream}")
+        checked = f"{marker}:checked"
         c = client or self.client
-        want = stream != ALERTS and not c.exists(marker)
+        want = stream != ALERTS and not c.exists(marker, checked)
         reply: Any = self._trim_script(
             keys=[key], args=[self._maxlen, 1 if want else 0, threshold], client=c
         )
         trimmed, backlog, group = int(reply[0]), int(reply[1]), _str(reply[2])
+        if backlog >= 0:  # it was counted: not again for a while
+            c.set(checked, 1, ex=BACKLOG_CHECK_EVERY_S)
         if backlog >= threshold and c.set(marker, 1, nx=True, ex=ALERT_EVERY_S):
             message = (
                 f"stream {stream}: group {group} has {backlog}+ entries not yet consumed, "

@@ -253,8 +253,8 @@ def test_capital_consumer_dead_letters_poison_results_and_applies_the_rest(
             bus.publish(TRADING_RESULTS, {"trade_id": "t-2", "profit": "7", "quantity": "1",
                                           "price": "10"}),
         ]  # fmt: skip
-        bus.publish(MACRO_DATA, {"vix_price": True, "sp500_price": 4500})
-        bus.publish(MACRO_DATA, {"vix_price": "18.5", "sp500_price": 4500})
+        bus.publish(MACRO_DATA, {"vix_price": True, "sp500_price": 4500.0})
+        bus.publish(MACRO_DATA, {"vix_price": 18.5, "sp500_price": 4500.0})
         stats = consume_once(pool)
         # Two poison trades; the boolean VIX is dead-lettered here (or skipped, if the
         # schema already refuses it: the persister's group dead-letters it then).

@@ -15,11 +15,9 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
 
-from corec_tasks.db import libpq_url
 from corec_tasks.engine import persist_block_results
 from corec_tasks.nucleus import Nucleus
 from corec_tasks.procs import start, stop
@@ -27,24 +25,12 @@ from corec_tasks.settings import Settings, load_settings
 from corec_tasks.storage.migrate import upgrade
 from tests.integration import netns
 from tests.integration.own_redis import free_port, own_redis
-from tests.integration.workers import celery, wait_for_nodes
+from tests.integration.workers import celery, cycle_rows, wait_for_nodes
 
 pytestmark = pytest.mark.integration
 DATA = Path(__file__).resolve().parents[1] / "data"
 BLOCKS = 40
 RECOVERY_S = 120
-
-
-def _rows(settings: Settings, cycle: int, client: redis.Redis) -> tuple[int, int]:
-    ts = client.get(settings.key(f"corec:cycle:ts:{cycle}"))
-    if ts is None:
-        return 0, 0
-    with psycopg.connect(libpq_url(settings.database_url)) as conn:
-        row = conn.execute(
-            "SELECT count(*), count(DISTINCT id) FROM bloques WHERE ciclo = %s "
-            "AND timestamp = %s", (cycle, float(ts))).fetchone()  # fmt: skip
-    assert row is not None
-    return int(row[0]), int(row[1])
 
 
 def _dispatch(settings: Settings, client: redis.Redis) -> int:
@@ -63,7 +49,7 @@ def _wait_landed(settings: Settings, client: redis.Redis, cycle: int, since: flo
     (landing what the chord callback has not, as beat's persistence job would)."""
     while True:
         persist_block_results(settings, client)
-        rows = _rows(settings, cycle, client)
+        rows = cycle_rows(settings, cycle)
         if rows[0] >= BLOCKS:
             return time.monotonic() - since
         assert time.monotonic() - since < RECOVERY_S, f"cycle {cycle}: {rows[0]} of {BLOCKS}"
@@ -110,7 +96,7 @@ def test_partitioned_and_killed_nodes_lose_no_block(
         time.sleep(1.0)
         nodes[0].cut()
         cut_at = time.monotonic()
-        assert _rows(settings, cycle1, client)[0] < BLOCKS, "cycle 1 ended before the cut"
+        assert cycle_rows(settings, cycle1)[0] < BLOCKS, "cycle 1 ended before the cut"
         try:
             took1 = _wait_landed(settings, client, cycle1, cut_at)
             time.sleep(max(0.0, 60 - (time.monotonic() - cut_at)))
@@ -122,12 +108,12 @@ def test_partitioned_and_killed_nodes_lose_no_block(
         time.sleep(1.0)
         os.killpg(workers[2].pid, signal.SIGKILL)
         killed_at = time.monotonic()
-        assert _rows(settings, cycle2, client)[0] < BLOCKS, "cycle 2 ended before the kill"
+        assert cycle_rows(settings, cycle2)[0] < BLOCKS, "cycle 2 ended before the kill"
         took2 = _wait_landed(settings, client, cycle2, killed_at)
 
         time.sleep(5)  # anything still in flight (a late duplicate) would land now
         for cycle in (cycle1, cycle2):
-            assert _rows(settings, cycle, client) == (BLOCKS, BLOCKS)
+            assert cycle_rows(settings, cycle) == (BLOCKS, BLOCKS)
             deadline = time.monotonic() + 60
             record: dict[bytes, bytes] = {}
             while time.monotonic() < deadline:

@@ -27,6 +27,8 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from corec_tasks.contracts import StrategyContract
+from corec_tasks.plugin_base import ConfigLoader
 from plugins.capital_pool.accounting import risk_per_trade
 from plugins.capital_pool.config import CapitalRules, MacroRules
 from plugins.strategy.rules import (
@@ -40,8 +42,6 @@ from plugins.strategy.rules import (
     take_profit,
     to_decimal,
 )
-from plugins.trading.base import ConfigLoader
-from plugins.trading.contracts import StrategyContract
 
 Positive = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
 Ratio = Annotated[Decimal, Field(gt=0, lt=1, allow_inf_nan=False)]
@@ -104,13 +104,23 @@ class PredictionThresholdStrategy(StrategyContract):
         loader: ConfigLoader | None = None,
         portfolio_id: int | None = None,
         asset_id: int | None = None,
+        settings: Any = None,
         capital_rules: CapitalRules | None = None,
         macro_rules: MacroRules | None = None,
     ) -> None:
-        super().__init__(config, loader=loader, portfolio_id=portfolio_id, asset_id=asset_id)
+        super().__init__(
+            config, loader=loader, portfolio_id=portfolio_id, asset_id=asset_id, settings=settings
+        )
         if not isinstance(self.params, ThresholdParams):  # a subclass swapped Params
             raise TypeError(f"{type(self).__name__}.Params must be ThresholdParams")
         self.p: ThresholdParams = self.params
+        if settings is not None and (capital_rules is None or macro_rules is None):
+            # In a deployment, the pool's own phase and VIX rules size the trades.
+            from plugins.capital_pool.settings import capital_config
+
+            cap = capital_config(settings)
+            capital_rules = capital_rules or cap.capital_config
+            macro_rules = macro_rules or cap.macro_config
         self.capital_rules = capital_rules or CapitalRules()
         self.macro_rules = macro_rules or MacroRules()
 

@@ -3,20 +3,42 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
-from plugins.trading.contracts import check_contract
+from corec_tasks.contracts import check_contract, contract_for
+from plugins.trading.db import create_schema, make_trading_engine, session_factory
 from plugins.trading.registry import BUILTIN, load_plugin
+
+#: What a built-in needs to be built outside a deployment.
+EXTRA: dict[str, Any] = {
+    "ccxt": {"environ": {"COREC_EXCHANGE_API_KEY": "k", "COREC_EXCHANGE_SECRET": "s"}},
+}
 
 
 @pytest.mark.parametrize(
     ("plugin_type", "name"), [(t, n) for t, names in BUILTIN.items() for n in names]
 )
-def test_builtin_plugins_load_and_honour_their_contract(plugin_type: str, name: str) -> None:
-    plugin = load_plugin(plugin_type, name, {})
-    check_contract(type(plugin), plugin_type)
+def test_builtin_plugins_load_and_honour_their_contract(
+    plugin_type: str, name: str, tmp_path: Path
+) -> None:
+    extra = dict(EXTRA.get(name, {}))
+    engine = make_trading_engine(f"sqlite:///{tmp_path / 't.db'}")
+    create_schema(engine)
+    if plugin_type == "aaa":
+        extra["sessions"] = session_factory(engine)
+    try:
+        plugin = load_plugin(plugin_type, name, {}, **extra)
+        assert isinstance(plugin, contract_for(plugin_type))
+        check_contract(type(plugin), plugin_type)
+        close = getattr(plugin, "close", None)
+        if callable(close):
+            close()
+    finally:
+        engine.dispose()
 
 
 def test_portfolio_plugin_caps_and_never_allocates_more_than_the_capital() -> None:

@@ -408,7 +408,7 @@ class Trading:
             held = {"side": position["side"], "quantity": Decimal(position["quantity"])}
         asset: dict[str, Any] = {"equity": Decimal(job["equity"]), "allocation": budget,
                                  "position": held}  # fmt: skip
-        market = {"price": price, "vix": job.get("vix")}
+        market = {"price": price, "vix": job.get("vix"), "symbol": job["symbol"]}
         action = safe_call(strategy, "process", asset, market,
                            {"expected_return": job["prediction"]}, audit=self.audit)  # fmt: skip
         if not is_error(action) and not _is_action(action):

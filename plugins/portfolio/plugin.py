@@ -73,7 +73,7 @@ class AllocatorPortfolio(PortfolioContract):
         weights = target
         if held.any():
             current = np.array([float(a.get("weight") or 0) for a in assets])
-            if current[held].sum() <= 1 and not needs_rebalance(
+            if current[held].sum() <= 1 + 1e-9 and not needs_rebalance(
                 current[held], target[held], p.rebalance_threshold
             ):
                 weights = np.where(held, current, target)

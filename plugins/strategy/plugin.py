@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -116,11 +118,9 @@ class PredictionThresholdStrategy(StrategyContract):
         self.p: ThresholdParams = self.params
         if settings is not None and (capital_rules is None or macro_rules is None):
             # In a deployment, the pool's own phase and VIX rules size the trades.
-            from plugins.capital_pool.settings import capital_config
-
-            cap = capital_config(settings)
-            capital_rules = capital_rules or cap.capital_config
-            macro_rules = macro_rules or cap.macro_config
+            pool_capital, pool_macro = _pool_rules(settings)
+            capital_rules = capital_rules or pool_capital
+            macro_rules = macro_rules or pool_macro
         self.capital_rules = capital_rules or CapitalRules()
         self.macro_rules = macro_rules or MacroRules()
 
@@ -208,6 +208,23 @@ class PredictionThresholdStrategy(StrategyContract):
             },
             "reason": f"{reason}; risk {risk} of equity {equity}",
         }
+
+
+def _pool_rules(settings: Any) -> tuple[CapitalRules, MacroRules]:
+    """The capital pool's rules of this deployment (its config file, parsed once per
+    version of the file: the cycle builds a strategy per asset)."""
+    from plugins.capital_pool.config import DEFAULT_PATH
+
+    path = Path(settings.plugin_config_file("capital_pool") or DEFAULT_PATH)
+    return _rules_of(str(path), path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _rules_of(path: str, _mtime_ns: int) -> tuple[CapitalRules, MacroRules]:
+    from plugins.capital_pool.config import load_config
+
+    cap = load_config(Path(path))
+    return cap.capital_config, cap.macro_config
 
 
 def _position(raw: Any) -> Position | None:

@@ -152,3 +152,16 @@ def test_rebalance_threshold_decides_whether_drifted_weights_are_rebalanced(
     assert rebalances == ([a_sym] if rebalanced else []), results
     if rebalanced:
         assert results[a_sym]["action"] == "close" and results[a_sym]["ok"], results
+
+
+def test_a_bad_config_row_skips_only_its_asset(trading: Any) -> None:
+    t = trading(strategy={"name": FLIP})
+    _, [(bad_id, bad_sym), (_, good_sym)] = t.ensure_portfolio()
+    with t.sessions.begin() as db:
+        db.add(Config(key=config_key("flip_flop", asset_id=bad_id), value='{"fraction": "x"}'))
+    results = {r["symbol"]: r for r in _cycles(t, 1)}
+    assert results[good_sym]["action"] == "open", results
+    assert not results[bad_sym]["ok"] and "plugins.flip_flop.fraction" in results[bad_sym]["error"]
+    [audit] = _audits(t)
+    assert audit["plugin"] == FLIP and audit["method"] == "get"  # the configured name
+    assert audit["error_type"] == "ConfigurationError"

@@ -372,6 +372,7 @@ def reconcile(
     *,
     min_age: timedelta = timedelta(seconds=60),
     market_prices: Mapping[int, Decimal] | None = None,
+    audit: AuditHook | None = None,
 ) -> list[dict[str, Any]]:
     """Ask ``broker`` about every order left in new/submitted/partially filled for at
     least ``min_age`` and bring Order and Position in line, one commit per order.
@@ -380,7 +381,8 @@ def reconcile(
     restarting alone (nothing else in flight) may pass ``timedelta(0)``.
     An order the broker never received (a crash before the submit) is marked rejected,
     so the same intent can be decided again; broker failures are reported and skipped.
-    ``market_prices`` (by asset id) lets a simulated broker fill more meanwhile.
+    ``market_prices`` (by asset id) lets a simulated broker fill more meanwhile;
+    ``audit`` receives each failed broker call (``safe_call``).
     """
     cutoff = utcnow() - min_age
     orders = session.scalars(
@@ -391,14 +393,12 @@ def reconcile(
         if order.updated_at is not None and order.updated_at > cutoff:
             continue  # probably in flight in another worker right now
         cid = order.client_order_id
-        try:
-            price = (market_prices or {}).get(order.asset_id)
-            record = broker.fetch_order(cid, price)
-        except Exception as exc:
-            log.warning("reconcile: broker %s failed on %s: %s", broker.name, cid, exc)
-            results.append(
-                result(success=False, status="error", order=order, error=f"broker: {exc}")
-            )
+        price = (market_prices or {}).get(order.asset_id)
+        record = safe_call(broker, "fetch_order", cid, price, audit=audit)
+        if is_error(record):
+            log.warning("reconcile: broker %s failed on %s: %s", broker.name, cid, record["error"])
+            error = f"broker: {record['error']}"
+            results.append(result(success=False, status="error", order=order, error=error))
             continue
         try:
             session.refresh(order, with_for_update=True)

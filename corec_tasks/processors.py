@@ -38,7 +38,8 @@ import numpy as np
 import numpy.typing as npt
 
 from corec_tasks.config import BlockConfig
-from corec_tasks.errors import CorecError
+from corec_tasks.contracts import PROCESSOR_CONTRACT_VERSION, check_processor
+from corec_tasks.errors import CorecError, PluginError
 
 F32 = npt.NDArray[np.float32]
 Mask = npt.NDArray[np.bool_]
@@ -173,6 +174,7 @@ class ProcessorRegistry:
         smart: bool = False,
         description: str = "",
         replace: bool = False,
+        contract_version: str = PROCESSOR_CONTRACT_VERSION,
     ) -> Callable[[Any], Any]: ...
 
     @overload
@@ -186,6 +188,7 @@ class ProcessorRegistry:
         smart: bool = False,
         description: str = "",
         replace: bool = False,
+        contract_version: str = PROCESSOR_CONTRACT_VERSION,
     ) -> ProcessorSpec: ...
 
     def register(
@@ -198,11 +201,14 @@ class ProcessorRegistry:
         smart: bool = False,
         description: str = "",
         replace: bool = False,
+        contract_version: str = PROCESSOR_CONTRACT_VERSION,
     ) -> ProcessorSpec | Callable[[Any], Any]:
         """Register ``fn`` under ``name``; without ``fn``, return a decorator.
 
         ``kind`` defaults to ``"async"`` for coroutine functions, else ``"vector"``.
-        Registering a taken name raises unless ``replace`` is true.
+        Registering a taken name raises unless ``replace`` is true. ``fn`` is checked
+        against the processor contract (``corec_tasks.contracts``) at the
+        ``contract_version`` its plugin was written for.
         """
 
         def add(func: Any) -> Any:
@@ -211,6 +217,10 @@ class ProcessorRegistry:
             resolved = kind or ("async" if inspect.iscoroutinefunction(func) else "vector")
             if resolved not in ("vector", "async"):
                 raise ProcessorError(f"processor {name!r}: kind must be 'vector' or 'async'")
+            try:
+                check_processor(name, func, resolved, contract_version)
+            except PluginError as exc:
+                raise ProcessorError(str(exc)) from None
             doc = description or (inspect.getdoc(func) or "").split("\n", 1)[0]
             self._specs[name] = ProcessorSpec(name, resolved, func, needs_payload, smart, doc)
             return func

@@ -15,13 +15,16 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
+from pydantic import BaseModel
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from corec_tasks.contracts import AAAContract
 from corec_tasks.errors import ConfigurationError
+from corec_tasks.plugin_base import ConfigLoader
 from plugins.aaa import tokens
 from plugins.aaa.accounts import Accounts, UserInfo
-from plugins.aaa.config import AAAConfig, load_config
+from plugins.aaa.config import AAAConfig, config_from_settings, load_config
 from plugins.aaa.errors import (
     AAAError,
     AccountDisabledError,
@@ -48,22 +51,48 @@ _FOREVER = timedelta(days=365 * 1000)
 __all__ = ["AAAPlugin", "UserInfo"]
 
 
-class AAAPlugin(Accounts):
+class AAAPlugin(Accounts, AAAContract):
     """Authentication, authorization and audit (seed 003 §1) over the trading models;
-    account management comes from ``Accounts`` (plugins/aaa/accounts.py)."""
+    account management comes from ``Accounts`` (plugins/aaa/accounts.py).
 
+    The AAA plugin type's built-in, ``aaa``: loadable by type like every plugin
+    (``load_plugin("aaa", "aaa", settings=...)``). Built with ``settings`` and no
+    ``config``, it reads the ``aaa`` entry of corec_config.json; without ``sessions``,
+    it opens its own engine on the settings' database (closed by ``close``).
+    """
+
+    plugin_name = "aaa"
+    Params: ClassVar[type[BaseModel] | None] = AAAConfig
     plugin_params: ClassVar[dict[str, Any]] = AAAConfig().model_dump()
     plugin_debug_vars: ClassVar[list[str]] = ["session_timeout", "max_login_attempts", "lockout_s"]
+    #: The validated options (the seed's plugins keep a dict; this one keeps its model).
+    config: AAAConfig  # type: ignore[assignment]
 
     def __init__(
         self,
         config: Mapping[str, Any] | AAAConfig | None = None,
         *,
-        sessions: sessionmaker[Session],
+        sessions: sessionmaker[Session] | None = None,
         secret: str | None = None,
         clock: Callable[[], datetime] = utcnow,
+        loader: ConfigLoader | None = None,
+        portfolio_id: int | None = None,
+        asset_id: int | None = None,
+        settings: Any = None,
     ) -> None:
-        self.config = load_config(config)
+        if config is None and settings is not None:
+            config = config_from_settings(settings)
+        checked = load_config(config)  # errors name plugins.aaa.<key>
+        super().__init__(checked.model_dump(), loader=loader, portfolio_id=portfolio_id,
+                         asset_id=asset_id, settings=settings)  # fmt: skip
+        assert isinstance(self.params, AAAConfig)
+        self.config = self.params
+        self._engine: Engine | None = None
+        if sessions is None:
+            if settings is None:
+                raise ConfigurationError([("plugins.aaa", "needs sessions or settings")])
+            self._engine = _engine(settings.database_url)
+            sessions = session_factory(self._engine)
         self._sessions = sessions
         # The secret is checked on first use: managing accounts does not need it.
         self._secret = secret
@@ -73,19 +102,13 @@ class AAAPlugin(Accounts):
         #: Per-client login counters (Redis); None counts nothing (the CLI, tests).
         self.limiter: ClientLimiter | None = None
         self._actions: dict[str, ActionKind] = dict(ACTIONS)
-        self._engine: Engine | None = None
 
     @classmethod
     def from_url(
         cls, database_url: str, config: Mapping[str, Any] | AAAConfig | None = None, **kwargs: Any
     ) -> AAAPlugin:
         """A plugin on its own engine (schema created on SQLite, checked on PostgreSQL)."""
-        engine = make_trading_engine(database_url)
-        try:
-            prepare(engine)
-        except Exception:
-            engine.dispose()
-            raise
+        engine = _engine(database_url)
         plugin = cls(config, sessions=session_factory(engine), **kwargs)
         plugin._engine = engine
         return plugin
@@ -356,6 +379,16 @@ class AAAPlugin(Accounts):
             return None
         hold = timedelta(seconds=self.config.lockout_s) if self.config.lockout_s else _FOREVER
         return user.locked_at + hold
+
+
+def _engine(database_url: str) -> Engine:
+    engine = make_trading_engine(database_url)
+    try:
+        prepare(engine)
+    except Exception:
+        engine.dispose()
+        raise
+    return engine
 
 
 def _iso(when: datetime) -> str:

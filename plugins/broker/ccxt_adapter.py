@@ -29,12 +29,14 @@ import threading
 from collections.abc import Mapping
 from decimal import Decimal
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from corec_tasks.contracts import BrokerContract
 from corec_tasks.errors import ConfigurationError
+from corec_tasks.plugin_base import ConfigLoader
 from plugins.broker.paper import (
     CANCELLED,
     FILLED,
@@ -143,15 +145,29 @@ def _s(value: Decimal | None) -> str | None:
     return None if value is None else format(value, "f")
 
 
-class CcxtBroker:
-    """A ccxt exchange as a ``Broker`` (see the module docstring)."""
+class CcxtBroker(BrokerContract):
+    """A ccxt exchange as the broker plugin ``ccxt`` (see the module docstring)."""
+
+    plugin_name = "ccxt"
+    Params: ClassVar[type[BaseModel] | None] = CcxtConfig
+    #: The validated options (the seed's plugins keep a dict; this one keeps its model).
+    config: CcxtConfig  # type: ignore[assignment]
 
     def __init__(
         self,
         config: Mapping[str, Any] | CcxtConfig | None = None,
         environ: Mapping[str, str] | None = None,
+        *,
+        loader: ConfigLoader | None = None,
+        portfolio_id: int | None = None,
+        asset_id: int | None = None,
+        settings: Any = None,
     ) -> None:
-        self.config = load_config(config)
+        checked = load_config(config)  # errors name plugins.broker.<key>
+        super().__init__(checked.model_dump(), loader=loader, portfolio_id=portfolio_id,
+                         asset_id=asset_id, settings=settings)  # fmt: skip
+        assert isinstance(self.params, CcxtConfig)
+        self.config = self.params
         self.name = f"ccxt:{self.config.exchange}"
         ccxt = import_ccxt()
         self._errors = ccxt

@@ -24,12 +24,14 @@ import uuid
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from corec_tasks.contracts import BrokerContract
 from corec_tasks.errors import ConfigurationError, CorecError
+from corec_tasks.plugin_base import ConfigLoader
 from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings
 from plugins.trading.types import to_money
@@ -164,17 +166,36 @@ def _s(value: Decimal | None) -> str | None:
     return None if value is None else format(value, "f")
 
 
-class PaperBroker:
-    """A simulated exchange (see the module docstring for its fill rules)."""
+class PaperBroker(BrokerContract):
+    """A simulated exchange (see the module docstring for its fill rules), the broker
+    plugin ``paper``. Built by a deployment (``settings`` given), its options go over the
+    shipped ``config.json`` and its orders live in Redis (``redis_store``)."""
 
+    plugin_name = "paper"
     name = "paper"
+    Params: ClassVar[type[BaseModel] | None] = PaperConfig
+    #: The validated options (the seed's plugins keep a dict; this one keeps its model).
+    config: PaperConfig  # type: ignore[assignment]
 
     def __init__(
         self,
         config: Mapping[str, Any] | PaperConfig | None = None,
         store: OrderStore | None = None,
+        *,
+        loader: ConfigLoader | None = None,
+        portfolio_id: int | None = None,
+        asset_id: int | None = None,
+        settings: Settings | None = None,
     ) -> None:
-        self.config = load_config(config)
+        given = config.model_dump() if isinstance(config, PaperConfig) else dict(config or {})
+        shipped = file_config().model_dump() if settings is not None else {}
+        checked = load_config({**shipped, **given})  # errors name plugins.broker.<key>
+        super().__init__(checked.model_dump(), loader=loader, portfolio_id=portfolio_id,
+                         asset_id=asset_id, settings=settings)  # fmt: skip
+        assert isinstance(self.params, PaperConfig)
+        self.config = self.params
+        if store is None and settings is not None:
+            store = redis_store(settings)
         self.store: OrderStore = store if store is not None else MemoryOrderStore()
         # One process matches one order at a time; across processes only creation is
         # atomic (HSETNX), which is what idempotent client ids need.

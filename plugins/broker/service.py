@@ -13,7 +13,8 @@ Order of writes, so a crash anywhere loses nothing and doubles nothing:
 
 A crash between 2 and 3 leaves the Order in ``new``; ``reconcile`` (or running the
 same intent again) asks the broker by client order id and finishes step 3.
-Every call into broker code is wrapped: an exception becomes an error result.
+Every call into broker code goes through ``safe_call`` with the service's audit hook:
+an exception becomes an error result, audited.
 """
 
 from __future__ import annotations
@@ -23,12 +24,15 @@ import logging
 from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
-from typing import Any, Protocol
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from corec_tasks.contracts import BrokerContract
+from corec_tasks.errors import CorecError
+from corec_tasks.plugin_base import AuditHook, is_error, safe_call
 from plugins.broker import paper
 from plugins.trading.models import (
     Asset,
@@ -56,30 +60,12 @@ _EXCHANGE_TO_ORDER = {
 }
 
 
-class Broker(Protocol):
-    """What the order path needs from a broker (the paper exchange, later ccxt)."""
-
-    name: str
-
-    def submit_order(
-        self,
-        client_order_id: str,
-        symbol: str,
-        side: str,
-        order_type: str,
-        quantity: Decimal,
-        market_price: Decimal,
-        limit_price: Decimal | None = None,
-    ) -> dict[str, Any]:
-        """Place (or find, for a known id) the order; its exchange record."""
-
-    def fetch_order(
-        self, client_order_id: str, market_price: Decimal | None = None
-    ) -> dict[str, Any] | None:
-        """The exchange record under ``client_order_id``, or None if never placed."""
+#: The one broker interface is the framework's broker contract (exchange-level:
+#: ``submit_order``/``fetch_order`` by client order id); this is its old name here.
+Broker = BrokerContract
 
 
-class ActionError(ValueError):
+class ActionError(CorecError, ValueError):
     """The strategy's action dict is malformed."""
 
 
@@ -149,9 +135,16 @@ def _order_result(order: Order, *, replayed: bool = False) -> dict[str, Any]:
 class BrokerService:
     """Executes strategy actions through ``broker`` and keeps the trading tables in line."""
 
-    def __init__(self, sessions: sessionmaker[Session], broker: Broker) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        broker: BrokerContract,
+        audit: AuditHook | None = None,
+    ) -> None:
         self.sessions = sessions
         self.broker = broker
+        #: Receives every failed broker call (default: an ERROR log line).
+        self.audit = audit
 
     def execute(
         self,
@@ -210,27 +203,21 @@ class BrokerService:
                 order = found
             db.commit()  # end the read: no transaction stays open across the broker call
             # The intent is committed: from here a crash leaves a ``new`` order to reconcile.
-            record: dict[str, Any] | None
-            try:
-                if OrderStatus(order.status) == OrderStatus.NEW:
-                    record = self.broker.submit_order(
-                        cid,
-                        symbol,
-                        OrderSide(order.side).value,
-                        OrderType(order.order_type).value,
-                        order.quantity,
-                        market,
-                        order.price,
-                    )
-                else:
-                    record = self.broker.fetch_order(cid, market)
-            except Exception as exc:
-                log.warning("broker %s failed on %s: %s", self.broker.name, cid, exc)
+            record: Any
+            if OrderStatus(order.status) == OrderStatus.NEW:
+                record = safe_call(self.broker, "submit_order", cid, symbol,
+                                   OrderSide(order.side).value, OrderType(order.order_type).value,
+                                   order.quantity, market, order.price,
+                                   audit=self.audit)  # fmt: skip
+            else:
+                record = safe_call(self.broker, "fetch_order", cid, market, audit=self.audit)
+            if is_error(record):
+                log.warning("broker %s failed on %s: %s", self.broker.name, cid, record["error"])
                 return result(
                     success=False,
                     status="error",
                     order=order,
-                    error=f"broker {self.broker.name}: {type(exc).__name__}: {exc}",
+                    error=f"broker {self.broker.name}: {record['error_type']}: {record['error']}",
                 )
             if record is None:
                 return result(
@@ -385,6 +372,7 @@ def reconcile(
     *,
     min_age: timedelta = timedelta(seconds=60),
     market_prices: Mapping[int, Decimal] | None = None,
+    audit: AuditHook | None = None,
 ) -> list[dict[str, Any]]:
     """Ask ``broker`` about every order left in new/submitted/partially filled for at
     least ``min_age`` and bring Order and Position in line, one commit per order.
@@ -393,7 +381,8 @@ def reconcile(
     restarting alone (nothing else in flight) may pass ``timedelta(0)``.
     An order the broker never received (a crash before the submit) is marked rejected,
     so the same intent can be decided again; broker failures are reported and skipped.
-    ``market_prices`` (by asset id) lets a simulated broker fill more meanwhile.
+    ``market_prices`` (by asset id) lets a simulated broker fill more meanwhile;
+    ``audit`` receives each failed broker call (``safe_call``).
     """
     cutoff = utcnow() - min_age
     orders = session.scalars(
@@ -404,14 +393,12 @@ def reconcile(
         if order.updated_at is not None and order.updated_at > cutoff:
             continue  # probably in flight in another worker right now
         cid = order.client_order_id
-        try:
-            price = (market_prices or {}).get(order.asset_id)
-            record = broker.fetch_order(cid, price)
-        except Exception as exc:
-            log.warning("reconcile: broker %s failed on %s: %s", broker.name, cid, exc)
-            results.append(
-                result(success=False, status="error", order=order, error=f"broker: {exc}")
-            )
+        price = (market_prices or {}).get(order.asset_id)
+        record = safe_call(broker, "fetch_order", cid, price, audit=audit)
+        if is_error(record):
+            log.warning("reconcile: broker %s failed on %s: %s", broker.name, cid, record["error"])
+            error = f"broker: {record['error']}"
+            results.append(result(success=False, status="error", order=order, error=error))
             continue
         try:
             session.refresh(order, with_for_update=True)

@@ -9,13 +9,25 @@
 2. **prediction**: the market, macro and predictor feeds tick under the cycle's key
    (idempotent), and the cycle's predictions are read back from ``predictions``;
 3. the pool's equity and VIX are read, and the portfolio plugin splits the tradable
-   capital (``max_active_ratio`` x equity) across the assets: each asset's cap.
+   capital (``max_active_ratio`` x equity) across the assets: each asset's cap. It is
+   given each held asset's current weight (its position's value over the tradable
+   capital), so its ``rebalance_threshold`` decides: within it the held positions keep
+   their weights; beyond it every asset gets its target, and a position worth more
+   than its new cap is marked for a rebalance (closed this cycle, its capital freed).
 
 It returns one job per asset. ``Trading.process_asset(job)`` is the pipeline's step for
-one instrument (run by the Celery task ``trading.process_assets``): strategy (prediction
-threshold, fixed-fractional size capped by the asset's cap and by the allocation it
-claims from the book) -> broker (intent written before submit, reconciled by client
-order id). A position's allocation id is remembered; when the position closes, the
+one instrument (run by the Celery task ``trading.process_assets``): strategy (sized
+under the asset's cap and the allocation it claims from the book) -> broker (intent
+written before submit, reconciled by client order id).
+
+The plugins are the pipeline config's (``"strategy": {"name": ...}``, likewise
+``portfolio`` and ``broker``), loaded by name through the registry and configured per
+portfolio and asset from the ``Config`` rows (``plugins.pipeline.slots``). Every call
+into plugin code goes through ``safe_call`` with the AAA plugin's audit hook: an
+exception is an ``audit_log`` row (``plugin.error``) and skips only that instrument (a
+portfolio plugin's: that cycle's allocation, every cap 0); the cycle goes on.
+
+A position's allocation id is remembered; when the position closes, the
 realised profit (net of fees) is published on ``trading_results`` with the close
 order's client id as trade id and the allocation id, so the capital pool applies it
 once, closes the allocation and moves NAV.
@@ -39,12 +51,12 @@ from typing import Any
 import redis
 from sqlalchemy import select
 
+from corec_tasks.plugin_base import AuditHook, is_error, log_audit, plugin_label, safe_call
 from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings
 from corec_tasks.streams.bus import Entry, StreamBus
 from corec_tasks.streams.consumer import ConsumerLoop, Dead, Done, EntryHandler, Verdict
 from corec_tasks.streams.names import CAPITAL_DATA, PREDICTIONS, TRADING_RESULTS
-from plugins.broker.paper import PaperBroker, file_config, redis_store
 from plugins.broker.service import BrokerService
 from plugins.capital_pool.money import CENT
 from plugins.capital_pool.service import CapitalPool
@@ -52,11 +64,11 @@ from plugins.capital_pool.settings import capital_config
 from plugins.feeds.market import history_key
 from plugins.feeds.tasks import Feeds
 from plugins.pipeline.config import TradingConfig, trading_config
-from plugins.portfolio.plugin import AllocatorPortfolio
-from plugins.strategy.plugin import PredictionThresholdStrategy
-from plugins.trading.base import safe_call
+from plugins.pipeline.slots import PluginSlot
+from plugins.trading.base import DbConfigLoader, aaa_audit_hook
 from plugins.trading.db import make_trading_engine, prepare, session_factory
 from plugins.trading.models import Asset, Portfolio, Position, Role, User
+from plugins.trading.registry import default_registry, load_plugin
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +95,8 @@ class Prepared:
     allocation: dict[str, Any]
     predictions: int
     equity: str
+    #: The portfolio plugin's error this cycle (then every cap is 0), or None.
+    portfolio_error: str | None = None
 
 
 class Trading:
@@ -96,31 +110,35 @@ class Trading:
         self.sessions = session_factory(self.engine)
         self.r: redis.Redis = redis_client(settings)
         self.bus = StreamBus(settings, self.r)
-        self.broker = BrokerService(self.sessions, self._exchange())
+        self.registry = default_registry()
+        loader = DbConfigLoader(self.sessions)
+        self.aaa: Any = load_plugin("aaa", "aaa", registry=self.registry, settings=settings,
+                                    sessions=self.sessions)  # fmt: skip
+        #: Where every failed plugin call goes: an ``audit_log`` row, through AAA.
+        self.audit: AuditHook = aaa_audit_hook(self.aaa)
+        name, options = self.config.plugin("broker")
+        broker: Any = load_plugin("broker", name, options, registry=self.registry,
+                                  settings=settings)  # fmt: skip
+        self.broker = BrokerService(self.sessions, broker, audit=self.audit)
         cap = capital_config(settings)
         self.capital = CapitalPool(settings, cap)
-        self.strategy = PredictionThresholdStrategy(
-            self.config.strategy, capital_rules=cap.capital_config, macro_rules=cap.macro_config
-        )
-        self.portfolio_plugin = AllocatorPortfolio({
-            "allocation_method": self.config.allocation_method,
-            "max_allocation_per_asset": float(self.config.max_allocation_per_asset),
-        })  # fmt: skip
+        self.strategies = PluginSlot("strategy", *self.config.plugin("strategy"),
+                                     registry=self.registry, loader=loader, settings=settings)
+        self.portfolios = PluginSlot("portfolio", *self.config.plugin("portfolio"),
+                                     registry=self.registry, loader=loader, settings=settings)
+        # A bad name or option in the pipeline config fails here, at start, not per asset.
+        self.strategies.build()
+        self.portfolios.build()
+        #: A strategy used for every asset instead of the configured one (CeleryPipeline).
+        self.strategy_override: Any = None
         self.max_active_ratio = cap.capital_config.max_active_ratio
         self.allocation_ttl_s = cap.capital_config.allocation_ttl_s
         self.feeds = Feeds(settings)
 
-    def _exchange(self) -> Any:
-        if self.config.broker_adapter == "ccxt":
-            from plugins.broker.ccxt_adapter import CcxtBroker
-
-            return CcxtBroker(self.config.broker)
-        paper = {**file_config().model_dump(), **self.config.broker}
-        return PaperBroker(paper, redis_store(self.settings))
-
     def close(self) -> None:
         self.feeds.close()
         self.capital.close()
+        self.aaa.close()
         self.r.close()
         self.engine.dispose()
 
@@ -144,11 +162,11 @@ class Trading:
                 db.flush()
             portfolio = db.scalar(
                 select(Portfolio).where(
-                    Portfolio.user_id == owner.id, Portfolio.name == self.config.portfolio
+                    Portfolio.user_id == owner.id, Portfolio.name == self.config.portfolio_name
                 )
             )
             if portfolio is None:
-                portfolio = Portfolio(user_id=owner.id, name=self.config.portfolio)
+                portfolio = Portfolio(user_id=owner.id, name=self.config.portfolio_name)
                 db.add(portfolio)
                 db.flush()
             have = {a.symbol: a.id for a in db.scalars(
@@ -178,17 +196,61 @@ class Trading:
         portfolio_id, assets = self.ensure_portfolio()
         tradable = (self.max_active_ratio * equity).quantize(CENT)
         closes = self._closes([s for _, s in assets])
-        caps = self.portfolio_plugin.allocate_capital(
-            {"capital": tradable},
-            [{"id": aid, "returns": _returns(closes.get(sym, []))} for aid, sym in assets],
-        )
-        jobs = [
-            {"portfolio_id": portfolio_id, "asset_id": aid, "symbol": sym, "cycle": cycle,
-             "prediction": predictions.get(sym), "equity": str(equity), "vix": vix,
-             "cap": str(caps.get(str(aid), Decimal(0)))}
-            for aid, sym in assets
-        ]  # fmt: skip
-        return Prepared(cycle, jobs, allocation, len(predictions), str(equity))
+        held = self._held(portfolio_id, {aid: closes.get(sym, []) for aid, sym in assets})
+        caps, error = self._caps(cycle, portfolio_id, tradable, assets, closes, held)
+        jobs = []
+        for aid, sym in assets:
+            cap_ = caps.get(str(aid), Decimal(0))
+            jobs.append({"portfolio_id": portfolio_id, "asset_id": aid, "symbol": sym,
+                         "cycle": cycle, "prediction": predictions.get(sym),
+                         "equity": str(equity), "vix": vix, "cap": str(cap_),
+                         "rebalance": error is None and aid in held and held[aid] > cap_ + CENT})
+        return Prepared(cycle, jobs, allocation, len(predictions), str(equity), error)
+
+    def _held(self, portfolio_id: int, closes: dict[int, list[float]]) -> dict[int, Decimal]:
+        """Each held asset's position value at its latest price."""
+        with self.sessions() as db:
+            rows = db.execute(select(Position.asset_id, Position.quantity).where(
+                Position.portfolio_id == portfolio_id, Position.closed_at.is_(None)))  # fmt: skip
+            held: dict[int, Decimal] = {}
+            for asset_id, quantity in rows:
+                last = closes.get(asset_id)
+                if last:
+                    price = Decimal(repr(last[-1]))
+                    held[asset_id] = held.get(asset_id, Decimal(0)) + quantity * price
+        return held
+
+    def _caps(
+        self,
+        cycle: str,
+        portfolio_id: int,
+        tradable: Decimal,
+        assets: list[tuple[int, str]],
+        closes: dict[str, list[float]],
+        held: dict[int, Decimal],
+    ) -> tuple[dict[str, Decimal], str | None]:
+        """The portfolio plugin's capital per asset id; on its error, none (audited)."""
+        plugin = safe_call(self.portfolios, "get", portfolio_id, None, cycle, audit=self.audit)
+        if is_error(plugin):
+            return {}, str(plugin["error"])
+        rows = [{"id": aid, "returns": _returns(closes.get(sym, [])),
+                 "weight": float(held[aid] / tradable) if aid in held and tradable > 0 else None}
+                for aid, sym in assets]  # fmt: skip
+        caps = safe_call(plugin, "allocate_capital", {"capital": tradable}, rows,
+                         audit=self.audit)  # fmt: skip
+        if is_error(caps):
+            return {}, str(caps["error"])
+        try:
+            return {str(k): Decimal(str(v)) for k, v in dict(caps).items()}, None
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            bad = {"ok": False, "plugin": plugin_label(plugin), "method": "allocate_capital",
+                   "error": f"not capital per asset id: {exc}", "error_type": type(exc).__name__}
+            self._report(bad)
+            return {}, str(bad["error"])
+
+    def _report(self, error: dict[str, Any]) -> None:
+        """Audit a plugin's bad answer (``safe_call`` audits its exceptions)."""
+        safe_call(self.aaa, "audit", None, "plugin.error", error, audit=log_audit)
 
     def _warm_up(self, cycle: str) -> None:
         """Before the first predictions, tick the market until the predictor has history."""
@@ -274,31 +336,9 @@ class Trading:
             alloc = json.loads(pending[b"alloc"]) if pending.get(b"alloc") else None
             before = json.loads(pending[b"position"]) if pending.get(b"position") else None
         else:
-            if job.get("prediction") is None:
-                return {"ok": True, "action": "none", "reason": "no prediction this cycle"}
-            if position is None:
-                alloc = self.claim()
-                budget = min(Decimal(alloc["amount"]), cap) if alloc else Decimal(0)
-            else:
-                budget = cap
-            held = None
-            if position is not None:
-                held = {"side": position["side"], "quantity": Decimal(position["quantity"])}
-            asset: dict[str, Any] = {"equity": Decimal(job["equity"]), "allocation": budget,
-                                     "position": held}  # fmt: skip
-            market = {"price": price, "vix": job.get("vix")}
-            action = safe_call(self.strategy, "process", asset, market,
-                               {"expected_return": job["prediction"]})  # fmt: skip
-            if (
-                action.get("ok") is False
-                or action.get("action") == "none"
-                or (action.get("action") == "open" and alloc is None)
-            ):
-                if alloc:
-                    self.unclaim(alloc)
-                reason = action.get("error") or action.get("reason") or "no allocation free"
-                return {"ok": action.get("ok", True) is not False, "action": "none",
-                        "reason": reason}  # fmt: skip
+            action, alloc, ended = self._decide(job, position, price, cap)
+            if ended is not None:
+                return ended
             before = position
             self.r.hset(pending_key, mapping={
                 "action": json.dumps(action, default=str),
@@ -311,7 +351,7 @@ class Trading:
         out = {"ok": bool(res.get("success")), "action": action["action"],
                "side": action["parameters"]["side"], "status": res.get("status"),
                "filled": str(filled), "price": res.get("average_price"),
-               "error": res.get("error_message")}  # fmt: skip
+               "error": res.get("error_message"), "reason": action.get("reason")}  # fmt: skip
         book = self.key("positions", "allocation")
         if action["action"] == "open":
             if filled > 0 and alloc:
@@ -333,6 +373,54 @@ class Trading:
             out["profit"] = str(profit)
         self.r.delete(pending_key)
         return out
+
+    def _decide(
+        self, job: dict[str, Any], position: dict[str, str] | None, price: Decimal, cap: Decimal
+    ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
+        """The action for one asset and the allocation it claimed, or the result that ends
+        the job (nothing to do, or its strategy failed: audited, this asset skipped)."""
+        if position is not None and job.get("rebalance"):
+            side = "sell" if position["side"] == "long" else "buy"
+            return {"action": "close", "reason": f"rebalance: above its cap {job['cap']}",
+                    "parameters": {"order_type": "market", "side": side, "price": price,
+                                   "quantity": Decimal(position["quantity"]),
+                                   "stop_loss": None, "take_profit": None}}, None, None  # fmt: skip
+        if job.get("prediction") is None:
+            return {}, None, {"ok": True, "action": "none", "reason": "no prediction this cycle"}
+        strategy = self.strategy_override or safe_call(
+            self.strategies, "get", job["portfolio_id"], job["asset_id"], job["cycle"],
+            audit=self.audit)  # fmt: skip
+        if is_error(strategy):
+            return {}, None, _failed(strategy)
+        if position is None:
+            alloc = self.claim()
+            budget = min(Decimal(alloc["amount"]), cap) if alloc else Decimal(0)
+        else:
+            alloc, budget = None, cap
+        held = None
+        if position is not None:
+            held = {"side": position["side"], "quantity": Decimal(position["quantity"])}
+        asset: dict[str, Any] = {"equity": Decimal(job["equity"]), "allocation": budget,
+                                 "position": held}  # fmt: skip
+        market = {"price": price, "vix": job.get("vix"), "symbol": job["symbol"]}
+        action = safe_call(strategy, "process", asset, market,
+                           {"expected_return": job["prediction"]}, audit=self.audit)  # fmt: skip
+        if not is_error(action) and not _is_action(action):
+            action = {"ok": False, "plugin": plugin_label(strategy), "method": "process",
+                      "error": f"not an action: {str(action)[:200]}", "error_type": "TypeError"}
+            self._report(action)
+        if is_error(action):
+            if alloc:
+                self.unclaim(alloc)
+            return {}, None, _failed(action)
+        if action["action"] == "none" or (action["action"] == "open" and alloc is None):
+            if alloc:
+                self.unclaim(alloc)
+            reason = action.get("reason") or "no allocation free"
+            if action["action"] == "open":
+                reason = "no allocation free"
+            return {}, None, {"ok": True, "action": "none", "reason": reason}
+        return action, alloc, None
 
     def _position(self, portfolio_id: int, asset_id: int) -> dict[str, str] | None:
         with self.sessions() as db:
@@ -369,6 +457,20 @@ class AllocationBook(EntryHandler):
         added = t.r.eval(_BOOK_ADD, 2, t.key("allocations", "seen"), t.key("allocations", "book"),
                          allocation_id, json.dumps(msg))  # fmt: skip
         return Done("added" if added else "duplicates")
+
+
+def _is_action(action: Any) -> bool:
+    return (
+        isinstance(action, dict)
+        and action.get("action") in ("open", "close", "none")
+        and (action["action"] == "none" or isinstance(action.get("parameters"), dict))
+    )
+
+
+def _failed(error: dict[str, Any]) -> dict[str, Any]:
+    """The result of an asset whose plugin failed (already audited)."""
+    return {"ok": False, "action": "none",
+            "error": f"{error['plugin']}.{error['method']}: {error['error']}"}  # fmt: skip
 
 
 def _returns(closes: list[float]) -> list[float]:

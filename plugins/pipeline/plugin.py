@@ -1,17 +1,17 @@
-"""The pipeline, broker and core plugins on their seed 003 contracts, over the trading
-layer (``plugins.pipeline.cycle.Trading``) of this process."""
+"""The pipeline and core plugins on their seed 003 contracts, over the trading layer
+(``plugins.pipeline.cycle.Trading``) of this process. The broker plugins are the
+exchanges themselves (``plugins.broker.paper.PaperBroker``, ``...ccxt_adapter``)."""
 
 from __future__ import annotations
 
 import threading
 import uuid
 from collections.abc import Mapping
-from decimal import Decimal
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from plugins.trading.contracts import BrokerContract, CoreContract, PipelineContract
+from corec_tasks.contracts import CoreContract, PipelineContract
 
 
 def _trading() -> Any:
@@ -45,38 +45,20 @@ class CeleryPipeline(PipelineContract):
             dispatch(jobs[0]["cycle"], jobs, p.max_parallel_assets)
 
     def process_asset(self, asset: Any, strategy_plugin: Any, broker_plugin: Any) -> dict[str, Any]:
-        """One asset job through ``strategy_plugin`` and ``broker_plugin`` (None: the
-        configured ones)."""
+        """One asset job through ``strategy_plugin`` (a strategy instance) and
+        ``broker_plugin`` (a broker plugin instance); None: the configured ones."""
+        from plugins.broker.service import BrokerService
+
         t = _trading()
-        saved = t.strategy, t.broker
+        saved = t.strategy_override, t.broker
         try:
-            t.strategy = strategy_plugin or t.strategy
-            t.broker = getattr(broker_plugin, "service", None) or broker_plugin or t.broker
+            t.strategy_override = strategy_plugin
+            if broker_plugin is not None:
+                t.broker = BrokerService(t.sessions, broker_plugin, audit=t.audit)
             result: dict[str, Any] = t.process_asset(asset)
             return result
         finally:
-            t.strategy, t.broker = saved
-
-
-class PaperBrokerPlugin(BrokerContract):
-    """The seed's ``execute(action, parameters)`` on the crash-safe broker service:
-    ``parameters`` carries the order fields and ``portfolio_id``, ``asset_id``,
-    ``price`` (market) and ``cycle`` (the intent's key)."""
-
-    plugin_name = "paper"
-
-    @property
-    def service(self) -> Any:
-        return _trading().broker
-
-    def execute(self, action: str, parameters: dict[str, Any]) -> dict[str, Any]:
-        p = dict(parameters)
-        where = {k: p.pop(k) for k in ("portfolio_id", "asset_id", "price", "cycle")}
-        result: dict[str, Any] = self.service.execute(
-            {"action": action, "parameters": p}, where["portfolio_id"], where["asset_id"],
-            Decimal(str(where["price"])), cycle=where["cycle"],
-        )  # fmt: skip
-        return result
+            t.strategy_override, t.broker = saved
 
 
 class CoreParams(BaseModel):

@@ -9,6 +9,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from corec_tasks.contracts import PortfolioContract
 from plugins.portfolio.allocation import (
     allocate_capital,
     cap_weights,
@@ -16,7 +17,6 @@ from plugins.portfolio.allocation import (
     needs_rebalance,
     risk_parity,
 )
-from plugins.trading.contracts import PortfolioContract
 
 
 class PortfolioParams(BaseModel):
@@ -56,17 +56,30 @@ class AllocatorPortfolio(PortfolioContract):
 
     def allocate_capital(self, portfolio: Any, assets: Any) -> dict[str, Any]:
         """``{asset_id: Decimal}`` for ``portfolio = {"capital": Decimal}`` and assets
-        ``[{"id", "returns"?, "weight"?}]`` (``weight``: the current one, for rebalancing)."""
+        ``[{"id", "returns"?, "weight"?}]``, ``weight`` being a held asset's current one
+        (absent or None: not held).
+
+        Rebalancing: while no held asset drifts from its target by more than
+        ``rebalance_threshold``, held assets keep their current weights (no rebalance)
+        and the others share what is left, at most their targets; beyond it, every
+        asset gets its target."""
         if not assets:
             return {}
         capital = portfolio["capital"] if isinstance(portfolio, Mapping) else portfolio.capital
         target = self.weights(assets)
-        current = [a.get("weight") for a in assets]
         p = self.params
         assert isinstance(p, PortfolioParams)
-        if all(c is not None for c in current) and not needs_rebalance(
-            np.array(current, dtype=float), target, p.rebalance_threshold
-        ):
-            target = np.array(current, dtype=float)
-        amounts = allocate_capital(Decimal(capital), target)
+        held = np.array([a.get("weight") is not None for a in assets])
+        weights = target
+        if held.any():
+            current = np.array([float(a.get("weight") or 0) for a in assets])
+            if current[held].sum() <= 1 + 1e-9 and not needs_rebalance(
+                current[held], target[held], p.rebalance_threshold
+            ):
+                weights = np.where(held, current, target)
+                room = max(0.0, 1.0 - float(current[held].sum()))
+                others = float(weights[~held].sum())
+                if others > room:
+                    weights = np.where(held, weights, weights * (room / others))
+        amounts = allocate_capital(Decimal(capital), weights)
         return {str(a["id"]): amount for a, amount in zip(assets, amounts, strict=True)}

@@ -23,10 +23,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from decimal import Decimal
+from functools import lru_cache
+from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from corec_tasks.contracts import StrategyContract
+from corec_tasks.plugin_base import ConfigLoader
 from plugins.capital_pool.accounting import risk_per_trade
 from plugins.capital_pool.config import CapitalRules, MacroRules
 from plugins.strategy.rules import (
@@ -40,8 +44,6 @@ from plugins.strategy.rules import (
     take_profit,
     to_decimal,
 )
-from plugins.trading.base import ConfigLoader
-from plugins.trading.contracts import StrategyContract
 
 Positive = Annotated[Decimal, Field(gt=0, allow_inf_nan=False)]
 Ratio = Annotated[Decimal, Field(gt=0, lt=1, allow_inf_nan=False)]
@@ -104,13 +106,21 @@ class PredictionThresholdStrategy(StrategyContract):
         loader: ConfigLoader | None = None,
         portfolio_id: int | None = None,
         asset_id: int | None = None,
+        settings: Any = None,
         capital_rules: CapitalRules | None = None,
         macro_rules: MacroRules | None = None,
     ) -> None:
-        super().__init__(config, loader=loader, portfolio_id=portfolio_id, asset_id=asset_id)
+        super().__init__(
+            config, loader=loader, portfolio_id=portfolio_id, asset_id=asset_id, settings=settings
+        )
         if not isinstance(self.params, ThresholdParams):  # a subclass swapped Params
             raise TypeError(f"{type(self).__name__}.Params must be ThresholdParams")
         self.p: ThresholdParams = self.params
+        if settings is not None and (capital_rules is None or macro_rules is None):
+            # In a deployment, the pool's own phase and VIX rules size the trades.
+            pool_capital, pool_macro = _pool_rules(settings)
+            capital_rules = capital_rules or pool_capital
+            macro_rules = macro_rules or pool_macro
         self.capital_rules = capital_rules or CapitalRules()
         self.macro_rules = macro_rules or MacroRules()
 
@@ -198,6 +208,23 @@ class PredictionThresholdStrategy(StrategyContract):
             },
             "reason": f"{reason}; risk {risk} of equity {equity}",
         }
+
+
+def _pool_rules(settings: Any) -> tuple[CapitalRules, MacroRules]:
+    """The capital pool's rules of this deployment (its config file, parsed once per
+    version of the file: the cycle builds a strategy per asset)."""
+    from plugins.capital_pool.config import DEFAULT_PATH
+
+    path = Path(settings.plugin_config_file("capital_pool") or DEFAULT_PATH)
+    return _rules_of(str(path), path.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=16)
+def _rules_of(path: str, _mtime_ns: int) -> tuple[CapitalRules, MacroRules]:
+    from plugins.capital_pool.config import load_config
+
+    cap = load_config(Path(path))
+    return cap.capital_config, cap.macro_config
 
 
 def _position(raw: Any) -> Position | None:

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal
 from typing import Any, Literal
 
+from corec_tasks.errors import CorecError
+
 ZERO = Decimal(0)
 #: Intermediate arithmetic: 40 significant digits, so no rounding before the final one.
 CTX = Context(prec=40)
@@ -27,7 +29,7 @@ CTX = Context(prec=40)
 Side = Literal["long", "short"]
 
 
-class StrategyInputError(ValueError):
+class StrategyInputError(CorecError, ValueError):
     """An input to the strategy is missing or not acceptable; the message names it."""
 
 

@@ -1,45 +1,29 @@
-"""``BasePlugin`` (seed 003): declared defaults, merged and validated configuration, and
-``safe_call``, which turns any exception raised by plugin code into a structured error.
-
-Configuration precedence, lowest first (seed 003 §8):
-
-1. ``plugin_params``, the plugin's declared defaults;
-2. the ``config`` dict given to ``__init__`` (the global configuration of this plugin);
-3. JSON stored in the database for the portfolio, then for the asset, read by a
-   ``ConfigLoader`` (``DbConfigLoader`` reads the ``Config`` model).
-
-The merged dict is validated by the plugin's pydantic ``Params`` model; a bad value or
-an unknown key raises ``ConfigurationError`` naming the plugin, the key and where the
-value came from.
+"""The trading plugins' side of ``BasePlugin`` (which lives in the framework,
+``corec_tasks.plugin_base``, with ``safe_call``): ``DbConfigLoader``, the stored
+configuration per portfolio and asset (seed 003 §8), and the audit hook writing plugin
+failures to the ``audit_log`` through the AAA plugin.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any, ClassVar, Protocol
+from typing import Any
 
-from pydantic import BaseModel, ValidationError
-from pydantic_core import PydanticUndefined
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from corec_tasks.errors import ConfigurationError, PluginError
+from corec_tasks.plugin_base import (
+    AuditHook,
+    BasePlugin,
+    ConfigLayer,
+    ConfigLoader,
+    is_error,
+    log_audit,
+    plugin_label,
+    safe_call,
+)
 from plugins.trading.models import Config
-
-log = logging.getLogger(__name__)
-
-#: One layer of configuration: where it came from (shown in errors) and its options.
-ConfigLayer = tuple[str, Mapping[str, Any]]
-
-
-class ConfigLoader(Protocol):
-    """Reads the stored configuration layers of one plugin, lowest precedence first."""
-
-    def __call__(
-        self, plugin: str, portfolio_id: int | None, asset_id: int | None
-    ) -> Sequence[ConfigLayer]: ...
 
 
 def config_key(plugin: str, portfolio_id: int | None = None, asset_id: int | None = None) -> str:
@@ -87,99 +71,6 @@ class DbConfigLoader:
         return layers
 
 
-class BasePlugin:
-    """Root of every trading plugin (seed 003): ``plugin_params``, ``plugin_debug_vars``,
-    a validated ``params`` model and the merged ``config`` dict."""
-
-    #: The plugin's name in config and errors; defaults to the class name.
-    plugin_name: ClassVar[str] = ""
-    #: Defaults; when omitted they are taken from ``Params``' field defaults.
-    plugin_params: ClassVar[dict[str, Any]] = {}
-    #: Options shown by ``debug_info``.
-    plugin_debug_vars: ClassVar[list[str]] = []
-    #: The pydantic model validating the merged options (``extra="forbid"`` recommended).
-    Params: ClassVar[type[BaseModel] | None] = None
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        if not cls.__dict__.get("plugin_name"):
-            cls.plugin_name = cls.__name__
-        if "plugin_params" not in cls.__dict__ and cls.Params is not None:
-            cls.plugin_params = {
-                name: field.default
-                for name, field in cls.Params.model_fields.items()
-                if field.default is not PydanticUndefined
-            }
-
-    def __init__(
-        self,
-        config: Mapping[str, Any] | None = None,
-        *,
-        loader: ConfigLoader | None = None,
-        portfolio_id: int | None = None,
-        asset_id: int | None = None,
-    ) -> None:
-        layers: list[ConfigLayer] = [
-            ("plugin_params", self.plugin_params),
-            ("config", config or {}),
-        ]
-        if loader is not None:
-            layers.extend(loader(self.plugin_name, portfolio_id, asset_id))
-        merged: dict[str, Any] = {}
-        origin: dict[str, str] = {}
-        for source, values in layers:
-            if not isinstance(values, Mapping):
-                raise ConfigurationError(
-                    [(f"plugins.{self.plugin_name}", f"{source} must be a mapping")],
-                    f"{self.plugin_name} plugin config",
-                )
-            for key, value in values.items():
-                merged[str(key)] = value
-                origin[str(key)] = source
-        self.config: dict[str, Any] = merged
-        self.params: BaseModel | None = self._validate(merged, origin)
-
-    def _validate(self, merged: dict[str, Any], origin: dict[str, str]) -> BaseModel | None:
-        name = self.plugin_name
-        if self.Params is None:
-            unknown = sorted(set(merged) - set(self.plugin_params))
-            if unknown:
-                problems = [
-                    (f"plugins.{name}.{k}", f"unknown option (from {origin[k]})") for k in unknown
-                ]
-                raise ConfigurationError(problems, f"{name} plugin config")
-            return None
-        try:
-            return self.Params.model_validate(merged)
-        except ValidationError as exc:
-            problems = []
-            for err in exc.errors():
-                loc = [str(p) for p in err["loc"]]
-                where = f" (from {origin[loc[0]]})" if loc and loc[0] in origin else ""
-                problems.append((".".join(["plugins", name, *loc]), err["msg"] + where))
-            raise ConfigurationError(problems, f"{name} plugin config") from None
-
-    def debug_info(self) -> dict[str, Any]:
-        """The seed's debug view: the current values of ``plugin_debug_vars``."""
-        source: Any = self.params if self.params is not None else self.config
-        if isinstance(source, BaseModel):
-            return {k: getattr(source, k, None) for k in self.plugin_debug_vars}
-        return {k: source.get(k) for k in self.plugin_debug_vars}
-
-
-#: Receives every failed plugin call: the structured error dict and the PluginError.
-AuditHook = Callable[[dict[str, Any], PluginError], None]
-
-
-def log_audit(error: dict[str, Any], exc: PluginError) -> None:
-    """The default audit hook: one ERROR log line (with the traceback)."""
-    log.error(
-        "plugin call failed: %s",
-        json.dumps(error, sort_keys=True, default=str),
-        exc_info=exc.__cause__,
-    )
-
-
 def aaa_audit_hook(aaa: Any, user_id: int | None = None) -> AuditHook:
     """A hook writing each failure to the AuditLog through the AAA plugin's ``audit``."""
 
@@ -187,42 +78,6 @@ def aaa_audit_hook(aaa: Any, user_id: int | None = None) -> AuditHook:
         aaa.audit(user_id, "plugin.error", error)
 
     return hook
-
-
-def plugin_label(plugin: Any) -> str:
-    """A plugin's name for errors: ``plugin_name``, else its class name."""
-    return str(getattr(plugin, "plugin_name", "") or type(plugin).__name__)
-
-
-def is_error(result: Any) -> bool:
-    """True if ``result`` is the error dict of a failed ``safe_call``."""
-    return isinstance(result, dict) and result.get("ok") is False and "error" in result
-
-
-def safe_call(
-    plugin: Any, method: str, *args: Any, audit: AuditHook | None = None, **kwargs: Any
-) -> Any:
-    """``plugin.method(*args, **kwargs)``, never raising: its result, or on any exception
-    ``{"ok": False, "plugin", "method", "error", "error_type"}``, sent to ``audit``
-    (default: ``log_audit``). A failing audit hook is logged and swallowed too."""
-    name = plugin_label(plugin)
-    try:
-        return getattr(plugin, method)(*args, **kwargs)
-    except Exception as exc:
-        error: dict[str, Any] = {
-            "ok": False,
-            "plugin": name,
-            "method": method,
-            "error": str(exc) or type(exc).__name__,
-            "error_type": type(exc).__name__,
-        }
-        wrapped = PluginError(name, f"{method} failed: {error['error']}")
-        wrapped.__cause__ = exc
-        try:
-            (audit or log_audit)(error, wrapped)
-        except Exception:
-            log.exception("audit hook failed for %s.%s", name, method)
-        return error
 
 
 __all__ = [

@@ -4,6 +4,10 @@ type's contract when registered.
 Built-in plugins are registered as ``"module:Class"`` strings and imported on first
 use, so importing the registry imports no plugin. There is no global registry:
 ``default_registry()`` builds a fresh one.
+
+A plugin that is not built in is named in config by its dotted path, ``"module:Class"``
+(``"strategy": {"name": "my_pkg.strategies:Momentum"}``): the registry imports it,
+checks it against its type's contract (version included) and keeps it under that name.
 """
 
 from __future__ import annotations
@@ -12,17 +16,21 @@ import importlib
 from collections.abc import Mapping
 from typing import Any
 
+from corec_tasks.contracts import CONTRACTS, check_contract, contract_for
 from corec_tasks.errors import ConfigurationError, PluginError
-from plugins.trading.base import BasePlugin, ConfigLoader
-from plugins.trading.contracts import CONTRACTS, check_contract, contract_for
+from corec_tasks.plugin_base import BasePlugin, ConfigLoader
 
 #: Plugins shipped with CoreC: type -> name -> "module:Class".
 BUILTIN: dict[str, dict[str, str]] = {
     "strategy": {"prediction_threshold": "plugins.strategy.plugin:PredictionThresholdStrategy"},
     "portfolio": {"allocator": "plugins.portfolio.plugin:AllocatorPortfolio"},
     "pipeline": {"celery": "plugins.pipeline.plugin:CeleryPipeline"},
-    "broker": {"paper": "plugins.pipeline.plugin:PaperBrokerPlugin"},
+    "broker": {
+        "paper": "plugins.broker.paper:PaperBroker",
+        "ccxt": "plugins.broker.ccxt_adapter:CcxtBroker",
+    },
     "core": {"core": "plugins.pipeline.plugin:CorePlugin"},
+    "aaa": {"aaa": "plugins.aaa.service:AAAPlugin"},
 }
 
 
@@ -45,16 +53,20 @@ class PluginRegistry:
         return sorted(self._entries[plugin_type])
 
     def get(self, plugin_type: str, name: str) -> type[BasePlugin]:
-        """The class registered as ``name``; ConfigurationError naming the known ones."""
+        """The class registered as ``name`` (or at the dotted path ``name``, ``"module:Class"``);
+        ConfigurationError naming the known ones."""
         contract_for(plugin_type)
         entry = self._entries[plugin_type].get(name)
+        if entry is None and ":" in name:
+            entry = name
         if entry is None:
             known = ", ".join(self.names(plugin_type)) or "none"
             raise ConfigurationError(
                 [
                     (
                         f"plugins.{plugin_type}",
-                        f"unknown {plugin_type} plugin {name!r}; known: {known}",
+                        f"unknown {plugin_type} plugin {name!r}; known: {known} "
+                        "(or a dotted path, module:Class)",
                     )
                 ]
             )

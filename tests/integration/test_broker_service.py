@@ -238,3 +238,15 @@ def test_redis_store_keeps_orders_under_the_deployment_prefix(settings: Settings
         client.delete(key)
     finally:
         client.close()
+
+
+def test_a_broker_exception_goes_to_the_audit_hook(
+    sessions: sessionmaker[Session], ids: tuple[int, int]
+) -> None:
+    seen: list[dict[str, Any]] = []
+    svc = BrokerService(sessions, _Exploding(), audit=lambda error, exc: seen.append(error))
+    res = svc.execute(_open(), ids[0], ids[1], D(100), cycle=7)
+    assert res["success"] is False
+    assert "ConnectionError: exchange unreachable" in res["error_message"]
+    [error] = seen
+    assert error["method"] == "submit_order" and error["error_type"] == "ConnectionError"

@@ -51,10 +51,28 @@ class EchoBroker(BrokerContract):
     Params: ClassVar[type[BaseModel] | None] = EchoParams
     plugin_debug_vars: ClassVar[list[str]] = ["timeout"]
 
-    def execute(self, action: str, parameters: dict[str, Any]) -> dict[str, Any]:
-        if action == "boom":
+    def submit_order(
+        self,
+        client_order_id: str,
+        symbol: str,
+        side: str,
+        order_type: str,
+        quantity: Decimal,
+        market_price: Decimal,
+        limit_price: Decimal | None = None,
+    ) -> dict[str, Any]:
+        if symbol == "boom":
             raise RuntimeError("exchange down")
-        return {"success": True, "broker_order_id": "1", "broker_response": {}, "error_message": ""}
+        return {"client_order_id": client_order_id, "status": "filled", "success": True}
+
+    def fetch_order(
+        self, client_order_id: str, market_price: Decimal | None = None
+    ) -> dict[str, Any] | None:
+        return None
+
+
+ORDER = ("c1", "BTC-USD", "buy", "market", Decimal(1), Decimal(100))
+BOOM = ("c2", "boom", "buy", "market", Decimal(1), Decimal(100))
 
 
 def layers(*items: ConfigLayer) -> Any:
@@ -193,19 +211,19 @@ def test_unknown_name_and_broken_class_fail_clearly() -> None:
 
 def test_safe_call_returns_the_result_when_all_is_well() -> None:
     calls: list[Any] = []
-    result = safe_call(EchoBroker(), "execute", "open", {}, audit=lambda e, x: calls.append(e))
+    result = safe_call(EchoBroker(), "submit_order", *ORDER, audit=lambda e, x: calls.append(e))
     assert result["success"] is True and not is_error(result) and calls == []
 
 
 def test_safe_call_turns_an_exception_into_a_structured_error_and_audits_it() -> None:
     recorded: list[tuple[dict[str, Any], PluginError]] = []
     result = safe_call(
-        EchoBroker(), "execute", "boom", {}, audit=lambda e, x: recorded.append((e, x))
+        EchoBroker(), "submit_order", *BOOM, audit=lambda e, x: recorded.append((e, x))
     )
     assert result == {
         "ok": False,
         "plugin": "echo",
-        "method": "execute",
+        "method": "submit_order",
         "error": "exchange down",
         "error_type": "RuntimeError",
     }
@@ -227,15 +245,15 @@ def test_safe_call_missing_method_and_failing_hook_never_raise(
 
 
 def test_safe_call_default_hook_logs(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.ERROR, logger="plugins.trading.base"):
-        safe_call(EchoBroker(), "execute", "boom", {})
+    with caplog.at_level(logging.ERROR, logger="corec_tasks.plugin_base"):
+        safe_call(EchoBroker(), "submit_order", *BOOM)
     assert '"plugin": "echo"' in caplog.text and "exchange down" in caplog.text
 
 
 def test_aaa_hook_writes_an_audit_log_row(tmp_path: Path) -> None:
     aaa = AAAPlugin.from_url(f"sqlite:///{tmp_path / 'aaa.db'}")
     try:
-        safe_call(EchoBroker(), "execute", "boom", {}, audit=aaa_audit_hook(aaa))
+        safe_call(EchoBroker(), "submit_order", *BOOM, audit=aaa_audit_hook(aaa))
         with aaa._sessions() as db:
             [row] = db.scalars(select(AuditLog)).all()
         assert row.action == "plugin.error" and row.user_id is None

@@ -49,8 +49,9 @@ class ClusterMetrics:
 
     def collect(self) -> Iterator[Metric]:
         """Every framework family, one Redis pass per part."""
-        yield from self._blocks()
-        yield from self._totals()
+        groups: list[str] = []
+        yield from self._blocks(groups)
+        yield from self._totals(groups)
         yield from self._cycles()
         yield from self._unacked()
         yield from self._streams()
@@ -59,7 +60,7 @@ class ClusterMetrics:
 
     # -- blocks --------------------------------------------------------------------
 
-    def _blocks(self) -> Iterator[Metric]:
+    def _blocks(self, seen: list[str]) -> Iterator[Metric]:
         groups: dict[str, dict[str, float]] = {}
         for meta in self.store.metas():
             spec = meta.get("spec") or {}
@@ -100,6 +101,7 @@ class ClusterMetrics:
                                "Entities self-repaired in each block's last run, per group.",
                                ["group"]),
         }  # fmt: skip
+        seen += sorted(groups)
         for name, g in sorted(groups.items()):
             n = g["blocks"] or 1
             values = {"blocks": g["blocks"], "entities": g["entities"], "fit": g["fit_sum"] / n,
@@ -110,8 +112,10 @@ class ClusterMetrics:
                 fam.add_metric([name], float(values[key]))
         yield from fams.values()
 
-    def _totals(self) -> Iterator[Metric]:
+    def _totals(self, groups: list[str]) -> Iterator[Metric]:
         totals = counters.read(self.r, self.settings.key(counters.TOTALS))
+        for group in groups:  # a group with no repair yet shows 0, not nothing
+            totals.setdefault(counters.REPAIRS + group, 0)
         repairs = CounterMetricFamily("corec_block_self_repairs",
                                       "Entities replaced by self-repair, per group.",
                                       labels=["group"])  # fmt: skip

@@ -105,5 +105,5 @@ class CorecCollector:
 def build_registry(settings: Settings, **kwargs: Any) -> CollectorRegistry:
     """A registry holding only CoreC's collector (no process or platform metrics)."""
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(CorecCollector(settings, **kwargs))  # type: ignore[arg-type]
+    registry.register(CorecCollector(settings, **kwargs))
     return registry

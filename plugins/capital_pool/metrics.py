@@ -41,7 +41,7 @@ STATES = ("open", "half-open")
 MIN_TTL_S = 300
 
 
-class RedisBreakerListener(pybreaker.CircuitBreakerListener):  # type: ignore[misc]
+class RedisBreakerListener(pybreaker.CircuitBreakerListener):
     """Writes this process's breaker state to Redis on every change (never raises)."""
 
     def __init__(self, settings: Settings, ttl_s: int) -> None:
@@ -85,7 +85,8 @@ class BreakerMetrics:
 
     def collect(self) -> Iterator[Metric]:
         index = self.settings.key(BREAKERS)
-        members = sorted(m.decode() for m in self.r.smembers(index))  # type: ignore[union-attr]
+        raw: Any = self.r.smembers(index)
+        members = sorted(m.decode() for m in raw)
         states = self.r.mget([self.settings.key(f"corec:breaker:{m}") for m in members]) \
             if members else []  # fmt: skip
         counts: dict[tuple[str, str], int] = {}
@@ -94,7 +95,7 @@ class BreakerMetrics:
             if state is None:
                 gone.append(member)
                 continue
-            key = (member.split("|", 1)[0], state.decode())
+            key = (member.split("|", 1)[0], state.decode() if isinstance(state, bytes) else str(state))
             counts[key] = counts.get(key, 0) + 1
         if gone:
             self.r.srem(index, *gone)

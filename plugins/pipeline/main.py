@@ -2,7 +2,6 @@
 
 from typing import Any
 
-
 PLUGIN_NAME = "pipeline"
 
 

@@ -95,7 +95,8 @@ class BreakerMetrics:
             if state is None:
                 gone.append(member)
                 continue
-            key = (member.split("|", 1)[0], state.decode() if isinstance(state, bytes) else str(state))
+            state_name = state.decode() if isinstance(state, bytes) else str(state)
+            key = (member.split("|", 1)[0], state_name)
             counts[key] = counts.get(key, 0) + 1
         if gone:
             self.r.srem(index, *gone)

@@ -20,12 +20,11 @@ import socket
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 import pybreaker
 import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 
-from corec_tasks.db import libpq_url
+from corec_tasks.metrics.pg import ScrapeConnection
 from corec_tasks.settings import Settings
 from plugins.capital_pool import accounting as acc
 from plugins.capital_pool.config import CapitalConfig
@@ -119,19 +118,19 @@ class PoolMetrics:
     """The pool's balances and phase, from ``pool_state`` (one query per scrape)."""
 
     def __init__(self, settings: Settings, config: CapitalConfig) -> None:
-        self.url = libpq_url(settings.database_url)
+        self.db = ScrapeConnection(settings.database_url)
         self.rules = config.capital_config
 
     def collect(self) -> Iterator[Metric]:
-        with psycopg.connect(self.url, connect_timeout=5) as conn:
-            row = conn.execute(
-                "SELECT equity, cash, active, units, "
-                "(SELECT count(*) FROM capital_members WHERE units > 0), "
-                "(SELECT count(*) FROM capital_allocations WHERE status = 'open') "
-                "FROM pool_state"
-            ).fetchone()
-        if row is None:
+        rows = self.db.rows(
+            "SELECT equity, cash, active, units, "
+            "(SELECT count(*) FROM capital_members WHERE units > 0), "
+            "(SELECT count(*) FROM capital_allocations WHERE status = 'open') "
+            "FROM pool_state"
+        )
+        if not rows:
             return
+        row = rows[0]
         pool = acc.Pool(*row[:4])
         for name, doc, value in (
             ("corec_capital_nav_per_unit_usd", "NAV per unit of the pool.", pool.nav),

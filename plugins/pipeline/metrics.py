@@ -10,10 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-import psycopg
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from corec_tasks.db import libpq_url
+from corec_tasks.metrics.pg import ScrapeConnection
 from corec_tasks.settings import Settings
 from plugins.trading.models import OrderStatus
 
@@ -22,14 +21,13 @@ class OrderMetrics:
     """``corec_orders{status}``, ``corec_orders_created_total``, ``corec_order_fills_total``."""
 
     def __init__(self, settings: Settings) -> None:
-        self.url = libpq_url(settings.database_url)
+        self.db = ScrapeConnection(settings.database_url)
 
     def collect(self) -> Iterator[Metric]:
-        with psycopg.connect(self.url, connect_timeout=5) as conn:
-            rows = conn.execute(
-                "SELECT status::text, count(*), count(*) FILTER (WHERE filled_quantity > 0) "
-                "FROM orders GROUP BY status"
-            ).fetchall()
+        rows = self.db.rows(
+            "SELECT status::text, count(*), count(*) FILTER (WHERE filled_quantity > 0) "
+            "FROM orders GROUP BY status"
+        )
         by_status = {str(r[0]).lower(): int(r[1]) for r in rows}
         orders = GaugeMetricFamily("corec_orders", "Orders by state.", labels=["status"])
         for status in OrderStatus:

@@ -243,3 +243,33 @@ def test_scrapes_within_the_interval_share_one_collection(
     redis_client.set(settings.key("corec:beat:leader"), "t", px=15000)
     assert {f.name: f.samples for f in collector.collect()} == first
     assert os.environ["COREC_REDIS_PREFIX"] == settings.redis_prefix
+
+
+def test_self_repairs_are_counted_once_per_block_and_cycle(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    import numpy as np
+
+    from corec_tasks.blocks import specs_from_config
+    from corec_tasks.engine import Engine
+    from corec_tasks.metrics import counters
+    from corec_tasks.processors import default_registry
+
+    registry = default_registry()
+
+    def broken(ctx: Any) -> Any:  # every reading faults: the block self-repairs
+        return np.zeros(len(ctx), np.float32), np.ones(len(ctx), np.bool_)
+
+    registry.register("sensor_swarm", broken, replace=True)
+    store = BlockStore(settings, redis_client)
+    store.create(specs_from_config(settings.config.all_blocks()))
+    engine = Engine(settings, store, registry)
+    ids, ts, expected = store.ids(), time.time(), 0
+    for cycle in (1, 2):
+        engine.run_blocks(ids, cycle, ts)
+        expected += sum(int(m["last_result"]["repaired"]) for m in store.metas()
+                        if m["spec"]["group"] == "sensor")  # fmt: skip
+    engine.run_blocks(ids, 2, ts)  # a redelivery republishes: nothing counted again
+    totals = counters.read(redis_client, settings.key(counters.TOTALS))
+    assert expected > 0 and totals[counters.REPAIRS + "sensor"] == expected
+    assert counters.REPAIRS + "seguridad" not in totals  # it did not repair anything

@@ -88,13 +88,16 @@ class CorecCollector:
         up = GaugeMetricFamily("corec_metrics_source_up",
                                "1 if the source answered this scrape.", labels=["source"])
         out: list[Metric] = []
+        ok: dict[str, int] = {}  # one sample per source, however many collectors it has
         for name, source in self.sources:
             try:
                 out += list(source.collect())
-                up.add_metric([name], 1)
+                ok.setdefault(name, 1)
             except Exception as exc:
                 log.warning("metrics: source %s failed: %r", name, exc)
-                up.add_metric([name], 0)
+                ok[name] = 0
+        for name, value in ok.items():
+            up.add_metric([name], value)
         out.append(up)
         out.append(GaugeMetricFamily("corec_metrics_collect_duration_seconds",
                                      "How long collecting this scrape took.",

@@ -175,6 +175,10 @@ def test_one_scrape_after_a_cycle_shows_every_family(
     assert _one(s, "corec_breaker_open", breaker="capital_pool.macro") == 0
     assert {lab["source"]: v for lab, v in s["corec_metrics_source_up"]} == {
         "corec": 1, "capital_pool": 1, "pipeline": 1}
+    series = [(n, tuple(sorted(lab.items()))) for n, xs in s.items() for lab, _ in xs]
+    assert len(series) == len(set(series))  # Prometheus rejects a duplicate series
+    type_lines = [ln for ln in text.splitlines() if ln.startswith("# TYPE ")]
+    assert len(type_lines) == len(set(type_lines))
     _check_names(types)
     _check_rules(set(s))
 

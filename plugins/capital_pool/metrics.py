@@ -68,9 +68,17 @@ class RedisBreakerListener(pybreaker.CircuitBreakerListener):
 
 
 def watch_breakers(settings: Settings, *breakers: pybreaker.CircuitBreaker) -> None:
-    """Have ``breakers`` report their state to Redis (once per breaker and process)."""
+    """Have ``breakers`` report their state to Redis: one listener per breaker and
+    process, moved to ``settings`` if an earlier pool in this process had others (the
+    breakers are per process, a pool per settings)."""
     for cb in breakers:
-        if not any(isinstance(x, RedisBreakerListener) for x in cb.listeners):
+        for old in [x for x in cb.listeners if isinstance(x, RedisBreakerListener)]:
+            if (old.settings.redis_url, old.settings.redis_prefix) == (
+                    settings.redis_url, settings.redis_prefix):  # fmt: skip
+                break
+            cb.remove_listener(old)
+            old.r.close()
+        else:
             cb.add_listener(RedisBreakerListener(settings, max(MIN_TTL_S,
                                                                4 * int(cb.reset_timeout))))
 

@@ -181,6 +181,7 @@ def test_one_scrape_after_a_cycle_shows_every_family(
     assert len(type_lines) == len(set(type_lines))
     _check_names(types)
     _check_rules(set(s))
+    _check_dashboard(set(s))
 
 
 def _check_names(types: dict[str, str]) -> None:
@@ -211,6 +212,22 @@ def _check_rules(exported: set[str]) -> None:
         expr = re.sub(r'"[^"]*"', '""', rule["expr"])  # label values are not names
         names = set(re.findall(r"\bcorec_[a-z0-9_]+", expr))
         assert names and names <= exported, (rule["alert"], names - exported)
+
+
+def _check_dashboard(exported: set[str]) -> None:
+    """Every dashboard panel queries exported metrics; every family has a panel."""
+    import json
+
+    dash = json.loads((ROOT / "deploy" / "grafana" / "dashboards" / "corec.json").read_text())
+    used: set[str] = set()
+    for panel in dash["panels"]:
+        for target in panel.get("targets", []):
+            expr = re.sub(r'"[^"]*"', '""', target["expr"])
+            names = set(re.findall(r"\bcorec_[a-z0-9_]+", expr))
+            assert names and names <= exported, (panel["title"], names - exported)
+            used |= names
+    unused = exported - used - {"corec_metrics_collect_duration_seconds"}
+    assert not unused, unused
 
 
 def test_promtool_accepts_the_rules_and_the_config() -> None:
@@ -246,6 +263,13 @@ def test_scrapes_within_the_interval_share_one_collection(
     first = {f.name: f.samples for f in collector.collect()}
     redis_client.set(settings.key("corec:beat:leader"), "t", px=15000)
     assert {f.name: f.samples for f in collector.collect()} == first
+    # the shipped default (1 s): back-to-back scrapes share, a later one reads again
+    default = CorecCollector(settings, [])
+    assert default.min_interval_s == 1.0
+    one = {f.name: f.samples for f in default.collect()}
+    assert {f.name: f.samples for f in default.collect()} == one
+    time.sleep(1.05)
+    assert {f.name: f.samples for f in default.collect()} != one
     assert os.environ["COREC_REDIS_PREFIX"] == settings.redis_prefix
 
 

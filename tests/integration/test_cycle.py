@@ -11,39 +11,18 @@ import sys
 import time
 from pathlib import Path
 
-import psycopg
 import pytest
 import redis
 
-from corec_tasks.db import libpq_url
 from corec_tasks.engine import persist_block_results
 from corec_tasks.nucleus import Nucleus
 from corec_tasks.procs import celery_cmd, start, stop, worker_cmd
 from corec_tasks.settings import Settings, load_settings
 from corec_tasks.storage.migrate import upgrade
-from tests.integration.workers import celery, running_workers, wait_for_nodes
+from tests.integration.workers import celery, cycle_rows, running_workers, wait_for_nodes
 
 pytestmark = pytest.mark.integration
 DATA = Path(__file__).resolve().parents[1] / "data"
-
-
-def _bloques(settings: Settings, cycle: int) -> tuple[int, int]:
-    """Rows and distinct blocks of this test's ``cycle`` in ``bloques``.
-
-    Rows are told apart from other tests' by the cycle's timestamp, which the
-    dispatch fixed in Redis under this test's key prefix.
-    """
-    client = redis.Redis.from_url(settings.redis_url)
-    ts = client.get(settings.key(f"corec:cycle:ts:{cycle}"))
-    client.close()
-    if ts is None:
-        return 0, 0
-    with psycopg.connect(libpq_url(settings.database_url)) as conn:
-        row = conn.execute(
-            "SELECT count(*), count(DISTINCT id) FROM bloques WHERE ciclo = %s "
-            "AND timestamp = %s", (cycle, float(ts))).fetchone()  # fmt: skip
-    assert row is not None
-    return int(row[0]), int(row[1])
 
 
 def _corec(*args: str) -> subprocess.CompletedProcess[str]:
@@ -60,7 +39,7 @@ def test_full_cycle_through_two_workers(settings: Settings, tmp_path: Path) -> N
     records = json.loads(res.stdout)
     assert [r["ran"] for r in records] == [3, 3]
     for record in records:
-        assert _bloques(settings, record["cycle"]) == (3, 3)
+        assert cycle_rows(settings, record["cycle"]) == (3, 3)
 
 
 def test_worker_killed_mid_cycle_every_result_lands_once(
@@ -94,19 +73,19 @@ def test_worker_killed_mid_cycle_every_result_lands_once(
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait()
     cycle = int(client.get(settings.key("corec:cycle:seq")) or 0)
-    assert _bloques(settings, cycle)[0] < 40, "the cycle finished before the kill"
+    assert cycle_rows(settings, cycle)[0] < 40, "the cycle finished before the kill"
 
     with running_workers(["rescuer"], tmp_path, concurrency=2):
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             persist_block_results(settings, client, claim_idle_ms=500)
-            if _bloques(settings, cycle)[0] >= 40:
+            if cycle_rows(settings, cycle)[0] >= 40:
                 break
             time.sleep(0.5)
     persist_block_results(settings, client, claim_idle_ms=0)
     unacked = client.hlen(settings.key("unacked"))
     client.close()
-    assert _bloques(settings, cycle) == (40, 40), {"unacked": unacked}
+    assert cycle_rows(settings, cycle) == (40, 40), {"unacked": unacked}
 
 
 def test_two_beats_run_each_job_once_per_slot(

@@ -33,8 +33,8 @@ from corec_tasks.settings import Settings, load_settings
 from corec_tasks.storage.migrate import upgrade
 from corec_tasks.streams.bus import StreamBus
 from corec_tasks.streams.names import ALERTS, BLOCK_RESULTS
-from tests.integration.test_cycle import _bloques, _corec
-from tests.integration.workers import celery, running_workers, wait_for_nodes
+from tests.integration.test_cycle import _corec
+from tests.integration.workers import celery, cycle_rows, running_workers, wait_for_nodes
 
 pytestmark = pytest.mark.integration
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -97,7 +97,7 @@ def test_killed_node_tasks_done_elsewhere_within_2_minutes_at_defaults(
         landed_at = None
         while time.monotonic() - killed < 120:
             persist_block_results(settings, client, claim_idle_ms=500)
-            if _bloques(settings, cycle)[0] >= blocks:
+            if cycle_rows(settings, cycle)[0] >= blocks:
                 landed_at = time.monotonic() - killed
                 break
             time.sleep(0.5)
@@ -116,8 +116,8 @@ def test_killed_node_tasks_done_elsewhere_within_2_minutes_at_defaults(
             time.sleep(0.5)
         persist_block_results(settings, client, claim_idle_ms=500)
     client.close()
-    assert landed_at is not None and landed_at < 120, _bloques(settings, cycle)
-    assert _bloques(settings, cycle) == (blocks, blocks)  # each block once
+    assert landed_at is not None and landed_at < 120, cycle_rows(settings, cycle)
+    assert cycle_rows(settings, cycle) == (blocks, blocks)  # each block once
     assert record_at is not None, "the cycle's chord never finished"
     assert lost, "the victim held no task when killed"
     print(f"\nlanded {landed_at:.1f}s after SIGKILL; {len(lost)} tasks redelivered")
@@ -375,7 +375,7 @@ def test_redis_restart_mid_cycle_every_block_lands_once(
                 time.sleep(0.5)
             logs = "".join(p.read_text(errors="replace") for p in tmp_path.glob("r?.log"))
         persist_block_results(settings, client, claim_idle_ms=0)
-        landed = _bloques(settings, cycle)
+        landed = cycle_rows(settings, cycle)
         client.close()
         assert done_at is not None, (landed, logs[-4000:])
         assert landed == (blocks, blocks)

@@ -9,7 +9,12 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
+import psycopg
+import redis
+
+from corec_tasks.db import libpq_url
 from corec_tasks.procs import ALL_QUEUES, celery_cmd, managed, worker_cmd
+from corec_tasks.settings import Settings
 
 QUEUES = ALL_QUEUES
 
@@ -42,3 +47,22 @@ def wait_for_nodes(count: int, log_dir: Path, timeout: float = 60) -> list[str]:
         time.sleep(0.5)
     logs = "\n".join(p.read_text(errors="replace")[-2000:] for p in log_dir.glob("*.log"))
     raise AssertionError(f"workers did not answer: {out}\n{logs}")
+
+
+def cycle_rows(settings: Settings, cycle: int) -> tuple[int, int]:
+    """Rows and distinct blocks of this test's ``cycle`` in ``bloques``.
+
+    Rows are told apart from other tests' by the cycle's timestamp, which the
+    dispatch fixed in Redis under this test's key prefix.
+    """
+    client = redis.Redis.from_url(settings.redis_url)
+    ts = client.get(settings.key(f"corec:cycle:ts:{cycle}"))
+    client.close()
+    if ts is None:
+        return 0, 0
+    with psycopg.connect(libpq_url(settings.database_url)) as conn:
+        row = conn.execute(
+            "SELECT count(*), count(DISTINCT id) FROM bloques WHERE ciclo = %s "
+            "AND timestamp = %s", (cycle, float(ts))).fetchone()  # fmt: skip
+    assert row is not None
+    return int(row[0]), int(row[1])

@@ -22,6 +22,7 @@ import redis
 
 from corec_tasks.block_store import BlockStore, StoredBlock, VersionConflict
 from corec_tasks.db import libpq_url
+from corec_tasks.metrics.counters import count_repairs
 from corec_tasks.processors import ProcessorRegistry
 from corec_tasks.settings import Settings
 from corec_tasks.streams.block_results import RESULTS_GROUP, persist_block_results
@@ -98,6 +99,7 @@ class Engine:
         won = self.store.write_many_pipelined(ran)
         lost = [s.block.id for s, ok in zip(ran, won, strict=True) if not ok]
         done = [s for s, ok in zip(ran, won, strict=True) if ok] + republish
+        count_repairs(self.store, [s for s, ok in zip(ran, won, strict=True) if ok])
         for stored in done:
             if stored.block.id in fresh_models:
                 self.store.save_model(stored.block.id, stored.block.state)

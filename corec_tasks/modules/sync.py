@@ -38,6 +38,7 @@ from corec_tasks.block_store import BlockNotFound, BlockStore, StoredBlock, Vers
 from corec_tasks.blocks import SymbioticBlock
 from corec_tasks.entities import EntityArrays
 from corec_tasks.errors import CorecError
+from corec_tasks.metrics import counters
 from corec_tasks.modules.base import Module
 
 log = logging.getLogger(__name__)
@@ -257,6 +258,7 @@ def redirect(store: BlockStore, src: str, dst: str, count: int) -> int:
 
     moved = _cas_retry(store, f"redirect {src} -> {dst}", attempt)
     log.info("[sync] redirected %d entities %s -> %s", moved, src, dst)
+    counters.add(store, {"redirections": 1, "redirected_entities": moved})
     return moved
 
 
@@ -277,6 +279,7 @@ def merge(store: BlockStore, keep: str, absorb: str) -> int:
 
     moved = _cas_retry(store, f"merge {absorb} into {keep}", attempt)
     log.info("[sync] merged %s into %s (%d entities)", absorb, keep, moved)
+    counters.add(store, {"merges": 1})
     return moved
 
 
@@ -310,6 +313,7 @@ def split(store: BlockStore, block_id: str, new_id: str | None = None) -> str:
 
     child_id = _cas_retry(store, f"split {block_id}", attempt)
     log.info("[sync] split %s -> %s", block_id, child_id)
+    counters.add(store, {"splits": 1})
     return child_id
 
 

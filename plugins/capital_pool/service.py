@@ -35,6 +35,7 @@ from corec_tasks.streams.names import CAPITAL_DATA
 from plugins.capital_pool import accounting as acc
 from plugins.capital_pool.config import CapitalConfig
 from plugins.capital_pool.ledger import InputError, Ledger
+from plugins.capital_pool.metrics import watch_breakers
 from plugins.capital_pool.money import NAV_SHOWN, RATIO_SHOWN, money_str, units_str
 
 log = logging.getLogger(__name__)
@@ -79,6 +80,7 @@ class CapitalPool:
         self.k_macro = settings.key("capital_pool:macro")
         self.db = breaker("capital_pool.db", config)
         self.macro = breaker("capital_pool.macro", config)
+        watch_breakers(settings, self.db, self.macro)
 
     def close(self) -> None:
         self.ledger.close()

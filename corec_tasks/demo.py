@@ -92,7 +92,8 @@ def run(
         )
         console.rule("[bold]1. embedded services")
         state = services.up(data_dir)
-        console.print(f"Redis      {state.redis_url}\nPostgreSQL {redact(state.database_url)}")
+        console.print(f"Redis      {redact(state.redis_url)}\n"
+                      f"PostgreSQL {redact(state.database_url)}")
     try:
         _run(load_settings(), events, cycles, timeout, seed, trading_cycles, report)
     finally:

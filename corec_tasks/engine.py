@@ -22,6 +22,8 @@ from typing import Any
 import psycopg
 import redis
 
+from corec_tasks import feed
+from corec_tasks.alerts import check_runs
 from corec_tasks.block_store import BlockStore, StoredBlock, VersionConflict
 from corec_tasks.db import libpq_url
 from corec_tasks.processors import ProcessorRegistry
@@ -91,10 +93,21 @@ class Engine:
                 continue
             block = stored.block
             had_model = bool(block.state)
-            result = block.run(cycle, self.registry, now=ts)
+            if block.spec.stream:
+                # Payload entities: one stream entry each, from the round-robin cursor.
+                got = feed.take(self.settings, self.store, stored)
+                cursor = int(stored.feed.get("cursor", 0))
+                result = block.run(cycle, self.registry, payloads=got.payloads, now=ts,
+                                   window=(cursor, len(got.payloads)))  # fmt: skip
+                n = len(block.entities)
+                stored.feed = {"cursor": (cursor + len(got.ids)) % n if n else 0,
+                               "entries": got.ids}  # fmt: skip
+            else:
+                result = block.run(cycle, self.registry, now=ts)
             stored.last_cycle = cycle
             stored.last_result = result.to_dict()
             stored.last_messages = result.messages
+            measure(stored, result.load, result.fitness, result.selected)
             ran.append(stored)
             if block.state and not had_model:
                 fresh_models.add(block.id)
@@ -104,7 +117,12 @@ class Engine:
         for stored in done:
             if stored.block.id in fresh_models:
                 self.store.save_model(stored.block.id, stored.block.state)
+        # After the write that recorded them: an entry is acked once its run is durable.
+        feed.ack(self.settings, self.redis, done)
         self.publish(done)
+        written = [s for s, ok in zip(ran, won, strict=True) if ok]
+        check_runs(self.settings, self.redis,
+                   [(s.last_result or {}, s.block.spec.to_dict()) for s in written])  # fmt: skip
         summaries += [_summary(s) for s in done]
         return lost
 
@@ -124,9 +142,37 @@ class Engine:
         pipe.execute()
 
 
+#: Weight of the newest run in a block's measured load (EWMA): an idle block's load
+#: falls from 1.0 below sync's 0.2 donor bound in two cycles (1 -> 0.3 -> 0.09).
+LOAD_ALPHA = 0.7
+#: Weight of the newest run in a block's own fitness history (the audit's baseline).
+HIST_ALPHA = 0.2
+
+
+def measure(stored: StoredBlock, load: float, fitness: float, selected: int) -> None:
+    """Fold one run into the block's measured load and, if it had input, its history."""
+    prev = stored.load
+    stored.load = round(load if prev is None else LOAD_ALPHA * load + (1 - LOAD_ALPHA) * prev, 6)
+    if not selected:
+        return  # an idle run says nothing about how well the block computes
+    h = stored.hist
+    n = int(h.get("n", 0))
+    if n == 0:
+        stored.hist = {"n": 1, "mean": fitness, "var": 0.0}
+        return
+    mean, var = float(h["mean"]), float(h["var"])
+    diff = fitness - mean
+    # West's EWMA of mean and variance.
+    mean += HIST_ALPHA * diff
+    var = (1 - HIST_ALPHA) * (var + HIST_ALPHA * diff * diff)
+    stored.hist = {"n": n + 1, "mean": round(mean, 6), "var": round(var, 8),
+                   "last": round(fitness, 6)}  # fmt: skip
+
+
 def _summary(stored: StoredBlock) -> dict[str, Any]:
     r = stored.last_result or {}
-    return {k: r.get(k) for k in ("block_id", "cycle", "fitness", "errors", "num_entidades")}
+    return {k: r.get(k) for k in ("block_id", "cycle", "fitness", "errors", "num_entidades",
+                                  "inputs")}  # fmt: skip
 
 
 def _row(fields: dict[bytes, bytes], default_instance: str) -> BlockRow:

@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
 
 from corec_tasks.block_store import BlockNotFound, BlockStore, StoredBlock, VersionConflict
-from corec_tasks.blocks import SymbioticBlock
+from corec_tasks.blocks import BlockSpec, SymbioticBlock, state_bytes
 from corec_tasks.entities import EntityArrays
 from corec_tasks.errors import CorecError
 from corec_tasks.modules.base import Module
@@ -110,11 +110,23 @@ def _size(meta: dict[str, Any]) -> int:
 
 
 def _cap(meta: dict[str, Any]) -> int:
-    return int(meta["spec"]["max_entities"])
+    # The smaller of max_entities and what fits in max_size_mb (max_bytes).
+    spec = meta["spec"]
+    cap = int(spec["max_entities"])
+    if "max_bytes" in spec:
+        cap = min(cap, BlockSpec.from_dict(spec).max_fitting())
+    return cap
+
+
+def load_of(meta: dict[str, Any]) -> float:
+    """A block's measured load (see engine.measure); its configured ``carga`` until it
+    has run."""
+    load = meta.get("load")
+    return float(meta["spec"]["carga"] if load is None else load)
 
 
 def _is_donor(meta: dict[str, Any], donor_fitness: float, donor_load: float) -> bool:
-    return float(meta["fitness"]) < donor_fitness and float(meta["spec"]["carga"]) < donor_load
+    return float(meta["fitness"]) < donor_fitness and load_of(meta) < donor_load
 
 
 def plan_redirections(
@@ -226,6 +238,17 @@ def _rechannel(entities: EntityArrays, canal: int) -> EntityArrays:
     return entities
 
 
+def _check_fits(stored: StoredBlock, entities: int, doing: str) -> None:
+    """Refuse (RedirectError) a step that would take a block past its ``max_size_mb``."""
+    spec = stored.block.spec
+    if not spec.fits(entities):
+        raise RedirectError(
+            f"block {spec.id!r} {doing} would hold {entities} entities, "
+            f"{state_bytes(entities)} bytes of state, above its max_size_mb "
+            f"({spec.max_bytes} bytes, at most {spec.max_fitting()} entities); refused"
+        )
+
+
 def redirect(store: BlockStore, src: str, dst: str, count: int) -> int:
     """Move the last ``count`` entities of ``src`` to the end of ``dst``; return ``count``.
 
@@ -248,6 +271,7 @@ def redirect(store: BlockStore, src: str, dst: str, count: int) -> int:
                 f"block {src!r} has {n} entities; moving {count} would leave it none "
                 f"(at most {n - 1})"
             )
+        _check_fits(d, len(d.block.entities) + count, f"receiving {count} from {src!r}")
         kept, moved = s.block.entities.split_off(slice(n - count, n))
         s.block.entities = kept
         d.block.entities = EntityArrays.concat(
@@ -271,6 +295,7 @@ def merge(store: BlockStore, keep: str, absorb: str) -> int:
 
     def attempt() -> tuple[list[StoredBlock], list[StoredBlock], int]:
         k, a = _load(store, [keep, absorb])
+        _check_fits(k, len(k.block.entities) + len(a.block.entities), f"absorbing {absorb!r}")
         moved = _rechannel(a.block.entities, k.block.spec.canal)
         k.block.entities = EntityArrays.concat([k.block.entities, moved])
         return [k], [a], len(moved)
@@ -305,6 +330,7 @@ def split(store: BlockStore, block_id: str, new_id: str | None = None) -> str:
             version=0,
             last_cycle=parent.last_cycle,
             extra=dict(parent.extra),
+            load=parent.load,
         )
         return [parent, child], [], child_id
 
@@ -368,6 +394,8 @@ class SyncModule(Module):
             self._apply(store, report, mv)
         after = _total(store.metas())
         report["entities_before"], report["entities_after"] = before, after
+        if report["moves"]:
+            self._announce(store, report["moves"])
         if before != after:
             # Sync only moves entities; a difference means something else changed the
             # block set meanwhile (a registration, a manual redirect).
@@ -395,6 +423,23 @@ class SyncModule(Module):
             report["skipped"].append({"kind": kind, **step.to_dict(), "reason": str(exc)})
             return
         report[kind].append(step.to_dict())
+
+    @staticmethod
+    def _announce(store: BlockStore, moves: list[dict[str, Any]]) -> None:
+        """Log the seed's line and put one info alert per redirected donor on corec_alerts."""
+        from corec_tasks.alerts import alert
+
+        moved = sum(int(m["count"]) for m in moves)
+        shown = ", ".join(f"{m['src']} -> {m['dst']} ({m['count']})" for m in moves[:10])
+        log.info("[Sincronizacion] Entidades redirigidas: %d entities in %d moves: %s",
+                 moved, len(moves), shown)  # fmt: skip
+        for m in moves:
+            message = (f"Entidades redirigidas: {m['count']} entities {m['src']} -> {m['dst']} "
+                       f"(idle donor: low fitness and measured load)")  # fmt: skip
+            # Subject: the donor and the move, so each redirection is said once.
+            alert(store.settings, store.r, "info", "sync",
+                  f"{m['src']}->{m['dst']}:{m['count']}:{time.time():.0f}", message,
+                  {"src": m["src"], "dst": m["dst"], "count": m["count"]}, ttl_s=60)  # fmt: skip
 
     def _store(self) -> BlockStore:
         if self.store is None:

@@ -104,10 +104,11 @@ class Engine:
                                "entries": got.ids}  # fmt: skip
             else:
                 result = block.run(cycle, self.registry, now=ts)
+            fold_history(stored)  # the previous run joins the audit's baseline
             stored.last_cycle = cycle
             stored.last_result = result.to_dict()
             stored.last_messages = result.messages
-            measure(stored, result.load, result.fitness, result.selected)
+            update_load(stored, result.load)
             ran.append(stored)
             if block.state and not had_model:
                 fresh_models.add(block.id)
@@ -149,24 +150,33 @@ LOAD_ALPHA = 0.7
 HIST_ALPHA = 0.2
 
 
-def measure(stored: StoredBlock, load: float, fitness: float, selected: int) -> None:
-    """Fold one run into the block's measured load and, if it had input, its history."""
+def update_load(stored: StoredBlock, load: float) -> None:
+    """Fold one run's load (share of entities that had input and ran) into the EWMA."""
     prev = stored.load
     stored.load = round(load if prev is None else LOAD_ALPHA * load + (1 - LOAD_ALPHA) * prev, 6)
-    if not selected:
-        return  # an idle run says nothing about how well the block computes
-    h = stored.hist
+
+
+def fold_history(stored: StoredBlock) -> None:
+    """Fold the block's last run (if it had input) into its own history: EWMA mean and
+    variance of fitness and error rate. The audit compares the next run against it, so
+    a run is never part of its own baseline."""
+    r = stored.last_result
+    if not r or not int(r.get("selected", 0)):
+        return  # never ran, or an idle run: says nothing about how well it computes
+    x = {"fit": float(r["fitness"]), "err": int(r["errors"]) / int(r["selected"])}
+    h = dict(stored.hist)
     n = int(h.get("n", 0))
-    if n == 0:
-        stored.hist = {"n": 1, "mean": fitness, "var": 0.0}
-        return
-    mean, var = float(h["mean"]), float(h["var"])
-    diff = fitness - mean
-    # West's EWMA of mean and variance.
-    mean += HIST_ALPHA * diff
-    var = (1 - HIST_ALPHA) * (var + HIST_ALPHA * diff * diff)
-    stored.hist = {"n": n + 1, "mean": round(mean, 6), "var": round(var, 8),
-                   "last": round(fitness, 6)}  # fmt: skip
+    for name, value in x.items():
+        if n == 0:
+            h[name], h[name + "_var"] = value, 0.0
+            continue
+        mean, var = float(h[name]), float(h[name + "_var"])
+        diff = value - mean
+        # West's exponentially weighted mean and variance.
+        h[name] = round(mean + HIST_ALPHA * diff, 6)
+        h[name + "_var"] = round((1 - HIST_ALPHA) * (var + HIST_ALPHA * diff * diff), 8)
+    h["n"] = n + 1
+    stored.hist = h
 
 
 def _summary(stored: StoredBlock) -> dict[str, Any]:

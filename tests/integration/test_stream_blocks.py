@@ -111,3 +111,48 @@ def test_load_is_measured_and_an_idle_fed_block_becomes_a_donor(engine: Engine) 
     assert report["entities_before"] == report["entities_after"] == 1400
     alerts = StreamBus(engine.settings, engine.redis).tail("corec_alerts", 20)
     assert any(a["payload"]["source"] == "sync" for a in alerts)
+
+
+def test_shipped_config_idle_fed_block_gives_entities_within_two_sync_periods(
+    settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """corec_config.json as shipped: nodo_seguridad is fed by market_data. Busy, it keeps
+    its entities; once its feed stops, the second sync after that gives half of them to
+    a busy block, logged and alerted (cycles and sync both every 300 s by default)."""
+    import logging
+
+    from corec_tasks.modules.sync import SyncModule
+    from corec_tasks.nucleus import Nucleus
+
+    monkeypatch.setenv("COREC_CONFIG", str(DATA.parents[1] / "corec_config.json"))
+    s = load_settings()
+    assert s.env.sync_every_s == 300.0
+    assert {b.intervalo_s for b in s.config.all_blocks()} == {300.0}
+    nucleus = Nucleus(s)
+    nucleus.initialize()
+    nucleus.modules["registry"].run()
+    store, engine = nucleus.store, nucleus.engine
+    ids = store.ids()
+    # The seed sample's 1,001,000 entities in `bloques`, plus example_plugin's 1,000.
+    assert sum(b.entidades for b in s.config.bloques) == 1_001_000
+    assert sum(m["num_entidades"] for m in store.metas()) == 1_002_000
+    StreamBus(s, redis_client).publish_many(
+        MARKET_DATA, ({"symbol": "BTC", "price": 100 + i % 5} for i in range(1000)))
+    sync = SyncModule(store)
+    engine.run_blocks(ids, 1, 1.0)  # busy: every entity of nodo_seguridad had input
+    assert sync.run()["moves"] == []
+    engine.run_blocks(ids, 2, 2.0)  # the feed stopped: idle from here
+    first = sync.run()
+    assert all(m["src"] != "nodo_seguridad" for m in first["moves"])
+    engine.run_blocks(ids, 3, 3.0)
+    with caplog.at_level(logging.INFO, logger="corec_tasks.modules.sync"):
+        second = sync.run()
+    moves = [m for m in second["moves"] if m["src"] == "nodo_seguridad"]
+    assert moves and moves[0]["count"] == 500, second
+    dst = next(m for m in store.metas() if m["spec"]["id"] == moves[0]["dst"])
+    assert dst["load"] >= 0.8 and dst["fitness"] > 0.8  # a busy block received them
+    assert second["entities_after"] == 1_002_000
+    assert "[Sincronizacion] Entidades redirigidas" in caplog.text
+    alerts = [a["payload"] for a in StreamBus(s, redis_client).tail("corec_alerts", 50)]
+    assert any(a["source"] == "sync" and "nodo_seguridad" in a["message"] for a in alerts)

@@ -303,8 +303,14 @@ def send(settings: Settings, client: redis.Redis, target: str, command: str,
     return cid
 
 
-def wait_response(settings: Settings, client: redis.Redis, command_id: str, *,
-                  since: str = "0-0", timeout_s: float = 30.0) -> dict[str, Any] | None:  # fmt: skip
+def wait_response(
+    settings: Settings,
+    client: redis.Redis,
+    command_id: str,
+    *,
+    since: str = "0-0",
+    timeout_s: float = 30.0,
+) -> dict[str, Any] | None:
     """The response to ``command_id`` on ``corec_responses`` (read after ``since``), or None."""
     key = settings.key(RESPONSES)
     cursor = since
@@ -312,7 +318,9 @@ def wait_response(settings: Settings, client: redis.Redis, command_id: str, *,
     while time.monotonic() < deadline:
         block = max(1, int(min(1.0, deadline - time.monotonic()) * 1000))
         resp: Any = client.xread({key: cursor}, count=100, block=block)
-        items = (next(iter(resp.values())) if isinstance(resp, dict) else resp[0][1]) if resp else []
+        items: Any = []
+        if resp:
+            items = next(iter(resp.values())) if isinstance(resp, dict) else resp[0][1]
         for eid, fields in items:
             cursor = eid.decode() if isinstance(eid, bytes) else str(eid)
             try:

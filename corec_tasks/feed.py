@@ -118,7 +118,7 @@ def _adopt_orphans(store: BlockStore, key: str, group: str, me: str) -> None:
         if name == me or r.exists(store.key(name)):
             continue
         rows: Any = r.xpending_range(key, group, "-", "+", 1000, consumername=name)
-        ids = [_s(row["message_id"]) for row in rows]
+        ids: list[Any] = [_s(row["message_id"]) for row in rows]
         if ids:
             r.xclaim(key, group, me, ORPHAN_IDLE_MS, ids)
 

@@ -213,7 +213,8 @@ def own_history_anomalies(
             sd = max(math.sqrt(max(0.0, float(h[name + "_var"]))), HISTORY_FLOOR[name])
             z = (now[name] - float(h[name])) / sd
             if abs(z) >= min_z:
-                far.append((abs(z), f"{label} {now[name]:.3f} vs its own mean {float(h[name]):.3f}"))
+                mean = float(h[name])
+                far.append((abs(z), f"{label} {now[name]:.3f} vs its own mean {mean:.3f}"))
         if far:
             far.sort(reverse=True)
             score = round(min(1.0, far[0][0] / (4 * min_z)), 4)

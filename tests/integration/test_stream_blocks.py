@@ -21,7 +21,9 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 @pytest.fixture()
-def engine(settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch) -> Engine:
+def engine(
+    settings: Settings, redis_client: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> Engine:
     monkeypatch.setenv("COREC_CONFIG", str(DATA / "stream_config.json"))
     s = load_settings()
     store = BlockStore(s, redis_client)

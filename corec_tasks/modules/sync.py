@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
 
+from corec_tasks import feed
 from corec_tasks.block_store import BlockNotFound, BlockStore, StoredBlock, VersionConflict
 from corec_tasks.blocks import BlockSpec, SymbioticBlock, state_bytes
 from corec_tasks.entities import EntityArrays
@@ -296,6 +297,9 @@ def merge(store: BlockStore, keep: str, absorb: str) -> int:
     def attempt() -> tuple[list[StoredBlock], list[StoredBlock], int]:
         k, a = _load(store, [keep, absorb])
         _check_fits(k, len(k.block.entities) + len(a.block.entities), f"absorbing {absorb!r}")
+        # Entries its last run recorded may still be unacked; acking recorded entries is
+        # always safe, and once its record is gone nothing else would know they ran.
+        feed.ack(store.settings, store.r, [a])
         moved = _rechannel(a.block.entities, k.block.spec.canal)
         k.block.entities = EntityArrays.concat([k.block.entities, moved])
         return [k], [a], len(moved)

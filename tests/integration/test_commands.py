@@ -31,7 +31,7 @@ def _responses(client: redis.Redis, settings: Settings) -> list[dict[str, Any]]:
 
 @pytest.fixture()
 def nucleus(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Nucleus:
-    monkeypatch.setenv("COREC_CONFIG", str(DATA / "kill_config.json"))  # has slow_plugin
+    monkeypatch.setenv("COREC_CONFIG", str(DATA / "commands_config.json"))  # has echo_plugin
     n = Nucleus(load_settings())
     n.initialize()
     n.modules["registry"].run()
@@ -52,7 +52,7 @@ def test_each_command_is_answered_once_and_unknown_ones_get_an_error(
         "bad_args": send(s, redis_client, "core", "blocks.redirect", {"count": "5"}),
         "no_target": send(s, redis_client, "nobody", "status"),
         "no_command": send(s, redis_client, "core", "reboot"),
-        "plugin": send(s, redis_client, "slow_plugin", "echo", {"x": 1}),
+        "plugin": send(s, redis_client, "echo_plugin", "echo", {"x": 1}),
     }  # fmt: skip
     # The same id twice (a client retry): answered once, run once.
     send(s, redis_client, "core", "blocks.redirect", {"src": ids[0], "dst": ids[1], "count": 5},
@@ -72,7 +72,7 @@ def test_each_command_is_answered_once_and_unknown_ones_get_an_error(
     assert "bad args" in got["bad_args"]["error"]
     assert "unknown target 'nobody'" in got["no_target"]["error"]
     assert "unknown command 'reboot'" in got["no_command"]["error"]
-    assert got["plugin"]["response"] == {"echo": {"x": 1}, "instance": "corec_kill"}
+    assert got["plugin"]["response"] == {"echo": {"x": 1}, "instance": "corec_cmd"}
     (dead,) = bus.dead_letters()
     assert dead["stream"] == COMMANDS and "not a command" in dead["reason"]
     assert redis_client.xlen(s.key(DEAD_LETTER)) == 1

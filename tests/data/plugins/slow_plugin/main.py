@@ -13,11 +13,3 @@ def slow(ctx):  # type: ignore[no-untyped-def]
 
 def register_processors(registry):  # type: ignore[no-untyped-def]
     registry.register("slow", slow, kind="vector", description="sleeps 50 ms per block")
-
-
-def _echo(args, ctx):  # type: ignore[no-untyped-def]
-    return {"echo": args, "instance": ctx.settings.instance_id}
-
-
-def register_commands(registry):  # type: ignore[no-untyped-def]
-    registry.register("echo", _echo)

@@ -430,7 +430,7 @@ class SyncModule(Module):
 
     @staticmethod
     def _announce(store: BlockStore, moves: list[dict[str, Any]]) -> None:
-        """Log the seed's line and put one info alert per redirected donor on corec_alerts."""
+        """Log the seed's line; one info alert per donor on corec_alerts (rate-limited)."""
         from corec_tasks.alerts import alert
 
         moved = sum(int(m["count"]) for m in moves)
@@ -440,10 +440,9 @@ class SyncModule(Module):
         for m in moves:
             message = (f"Entidades redirigidas: {m['count']} entities {m['src']} -> {m['dst']} "
                        f"(idle donor: low fitness and measured load)")  # fmt: skip
-            # Subject: the donor and the move, so each redirection is said once.
-            alert(store.settings, store.r, "info", "sync",
-                  f"{m['src']}->{m['dst']}:{m['count']}:{time.time():.0f}", message,
-                  {"src": m["src"], "dst": m["dst"], "count": m["count"]}, ttl_s=60)  # fmt: skip
+            # One per donor and hour (a donor halves every sync run until it is one entity).
+            alert(store.settings, store.r, "info", "sync", f"redirect:{m['src']}", message,
+                  {"src": m["src"], "dst": m["dst"], "count": m["count"]})  # fmt: skip
 
     def _store(self) -> BlockStore:
         if self.store is None:

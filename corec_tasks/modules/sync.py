@@ -8,10 +8,13 @@ loses or duplicates an entity: whoever loses re-reads and retries.
 
 Rules, with the thresholds as keyword arguments (defaults below):
 
-* **donor**: fitness < 0.3 and load (spec ``carga``) < 0.2;
+* **donor**: fitness < 0.3 and measured load < 0.2 (the EWMA of the share of its
+  entities that had input and ran, kept by the engine; the spec's ``carga`` before
+  its first run);
   **receiver**: fitness > 0.8.
 * **redirection**: each donor gives half its entities (at least 1, keeping at least
-  1) to the receiver with the most room (``max_entities - num_entidades``), never
+  1) to the receiver with the most room (``max_entities - num_entidades``, lower if
+  ``max_size_mb`` allows fewer), never
   beyond that receiver's ``max_entities``; a donor finding no room gives nothing.
 * **merge**: two donors of the same group whose sizes together fit the smaller
   ``max_entities`` become one; the larger keeps its id (fewer entities move), the
@@ -45,7 +48,7 @@ log = logging.getLogger(__name__)
 
 #: A donor runs below this fitness ...
 DONOR_MAX_FITNESS = 0.3
-#: ... with a load (spec ``carga``) below this.
+#: ... with a measured load below this.
 DONOR_MAX_LOAD = 0.2
 #: A receiver runs above this fitness.
 RECEIVER_MIN_FITNESS = 0.8
@@ -120,7 +123,7 @@ def _cap(meta: dict[str, Any]) -> int:
 
 
 def load_of(meta: dict[str, Any]) -> float:
-    """A block's measured load (see engine.measure); its configured ``carga`` until it
+    """A block's measured load (engine.update_load); its configured ``carga`` until it
     has run."""
     load = meta.get("load")
     return float(meta["spec"]["carga"] if load is None else load)

@@ -27,6 +27,12 @@ beat_schedule = {
         "schedule": _persist_every,
         "options": {"expires": max(10.0, 4 * _persist_every)},
     },
+    # corec_commands -> handlers -> corec_responses (issue 12), answered once per id.
+    "dispatch-commands": {
+        "task": "corec.commands.dispatch",
+        "schedule": 2.0,
+        "options": {"expires": 10.0},
+    },
     # Entity redirection, merge and split; then the audit over block metrics.
     "redirect-entities": {
         "task": "corec.blocks.redirect",

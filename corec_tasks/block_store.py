@@ -26,7 +26,7 @@ from typing import Any
 
 import redis
 
-from corec_tasks.blocks import BlockSpec, SymbioticBlock
+from corec_tasks.blocks import BlockSpec, BlockTooLarge, SymbioticBlock
 from corec_tasks.entities import EntityArrays
 from corec_tasks.errors import CorecError
 from corec_tasks.settings import Settings
@@ -59,6 +59,21 @@ return 0
 """
 
 
+def feed_group(group: str) -> str:
+    """The consumer group through which a stream-fed block group reads its stream."""
+    return f"corec_block:{group}"
+
+
+def ensure_feed_group(settings: Settings, client: redis.Redis, stream: str, group: str) -> None:
+    """Create ``group`` on ``stream`` at its end (``$``): a block is fed what arrives
+    after it is registered, not the stream's history. Idempotent."""
+    try:
+        client.xgroup_create(settings.key(stream), group, id="$", mkstream=True)
+    except redis.ResponseError as exc:
+        if "BUSYGROUP" not in str(exc):
+            raise
+
+
 class BlockNotFound(CorecError):
     """No block with that id is registered."""
 
@@ -77,6 +92,15 @@ class StoredBlock:
     last_result: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
     last_messages: bytes = b""
+    #: Measured load (EWMA of each run's share of entities that had input and ran);
+    #: None until the block first runs.
+    load: float | None = None
+    #: A stream-fed block's ``cursor`` (next entity of its round-robin) and the
+    #: ``entries`` its last run consumed (acked after this record is written, and
+    #: acked again by any later step, so none is ever processed twice).
+    feed: dict[str, Any] = field(default_factory=dict)
+    #: Its own history for the audit: EWMA mean and variance of fitness, run count.
+    hist: dict[str, Any] = field(default_factory=dict)
 
 
 def _spec_from(meta: dict[str, Any]) -> BlockSpec:
@@ -129,7 +153,8 @@ class BlockStore:
             )  # fmt: skip
             out.append(StoredBlock(block, int(row[0]), int(meta.get("last_cycle", -1)),
                                    meta.get("last_result"), meta.get("extra", {}),
-                                   row[3] or b""))  # fmt: skip
+                                   row[3] or b"", meta.get("load"), meta.get("feed", {}),
+                                   meta.get("hist", {})))  # fmt: skip
         return out
 
     def load(self, block_id: str, *, model: bool = False) -> StoredBlock:
@@ -155,7 +180,7 @@ class BlockStore:
     @staticmethod
     def _meta(stored: StoredBlock) -> bytes:
         b = stored.block
-        meta = {
+        meta: dict[str, Any] = {
             "spec": b.spec.to_dict(),
             "fitness": float(b.fitness),
             "num_entidades": len(b.entities),
@@ -163,6 +188,12 @@ class BlockStore:
             "last_result": stored.last_result,
             "extra": stored.extra,
         }
+        if stored.load is not None:
+            meta["load"] = stored.load
+        if stored.feed:
+            meta["feed"] = stored.feed
+        if stored.hist:
+            meta["hist"] = stored.hist
         return json.dumps(meta, separators=(",", ":")).encode()
 
     def write(self, blocks: Sequence[StoredBlock], *, delete: Sequence[StoredBlock] = ()) -> int:
@@ -222,14 +253,21 @@ class BlockStore:
             batch.clear()
             return new
 
+        groups: set[tuple[str, str]] = set()
         for spec, ids in specs_ids:
             entities = EntityArrays.fresh(ids, spec.canal)
+            if not spec.fits(len(entities)):
+                raise BlockTooLarge(spec.id, len(entities), spec.max_bytes)
+            if spec.stream:
+                groups.add((spec.stream, feed_group(spec.group)))
             extra = dict((extras or {}).get(spec.group, {}))
             batch.append(StoredBlock(SymbioticBlock(spec, entities), version=0, extra=extra))
             if len(batch) >= chunk:
                 created += flush()
         if batch:
             created += flush()
+        for stream, group in sorted(groups):
+            ensure_feed_group(self.settings, self.r, stream, group)
         return created
 
     def clear(self) -> None:

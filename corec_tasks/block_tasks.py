@@ -181,3 +181,12 @@ def redirect() -> dict[str, Any]:
 def audit() -> dict[str, Any]:
     """The audit module: IsolationForest over block metrics, alerts on corec_alerts."""
     return _exclusive("audit")
+
+
+@app.task(name="corec.commands.dispatch", ignore_result=True)
+def dispatch_commands() -> dict[str, int]:
+    """Answer what arrived on ``corec_commands`` (beat runs this every few seconds)."""
+    from corec_tasks.commands import drain, registry_for
+
+    n = worker_nucleus()
+    return drain(n.settings, n.store.r, registry_for(n))

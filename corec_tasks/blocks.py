@@ -84,6 +84,18 @@ class BlockSpec:
     min_fitness: float = 0.2
     #: Size cap, twice the configured ``entidades_por_bloque``; a block past it splits.
     max_entities: int = 2000
+    #: The stream feeding its payload entities (config ``stream``), else None.
+    stream: str | None = None
+    #: ``max_size_mb`` in bytes: the block's stored entity state may not exceed it.
+    max_bytes: int = 1 << 20
+
+    def fits(self, entities: int) -> bool:
+        """Whether ``entities`` entities stay within ``max_bytes`` of state."""
+        return state_bytes(entities) <= self.max_bytes
+
+    def max_fitting(self) -> int:
+        """The most entities whose state fits in ``max_bytes``."""
+        return max(0, (self.max_bytes - STATE_OVERHEAD) // ENTITY_STATE_BYTES)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe fields."""
@@ -93,6 +105,27 @@ class BlockSpec:
     def from_dict(cls, data: dict[str, Any]) -> BlockSpec:
         """Inverse of :meth:`to_dict`."""
         return cls(**data)
+
+
+#: Bytes of an entity in the stored state, and of the state's header (entities.py).
+ENTITY_STATE_BYTES = 11
+STATE_OVERHEAD = 8
+
+
+def state_bytes(entities: int) -> int:
+    """Size of the stored entity state of a block of ``entities`` entities."""
+    return STATE_OVERHEAD + ENTITY_STATE_BYTES * entities
+
+
+class BlockTooLarge(ConfigurationError):
+    """A block's state would exceed its ``max_size_mb``; nothing was written."""
+
+    def __init__(self, block_id: str, entities: int, max_bytes: int) -> None:
+        message = (f"block {block_id!r}: {entities} entities need {state_bytes(entities)} "
+                   f"bytes of state, above its max_size_mb ({max_bytes} bytes, at most "
+                   f"{max(0, (max_bytes - STATE_OVERHEAD) // ENTITY_STATE_BYTES)} "
+                   f"entities)")  # fmt: skip
+        super().__init__([(f"bloques.{block_id}.max_size_mb", message)])
 
 
 def specs_from_config(
@@ -116,6 +149,10 @@ def specs_from_config(
         per = block.entidades_por_bloque
         shards = math.ceil(block.entidades / per)
         processor = processor_for_block(block)
+        max_bytes = int(block.max_size_mb * (1 << 20))
+        if state_bytes(min(per, block.entidades)) > max_bytes:
+            # Refused at registration, never truncated: the config must change.
+            raise BlockTooLarge(block.id, min(per, block.entidades), max_bytes)
         for i in range(shards):
             size = min(per, block.entidades - i * per)
             spec = BlockSpec(
@@ -127,6 +164,8 @@ def specs_from_config(
                 max_errores=block.autoreparacion.max_errores,
                 min_fitness=block.autoreparacion.min_fitness,
                 max_entities=2 * per,
+                stream=block.stream,
+                max_bytes=max_bytes,
             )
             out.append((spec, np.arange(next_id, next_id + size, dtype=np.uint32)))
             next_id += size
@@ -155,6 +194,11 @@ class BlockResult:
     messages: bytes = field(repr=False, default=b"")
     #: Why the processor failed as a whole (it raised or returned bad shapes), else None.
     processor_error: str | None = None
+    #: Stream entries this run processed (stream-fed blocks), else 0.
+    inputs: int = 0
+    #: Measured load of this run: the share of the block's entities that had input
+    #: and ran (``selected / num_entidades``).
+    load: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe fields, without ``messages``."""
@@ -191,10 +235,16 @@ class SymbioticBlock:
 
     # -- selection -------------------------------------------------------------------
 
-    def _window(self, cycle: int) -> slice | npt.NDArray[np.intp]:
+    def _window(
+        self, cycle: int, window: tuple[int, int] | None = None
+    ) -> slice | npt.NDArray[np.intp]:
         n = len(self.entities)
-        k = selection_size(n, self.spec.carga)
-        start = (cycle * k) % n if n else 0
+        if window is not None:
+            # Payload entities: ``k`` entities from ``start`` (round-robin over the block).
+            start, k = window[0] % n if n else 0, min(window[1], n)
+        else:
+            k = selection_size(n, self.spec.carga)
+            start = (cycle * k) % n if n else 0
         # Successive cycles take successive windows of k, so every entity runs within
         # ceil(n / k) cycles; a window that does not wrap stays a cheap slice view.
         if start + k <= n:
@@ -216,16 +266,18 @@ class SymbioticBlock:
         registry: ProcessorRegistry,
         payloads: Sequence[Payload] | None = None,
         now: float | None = None,
+        window: tuple[int, int] | None = None,
     ) -> BlockResult:
         """Run the block once: select, process, validate, update, fitness, self-repair.
 
         Deterministic for a given block state and ``cycle`` (``now`` only sets the
         timestamp). A processor that raises errors every selected entity instead of
-        failing the cycle.
+        failing the cycle. ``window`` ``(start, k)`` overrides the selection: a
+        stream-fed block runs one entity per payload, from its round-robin cursor.
         """
         spec = self.spec
         ent = self.entities
-        sel = self._window(cycle)
+        sel = self._window(cycle, window)
         # Read-only views: a processor that writes into its inputs must not reach
         # the block's arrays behind the update rules below.
         ids = ent.ids[sel].view()
@@ -285,6 +337,8 @@ class SymbioticBlock:
             timestamp=time.time() if now is None else now,
             messages=messages,
             processor_error=problem,
+            inputs=len(payloads) if window is not None and payloads is not None else 0,
+            load=k / len(ent) if len(ent) else 0.0,
         )
 
     def self_repair(self, threshold: int = 2) -> int:
@@ -339,6 +393,8 @@ def _call(
     # Plugin code never fails a cycle: whatever it raises or returns wrongly becomes
     # errors for every selected entity, with the reason in the result.
     k = len(ctx)
+    if k == 0:  # a stream-fed block with no input this cycle: nothing to call
+        return np.zeros(0, np.float32), np.zeros(0, np.bool_), None
     try:
         if proc.kind == "async":
             fn = cast(AsyncFn, proc.fn)

@@ -30,6 +30,10 @@ def queue_for_channel(channel: int) -> str:
     return CHANNEL_QUEUES.get(channel, CHANNEL_QUEUES[1])
 
 
+#: What a block's ``stream`` may be called (an unprefixed stream name).
+STREAM_NAME = r"^[A-Za-z0-9_.:-]+$"
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -53,6 +57,9 @@ class BlockConfig(_Strict):
     carga: float = Field(1.0, ge=0.0, le=1.0)
     procesador: str | None = None
     intervalo_s: float = Field(300.0, gt=0)
+    #: A stream whose entries feed the block's entities (payload entities), e.g.
+    #: ``"market_data"``; None: no-input entities.
+    stream: str | None = Field(None, min_length=1, max_length=64, pattern=STREAM_NAME)
 
 
 class PluginBlockConfig(_Strict):
@@ -68,6 +75,7 @@ class PluginBlockConfig(_Strict):
     carga: float = Field(1.0, ge=0.0, le=1.0)
     procesador: str | None = None
     intervalo_s: float = Field(300.0, gt=0)
+    stream: str | None = Field(None, min_length=1, max_length=64, pattern=STREAM_NAME)
 
     def as_block(self) -> BlockConfig:
         """The same block in the ``bloques`` shape."""
@@ -81,6 +89,7 @@ class PluginBlockConfig(_Strict):
             carga=self.carga,
             procesador=self.procesador,
             intervalo_s=self.intervalo_s,
+            stream=self.stream,
         )
 
 

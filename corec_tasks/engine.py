@@ -20,6 +20,8 @@ from typing import Any
 import psycopg
 import redis
 
+from corec_tasks import feed
+from corec_tasks.alerts import check_runs
 from corec_tasks.block_store import BlockStore, StoredBlock, VersionConflict
 from corec_tasks.db import libpq_url
 from corec_tasks.metrics.counters import count_repairs
@@ -89,10 +91,22 @@ class Engine:
                 continue
             block = stored.block
             had_model = bool(block.state)
-            result = block.run(cycle, self.registry, now=ts)
+            if block.spec.stream:
+                # Payload entities: one stream entry each, from the round-robin cursor.
+                got = feed.take(self.settings, self.store, stored)
+                cursor = int(stored.feed.get("cursor", 0))
+                result = block.run(cycle, self.registry, payloads=got.payloads, now=ts,
+                                   window=(cursor, len(got.payloads)))  # fmt: skip
+                n = len(block.entities)
+                stored.feed = {"cursor": (cursor + len(got.ids)) % n if n else 0,
+                               "entries": got.ids}  # fmt: skip
+            else:
+                result = block.run(cycle, self.registry, now=ts)
+            fold_history(stored)  # the previous run joins the audit's baseline
             stored.last_cycle = cycle
             stored.last_result = result.to_dict()
             stored.last_messages = result.messages
+            update_load(stored, result.load)
             ran.append(stored)
             if block.state and not had_model:
                 fresh_models.add(block.id)
@@ -103,7 +117,12 @@ class Engine:
         for stored in done:
             if stored.block.id in fresh_models:
                 self.store.save_model(stored.block.id, stored.block.state)
+        # After the write that recorded them: an entry is acked once its run is durable.
+        feed.ack(self.settings, self.redis, done)
         self.publish(done)
+        written = [s for s, ok in zip(ran, won, strict=True) if ok]
+        check_runs(self.settings, self.redis,
+                   [(s.last_result or {}, s.block.spec.to_dict()) for s in written])  # fmt: skip
         summaries += [_summary(s) for s in done]
         return lost
 
@@ -123,9 +142,46 @@ class Engine:
         pipe.execute()
 
 
+#: Weight of the newest run in a block's measured load (EWMA): an idle block's load
+#: falls from 1.0 below sync's 0.2 donor bound in two cycles (1 -> 0.3 -> 0.09).
+LOAD_ALPHA = 0.7
+#: Weight of the newest run in a block's own fitness history (the audit's baseline).
+HIST_ALPHA = 0.2
+
+
+def update_load(stored: StoredBlock, load: float) -> None:
+    """Fold one run's load (share of entities that had input and ran) into the EWMA."""
+    prev = stored.load
+    stored.load = round(load if prev is None else LOAD_ALPHA * load + (1 - LOAD_ALPHA) * prev, 6)
+
+
+def fold_history(stored: StoredBlock) -> None:
+    """Fold the block's last run (if it had input) into its own history: EWMA mean and
+    variance of fitness and error rate. The audit compares the next run against it, so
+    a run is never part of its own baseline."""
+    r = stored.last_result
+    if not r or not int(r.get("selected", 0)):
+        return  # never ran, or an idle run: says nothing about how well it computes
+    x = {"fit": float(r["fitness"]), "err": int(r["errors"]) / int(r["selected"])}
+    h = dict(stored.hist)
+    n = int(h.get("n", 0))
+    for name, value in x.items():
+        if n == 0:
+            h[name], h[name + "_var"] = value, 0.0
+            continue
+        mean, var = float(h[name]), float(h[name + "_var"])
+        diff = value - mean
+        # West's exponentially weighted mean and variance.
+        h[name] = round(mean + HIST_ALPHA * diff, 6)
+        h[name + "_var"] = round((1 - HIST_ALPHA) * (var + HIST_ALPHA * diff * diff), 8)
+    h["n"] = n + 1
+    stored.hist = h
+
+
 def _summary(stored: StoredBlock) -> dict[str, Any]:
     r = stored.last_result or {}
-    return {k: r.get(k) for k in ("block_id", "cycle", "fitness", "errors", "num_entidades")}
+    return {k: r.get(k) for k in ("block_id", "cycle", "fitness", "errors", "num_entidades",
+                                  "inputs")}  # fmt: skip
 
 
 def landed(settings: Settings, cycle: int, ts: float) -> int:

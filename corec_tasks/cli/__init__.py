@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from corec_tasks.cli.blocks_cmd import blocks
+from corec_tasks.cli.commands_cmd import commands
 from corec_tasks.cli.config_cmd import config
 from corec_tasks.cli.db_cmd import db
 from corec_tasks.cli.demo_cmd import demo
@@ -62,7 +63,7 @@ def main(config_path: Path | None, data_dir: Path | None) -> None:
         os.environ["COREC_DATA_DIR"] = str(data_dir)
 
 
-for command in (config, services, db, streams, blocks, status, demo, metrics):
+for command in (config, services, db, streams, blocks, status, demo, metrics, commands):
     main.add_command(command)
 
 

@@ -8,7 +8,9 @@ security block's values are not a sensor block's, and pooling them would flag ev
 block of a small group on every run. Each feature is turned into a robust z-score
 within its peers, ``(x - median) / max(1.4826 * MAD, floor)``; one IsolationForest
 (fixed ``random_state``) is fitted over those z-scores of every block whose peer set
-has at least ``min_blocks`` blocks (smaller sets are skipped and reported).
+has at least ``min_blocks`` blocks. A block of a smaller set is compared with its
+own history instead (:func:`own_history_anomalies`): a single security block that
+starts failing is flagged too.
 
 A run's features are noisy when it selected few entities (1 error in 2 is an
 error rate of 0.5), so before scoring they are shrunk toward the peers' median by
@@ -185,6 +187,42 @@ def find_anomalies(
     return out
 
 
+#: Runs with input a block needs behind it before its own history is a baseline.
+MIN_HISTORY = 2
+#: Floors of the own-history scale (fitness, error rate), as SCALE_FLOOR's.
+HISTORY_FLOOR = {"fit": 0.05, "err": 0.05}
+
+
+def own_history_anomalies(
+    metas: Sequence[dict[str, Any]], min_z: float = MIN_ROBUST_Z
+) -> list[Anomaly]:
+    """Blocks whose last run lies ``min_z`` deviations from their own history (pure).
+
+    The history (``hist`` in the block's meta, kept by the engine) is an EWMA mean
+    and variance of fitness and error rate over the runs *before* the last one;
+    the deviation's scale is floored as in the peer audit. Idle runs are not judged.
+    """
+    out = []
+    for meta in metas:
+        h, r = meta.get("hist") or {}, meta.get("last_result") or {}
+        if int(h.get("n", 0)) < MIN_HISTORY or not int(r.get("selected", 0)):
+            continue
+        now = {"fit": float(r["fitness"]), "err": int(r["errors"]) / int(r["selected"])}
+        far = []
+        for name, label in (("fit", "fitness"), ("err", "error rate")):
+            sd = max(math.sqrt(max(0.0, float(h[name + "_var"]))), HISTORY_FLOOR[name])
+            z = (now[name] - float(h[name])) / sd
+            if abs(z) >= min_z:
+                mean = float(h[name])
+                far.append((abs(z), f"{label} {now[name]:.3f} vs its own mean {mean:.3f}"))
+        if far:
+            far.sort(reverse=True)
+            score = round(min(1.0, far[0][0] / (4 * min_z)), 4)
+            out.append(Anomaly(str(meta["spec"]["id"]), int(r.get("cycle", -1)), score,
+                               ", ".join(f for _, f in far) + " (own history)"))  # fmt: skip
+    return out
+
+
 class AuditModule(Module):
     """``ModuloAuditoria``: find anomalous blocks, one ``corec_alerts`` warning each."""
 
@@ -219,20 +257,27 @@ class AuditModule(Module):
         """Audit every block that has run; returns {checked, anomalies, alerts_published, ...}."""
         if self.store is None or self.bus is None:
             raise CorecError("AuditModule has no block store: pass one or call initialize()")
-        rows = [r for m in self.store.metas() if (r := AuditRow.from_meta(m)) is not None]
+        metas = self.store.metas()
+        rows = [r for m in metas if (r := AuditRow.from_meta(m)) is not None]
         counts = peer_counts(rows)
         small = {p: n for p, n in sorted(counts.items()) if n < self.min_blocks}
         checked = len(rows) - sum(small.values())
         report: dict[str, Any] = {"checked": checked, "anomalies": [], "alerts_published": 0}
         if small:
             report["skipped_peers"] = small
-        if not checked:
+        # Blocks of small peer sets are compared with their own history instead.
+        found = own_history_anomalies([m for m in metas if m["spec"]["processor"] in small],
+                                      self.min_robust_z)  # fmt: skip
+        report["checked_own_history"] = sum(small.values())
+        if checked:
+            found += find_anomalies(rows, contamination=self.contamination,
+                                    min_blocks=self.min_blocks,
+                                    min_robust_z=self.min_robust_z,
+                                    random_state=self.random_state)  # fmt: skip
+        elif not small:
             report["note"] = (f"nothing audited: needs at least {self.min_blocks} blocks that "
-                              f"have run with the same processor")  # fmt: skip
-            return report
-        found = find_anomalies(rows, contamination=self.contamination, min_blocks=self.min_blocks,
-                               min_robust_z=self.min_robust_z,
-                               random_state=self.random_state)  # fmt: skip
+                              f"have run with the same processor, or {MIN_HISTORY} runs of "
+                              f"a block")  # fmt: skip
         report["anomalies"] = [{"block_id": a.block_id, "reason": a.reason, "score": a.score}
                                for a in found]  # fmt: skip
         report["alerts_published"] = self._alert(found)

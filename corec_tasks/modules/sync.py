@@ -8,10 +8,13 @@ loses or duplicates an entity: whoever loses re-reads and retries.
 
 Rules, with the thresholds as keyword arguments (defaults below):
 
-* **donor**: fitness < 0.3 and load (spec ``carga``) < 0.2;
+* **donor**: fitness < 0.3 and measured load < 0.2 (the EWMA of the share of its
+  entities that had input and ran, kept by the engine; the spec's ``carga`` before
+  its first run);
   **receiver**: fitness > 0.8.
 * **redirection**: each donor gives half its entities (at least 1, keeping at least
-  1) to the receiver with the most room (``max_entities - num_entidades``), never
+  1) to the receiver with the most room (``max_entities - num_entidades``, lower if
+  ``max_size_mb`` allows fewer), never
   beyond that receiver's ``max_entities``; a donor finding no room gives nothing.
 * **merge**: two donors of the same group whose sizes together fit the smaller
   ``max_entities`` become one; the larger keeps its id (fewer entities move), the
@@ -34,8 +37,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
 
+from corec_tasks import feed
 from corec_tasks.block_store import BlockNotFound, BlockStore, StoredBlock, VersionConflict
-from corec_tasks.blocks import SymbioticBlock
+from corec_tasks.blocks import BlockSpec, SymbioticBlock, state_bytes
 from corec_tasks.entities import EntityArrays
 from corec_tasks.errors import CorecError
 from corec_tasks.metrics import counters
@@ -45,7 +49,7 @@ log = logging.getLogger(__name__)
 
 #: A donor runs below this fitness ...
 DONOR_MAX_FITNESS = 0.3
-#: ... with a load (spec ``carga``) below this.
+#: ... with a measured load below this.
 DONOR_MAX_LOAD = 0.2
 #: A receiver runs above this fitness.
 RECEIVER_MIN_FITNESS = 0.8
@@ -111,11 +115,23 @@ def _size(meta: dict[str, Any]) -> int:
 
 
 def _cap(meta: dict[str, Any]) -> int:
-    return int(meta["spec"]["max_entities"])
+    # The smaller of max_entities and what fits in max_size_mb (max_bytes).
+    spec = meta["spec"]
+    cap = int(spec["max_entities"])
+    if "max_bytes" in spec:
+        cap = min(cap, BlockSpec.from_dict(spec).max_fitting())
+    return cap
+
+
+def load_of(meta: dict[str, Any]) -> float:
+    """A block's measured load (engine.update_load); its configured ``carga`` until it
+    has run."""
+    load = meta.get("load")
+    return float(meta["spec"]["carga"] if load is None else load)
 
 
 def _is_donor(meta: dict[str, Any], donor_fitness: float, donor_load: float) -> bool:
-    return float(meta["fitness"]) < donor_fitness and float(meta["spec"]["carga"]) < donor_load
+    return float(meta["fitness"]) < donor_fitness and load_of(meta) < donor_load
 
 
 def plan_redirections(
@@ -227,6 +243,17 @@ def _rechannel(entities: EntityArrays, canal: int) -> EntityArrays:
     return entities
 
 
+def _check_fits(stored: StoredBlock, entities: int, doing: str) -> None:
+    """Refuse (RedirectError) a step that would take a block past its ``max_size_mb``."""
+    spec = stored.block.spec
+    if not spec.fits(entities):
+        raise RedirectError(
+            f"block {spec.id!r} {doing} would hold {entities} entities, "
+            f"{state_bytes(entities)} bytes of state, above its max_size_mb "
+            f"({spec.max_bytes} bytes, at most {spec.max_fitting()} entities); refused"
+        )
+
+
 def redirect(store: BlockStore, src: str, dst: str, count: int) -> int:
     """Move the last ``count`` entities of ``src`` to the end of ``dst``; return ``count``.
 
@@ -249,6 +276,7 @@ def redirect(store: BlockStore, src: str, dst: str, count: int) -> int:
                 f"block {src!r} has {n} entities; moving {count} would leave it none "
                 f"(at most {n - 1})"
             )
+        _check_fits(d, len(d.block.entities) + count, f"receiving {count} from {src!r}")
         kept, moved = s.block.entities.split_off(slice(n - count, n))
         s.block.entities = kept
         d.block.entities = EntityArrays.concat(
@@ -273,6 +301,10 @@ def merge(store: BlockStore, keep: str, absorb: str) -> int:
 
     def attempt() -> tuple[list[StoredBlock], list[StoredBlock], int]:
         k, a = _load(store, [keep, absorb])
+        _check_fits(k, len(k.block.entities) + len(a.block.entities), f"absorbing {absorb!r}")
+        # Entries its last run recorded may still be unacked; acking recorded entries is
+        # always safe, and once its record is gone nothing else would know they ran.
+        feed.ack(store.settings, store.r, [a])
         moved = _rechannel(a.block.entities, k.block.spec.canal)
         k.block.entities = EntityArrays.concat([k.block.entities, moved])
         return [k], [a], len(moved)
@@ -308,6 +340,7 @@ def split(store: BlockStore, block_id: str, new_id: str | None = None) -> str:
             version=0,
             last_cycle=parent.last_cycle,
             extra=dict(parent.extra),
+            load=parent.load,
         )
         return [parent, child], [], child_id
 
@@ -372,6 +405,8 @@ class SyncModule(Module):
             self._apply(store, report, mv)
         after = _total(store.metas())
         report["entities_before"], report["entities_after"] = before, after
+        if report["moves"]:
+            self._announce(store, report["moves"])
         if before != after:
             # Sync only moves entities; a difference means something else changed the
             # block set meanwhile (a registration, a manual redirect).
@@ -399,6 +434,22 @@ class SyncModule(Module):
             report["skipped"].append({"kind": kind, **step.to_dict(), "reason": str(exc)})
             return
         report[kind].append(step.to_dict())
+
+    @staticmethod
+    def _announce(store: BlockStore, moves: list[dict[str, Any]]) -> None:
+        """Log the seed's line; one info alert per donor on corec_alerts (rate-limited)."""
+        from corec_tasks.alerts import alert
+
+        moved = sum(int(m["count"]) for m in moves)
+        shown = ", ".join(f"{m['src']} -> {m['dst']} ({m['count']})" for m in moves[:10])
+        log.info("[Sincronizacion] Entidades redirigidas: %d entities in %d moves: %s",
+                 moved, len(moves), shown)  # fmt: skip
+        for m in moves:
+            message = (f"Entidades redirigidas: {m['count']} entities {m['src']} -> {m['dst']} "
+                       f"(idle donor: low fitness and measured load)")  # fmt: skip
+            # One per donor and hour (a donor halves every sync run until it is one entity).
+            alert(store.settings, store.r, "info", "sync", f"redirect:{m['src']}", message,
+                  {"src": m["src"], "dst": m["dst"], "count": m["count"]})  # fmt: skip
 
     def _store(self) -> BlockStore:
         if self.store is None:

@@ -286,17 +286,22 @@ def test_audit_alerts_on_an_injected_anomalous_block(
     assert len(_alerts(redis_client, settings)) == 1
 
 
-def test_audit_says_nothing_about_too_few_blocks(
+def test_audit_checks_a_small_group_against_its_own_history(
     settings: Settings, redis_client: redis.Redis
 ) -> None:
     store = _audited_store(settings, blocks=5)
+    report = _audit(store, settings)
+    assert report["checked"] == 0 and report["checked_own_history"] == 5
+    assert report["anomalies"] == [] and _alerts(redis_client, settings) == []
     victim = store.load(store.ids()[0])
     assert victim.last_result is not None
     victim.last_result = dict(victim.last_result, errors=victim.last_result["selected"])
     assert store.write([victim]) == 0
     report = _audit(store, settings)
-    assert report["checked"] == 0 and report["anomalies"] == []
     assert report["skipped_peers"] == {"sensor_swarm": 5}
-    assert "at least 8" in report["note"]
-    assert _alerts(redis_client, settings) == []
+    assert [a["block_id"] for a in report["anomalies"]] == [victim.block.id]
+    assert "error rate 1.000 vs its own mean" in report["anomalies"][0]["reason"]
+    (alert,) = _alerts(redis_client, settings)
+    assert alert["source"] == "audit" and alert["block_id"] == victim.block.id
+    assert _audit(store, settings)["alerts_published"] == 0  # once per (block, cycle)
     assert json.dumps(report)  # the report travels as a Celery result

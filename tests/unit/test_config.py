@@ -44,6 +44,8 @@ def test_shipped_default_is_the_seed_sample_without_secrets_plus_the_trading_plu
         {"name": "feeds", "enabled": True, "config_path": "plugins/feeds/config.json"},
         {"name": "pipeline", "enabled": True, "config_path": "plugins/pipeline/config.json"},
     ]  # fmt: skip
+    # Issue 12: the security node is fed by market_data (same 1,001,000 entities).
+    expected["bloques"][1]["stream"] = "market_data"
     assert shipped == expected
 
 

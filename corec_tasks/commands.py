@@ -1,0 +1,348 @@
+"""Commands and responses: ``corec_commands`` routed to handlers, answered on ``corec_responses``.
+
+A command is ``{"id", "command", "target", "args"}``; the dispatcher answers
+``{"id", "target", "command", "response"}`` or ``{"id", ..., "error"}``. An unknown
+target or command, bad args or a handler that raises get an ``error`` answer, never
+silence. A payload that is not a command at all (no usable ``id``) cannot be
+answered: it goes to the dead letter with its reason.
+
+**Once per id.** The answer is published by one script that first sets the marker
+``corec:cmd:answered:<id>`` (SET NX) and appends the response only if it was new, so
+a redelivered or duplicated command is answered once. A handler may run twice only
+if its worker dies between running it and answering (handlers should be idempotent;
+``blocks.redirect`` is an operator's action and says what it moved).
+
+**Handlers.** The core registers target ``core``: ``status``, ``blocks.list``,
+``blocks.redirect``. A plugin registers its own under its name: a function
+``register_commands(registry)`` in its ``main.py`` (as ``register_processors``) gets a
+registry scoped to the plugin, ``registry.register("balance", fn)``. A handler is
+``fn(args: dict, ctx: CommandContext) -> JSON-able``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+from corec_tasks.block_store import BlockStore
+from corec_tasks.errors import CorecError
+from corec_tasks.settings import Settings
+from corec_tasks.streams.bus import Entry, StreamBus
+from corec_tasks.streams.names import COMMANDS, RESPONSES
+from corec_tasks.streams.schemas import PayloadError, validate_payload
+
+log = logging.getLogger(__name__)
+
+#: The consumer group of the dispatcher on ``corec_commands``.
+DISPATCH_GROUP = "corec_dispatcher"
+#: The target of the core's own commands.
+CORE = "core"
+#: How long an answered id is remembered (a command id reused later is answered again).
+ANSWERED_TTL_S = 7 * 86400
+#: Longest error text in a response.
+ERROR_MAX = 2000
+
+Handler = Callable[[dict[str, Any], "CommandContext"], Any]
+
+# Answer once: the marker and the response in one step, or nothing.
+_ANSWER_ONCE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
+  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*',
+                    'd', ARGV[4], 'i', ARGV[5], 't', ARGV[6])
+end
+return false
+"""
+
+
+class CommandError(CorecError):
+    """A command cannot be run: unknown target or command, or bad args."""
+
+
+@dataclass
+class CommandContext:
+    """What a handler may use: the settings, the block store and its Redis client."""
+
+    settings: Settings
+    store: BlockStore
+
+
+class CommandRegistry:
+    """Handlers by (target, command); a miss raises :class:`CommandError` naming the known."""
+
+    def __init__(self) -> None:
+        self._handlers: dict[tuple[str, str], Handler] = {}
+
+    def register(self, target: str, command: str, fn: Handler) -> Handler:
+        """Register ``fn`` for ``command`` of ``target``; a taken pair raises."""
+        if (target, command) in self._handlers:
+            raise CommandError(f"command {command!r} of {target!r} is already registered")
+        self._handlers[(target, command)] = fn
+        return fn
+
+    def get(self, target: str, command: str) -> Handler:
+        """The handler of ``command`` on ``target``."""
+        try:
+            return self._handlers[(target, command)]
+        except KeyError:
+            pass
+        known = sorted(c for t, c in self._handlers if t == target)
+        if not known:
+            targets = ", ".join(self.targets()) or "(none)"
+            raise CommandError(f"unknown target {target!r}; known targets: {targets}")
+        raise CommandError(f"unknown command {command!r} for {target!r}; known: "
+                           f"{', '.join(known)}")  # fmt: skip
+
+    def targets(self) -> list[str]:
+        """Targets with at least one command, sorted."""
+        return sorted({t for t, _ in self._handlers})
+
+    def scoped(self, target: str) -> ScopedCommands:
+        """A view that registers under ``target`` only (what a plugin gets)."""
+        return ScopedCommands(self, target)
+
+
+@dataclass
+class ScopedCommands:
+    """A plugin's view of the registry: ``register(command, fn)`` under its own name."""
+
+    registry: CommandRegistry
+    target: str
+
+    def register(self, command: str, fn: Handler) -> Handler:
+        """Register ``fn`` as ``command`` of this plugin."""
+        return self.registry.register(self.target, command, fn)
+
+
+# -- core handlers -----------------------------------------------------------------------
+
+
+def _status(args: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
+    from corec_tasks.cycle import cycle_health
+
+    metas = ctx.store.metas()
+    last = ctx.store.r.get(ctx.settings.key("corec:cycle:last"))
+    return {"instance_id": ctx.settings.instance_id, "blocks": len(metas),
+            "entities": sum(int(m["num_entidades"]) for m in metas),
+            "last_cycle": int(last) if last else None,
+            "cycles": cycle_health(ctx.settings, ctx.store.r)}  # fmt: skip
+
+
+def _blocks_list(args: dict[str, Any], ctx: CommandContext) -> list[dict[str, Any]]:
+    from corec_tasks.modules.sync import load_of
+
+    groups: dict[str, dict[str, Any]] = {}
+    for m in ctx.store.metas():
+        spec = m["spec"]
+        g = groups.setdefault(spec["group"], {"group": spec["group"], "blocks": 0, "entities": 0,
+                                              "stream": spec.get("stream"), "fitness": [],
+                                              "load": []})  # fmt: skip
+        g["blocks"] += 1
+        g["entities"] += int(m["num_entidades"])
+        g["fitness"].append(float(m["fitness"]))
+        g["load"].append(load_of(m))
+    for g in groups.values():
+        g["fitness"] = round(sum(g["fitness"]) / len(g["fitness"]), 4)
+        g["load"] = round(sum(g["load"]) / len(g["load"]), 4)
+    return list(groups.values())
+
+
+class _RedirectArgs(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    src: str = Field(min_length=1, max_length=200)
+    dst: str = Field(min_length=1, max_length=200)
+    count: StrictInt = Field(ge=1, le=10_000_000)
+
+
+def _blocks_redirect(args: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
+    from corec_tasks.modules.sync import redirect
+
+    try:
+        a = _RedirectArgs.model_validate(args)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'args'}: {e['msg']}"
+                             for e in exc.errors())  # fmt: skip
+        raise CommandError(f"bad args: {problems}") from None
+    return {"moved": redirect(ctx.store, a.src, a.dst, a.count), "src": a.src, "dst": a.dst}
+
+
+def core_registry() -> CommandRegistry:
+    """A registry holding the core's commands (target ``core``)."""
+    registry = CommandRegistry()
+    registry.register(CORE, "status", _status)
+    registry.register(CORE, "blocks.list", _blocks_list)
+    registry.register(CORE, "blocks.redirect", _blocks_redirect)
+    return registry
+
+
+def add_plugin_commands(registry: CommandRegistry, plugins: Iterable[Any]) -> None:
+    """Let each loaded plugin (``name``, ``module``) register its commands."""
+    from corec_tasks.errors import PluginError
+
+    for plugin in plugins:
+        hook = getattr(plugin.module, "register_commands", None)
+        if hook is None:
+            continue
+        try:
+            hook(registry.scoped(plugin.name))
+        except Exception as exc:  # plugin code: one named error
+            raise PluginError(plugin.name, f"register_commands failed: {exc!r}") from exc
+
+
+# -- the dispatcher ----------------------------------------------------------------------
+
+
+def answer(
+    settings: Settings, client: redis.Redis, payload: dict[str, Any]
+) -> str | None:
+    """Publish ``payload`` on ``corec_responses`` unless its id was answered; the entry id."""
+    key = settings.key(f"corec:cmd:answered:{payload['id']}")
+    data = json.dumps(payload, separators=(",", ":"), default=str)
+    rid: Any = client.eval(_ANSWER_ONCE, 2, key, settings.key(RESPONSES), b"%d" % time.time(),
+                           ANSWERED_TTL_S, settings.env.stream_maxlen, data,
+                           settings.instance_id, b"%d" % (time.time() * 1000))  # fmt: skip
+    return None if rid is None else (rid.decode() if isinstance(rid, bytes) else str(rid))
+
+
+def handle(
+    entry: Entry, registry: CommandRegistry, ctx: CommandContext
+) -> dict[str, Any] | str:
+    """The answer to one entry, or the reason it cannot be answered (no usable id)."""
+    try:
+        cmd = validate_payload(COMMANDS, entry.payload)
+    except PayloadError as exc:
+        raw_id = _raw_id(entry.payload)
+        if raw_id is None:
+            return exc.reason
+        return {"id": raw_id, "error": f"invalid command: {exc.reason}"[:ERROR_MAX]}
+    target = cmd.get("target") or CORE
+    out: dict[str, Any] = {"id": cmd["id"], "target": target, "command": cmd["command"]}
+    try:
+        fn = registry.get(target, cmd["command"])
+        out["response"] = fn(dict(cmd.get("args") or {}), ctx)
+    except CorecError as exc:
+        out["error"] = str(exc)[:ERROR_MAX]
+    except Exception as exc:  # handler (maybe plugin) code: answered, never a crash
+        log.warning("[commands] %s %s failed: %r", target, cmd["command"], exc)
+        out["error"] = f"{type(exc).__name__}: {exc}"[:ERROR_MAX]
+    return out
+
+
+def _raw_id(raw: bytes) -> str | None:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return None
+    rid = data.get("id") if isinstance(data, dict) else None
+    ok = isinstance(rid, str) and 0 < len(rid) <= 200 and rid.isprintable()
+    return rid if ok else None
+
+
+def drain(
+    settings: Settings,
+    client: redis.Redis,
+    registry: CommandRegistry,
+    *,
+    consumer: str | None = None,
+    count: int = 100,
+    max_batches: int = 10,
+    claim_idle_ms: int | None = None,
+) -> dict[str, int]:
+    """Answer the pending commands: reclaim stale ones, then read new; ack each after
+    its answer is published (or it is dead-lettered)."""
+    bus = StreamBus(settings, client)
+    bus.ensure_group(COMMANDS, DISPATCH_GROUP)
+    consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
+    ctx = CommandContext(settings, BlockStore(settings, client))
+    idle = settings.env.stream_claim_idle_ms if claim_idle_ms is None else claim_idle_ms
+    stats = {"answered": 0, "duplicates": 0, "dead_lettered": 0}
+    entries = bus.reclaim(COMMANDS, DISPATCH_GROUP, consumer, idle, count)
+    for _ in range(max_batches):
+        entries = entries or bus.read(COMMANDS, DISPATCH_GROUP, consumer, count)
+        if not entries:
+            break
+        for entry in entries:
+            rid = _raw_id(entry.payload)
+            if rid is not None and client.exists(settings.key(f"corec:cmd:answered:{rid}")):
+                stats["duplicates"] += 1  # answered already: a redelivery or a reused id
+                bus.ack(COMMANDS, DISPATCH_GROUP, [entry.id])
+                continue
+            out = handle(entry, registry, ctx)
+            if isinstance(out, str):
+                bus.dead_letter(COMMANDS, entry, f"not a command: {out}", 1, group=DISPATCH_GROUP)
+                stats["dead_lettered"] += 1
+                continue
+            if answer(settings, client, out) is None:
+                stats["duplicates"] += 1
+            else:
+                stats["answered"] += 1
+            bus.ack(COMMANDS, DISPATCH_GROUP, [entry.id])
+        entries = []
+    return stats
+
+
+def send(settings: Settings, client: redis.Redis, target: str, command: str,
+         args: dict[str, Any] | None = None, command_id: str | None = None) -> str:  # fmt: skip
+    """Publish a command; return its id."""
+    import uuid
+
+    cid = command_id or uuid.uuid4().hex
+    payload: dict[str, Any] = {"id": cid, "command": command, "target": target}
+    if args is not None:
+        payload["args"] = args
+    StreamBus(settings, client).publish(COMMANDS, payload)
+    return cid
+
+
+def wait_response(
+    settings: Settings,
+    client: redis.Redis,
+    command_id: str,
+    *,
+    since: str = "0-0",
+    timeout_s: float = 30.0,
+) -> dict[str, Any] | None:
+    """The response to ``command_id`` on ``corec_responses`` (read after ``since``), or None."""
+    key = settings.key(RESPONSES)
+    cursor = since
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        block = max(1, int(min(1.0, deadline - time.monotonic()) * 1000))
+        resp: Any = client.xread({key: cursor}, count=100, block=block)
+        items: Any = []
+        if resp:
+            items = next(iter(resp.values())) if isinstance(resp, dict) else resp[0][1]
+        for eid, fields in items:
+            cursor = eid.decode() if isinstance(eid, bytes) else str(eid)
+            try:
+                data = json.loads(fields.get(b"d", b"{}"))
+            except ValueError:
+                continue
+            if isinstance(data, dict) and data.get("id") == command_id:
+                return data
+    return None
+
+
+def last_response_id(settings: Settings, client: redis.Redis) -> str:
+    """The newest entry id of ``corec_responses`` ("0-0" if empty): wait from there."""
+    rows: Any = client.xrevrange(settings.key(RESPONSES), count=1)
+    if not rows:
+        return "0-0"
+    eid = rows[0][0]
+    return eid.decode() if isinstance(eid, bytes) else str(eid)
+
+
+def registry_for(nucleus: Any) -> CommandRegistry:
+    """The core's commands plus those of the nucleus's loaded plugins."""
+    registry = core_registry()
+    add_plugin_commands(registry, getattr(nucleus, "plugins", []))
+    return registry

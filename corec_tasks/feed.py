@@ -1,0 +1,141 @@
+"""Stream-fed blocks: what a block bound to a stream reads for one run, and the acks.
+
+A block whose spec names a ``stream`` reads it through the consumer group
+``corec_block:<group>`` (one per config block, created at registration at the
+stream's end), as consumer ``<block id>``. Each run takes at most one entry per
+entity: first the entries already delivered to it and not acked (a run that died
+before its write), then new ones. Entity ``cursor + j`` processes entry ``j``
+(round-robin over the block's entities).
+
+Exactly once: the ids a run consumed are stored in the block's record, in the same
+compare-and-set write as its new state (``feed.entries``), and acked only after
+that write. Every later step of the block (a redelivered run of the same cycle, or
+the next cycle) acks them again before reading, so an entry whose ack was lost
+(a worker killed between write and ack) is never read again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from corec_tasks.block_store import BlockStore, StoredBlock, ensure_feed_group, feed_group
+from corec_tasks.processors import Payload
+from corec_tasks.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Entries pending for a consumer that is no longer a block (merged away) are claimed
+#: by a live block of the group once idle this long.
+ORPHAN_IDLE_MS = 1000
+
+
+@dataclass(slots=True)
+class Feed:
+    """One run's input: entry ids and their payloads, in processing order."""
+
+    ids: list[str] = field(default_factory=list)
+    payloads: list[Payload] = field(default_factory=list)
+
+
+def _s(v: bytes | str) -> str:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+def _items(resp: Any) -> list[Any]:
+    # RESP3 answers {stream: entries} (or [[stream, entries]] inside), RESP2 [[stream, entries]].
+    if not resp:
+        return []
+    if isinstance(resp, dict):
+        return list(next(iter(resp.values())))
+    return list(resp[0][1])
+
+
+def take(settings: Settings, store: BlockStore, stored: StoredBlock) -> Feed:
+    """The entries ``stored`` processes this run (at most one per entity)."""
+    spec = stored.block.spec
+    assert spec.stream is not None
+    r = store.r
+    key, group, me = settings.key(spec.stream), feed_group(spec.group), spec.id
+    done = [str(i) for i in stored.feed.get("entries", [])]
+    if done:
+        r.xack(key, group, *done)  # the last run's entries: recorded, maybe not acked
+    want = len(stored.block.entities)
+    feed = Feed()
+    if want == 0:
+        return feed
+    try:
+        _adopt_orphans(store, key, group, me)
+        raw = _items(r.xreadgroup(group, me, {key: "0"}, count=want))
+    except redis.ResponseError as exc:
+        if "NOGROUP" not in str(exc):
+            raise
+        ensure_feed_group(settings, r, spec.stream, group)
+        raw = []
+    if len(raw) < want:
+        raw += _items(r.xreadgroup(group, me, {key: ">"}, count=want - len(raw)))
+    gone = []
+    for eid, fields in raw:
+        eid = _s(eid)
+        payload = _payload(fields)
+        if payload is None:
+            gone.append(eid)  # trimmed before it was read, or not a JSON object
+            continue
+        feed.ids.append(eid)
+        feed.payloads.append(payload)
+    if gone:
+        log.warning("[feed] %s: %d entries of %s unreadable (trimmed or not a JSON "
+                    "object); skipped", me, len(gone), spec.stream)  # fmt: skip
+        r.xack(key, group, *gone)
+    return feed
+
+
+def _payload(fields: Any) -> Payload | None:
+    if not fields:
+        return None
+    data = fields.get(b"d", fields.get("d"))
+    if data is None:
+        # A foreign producer: its fields are the payload.
+        return {_s(k): _s(v) for k, v in fields.items()}
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _adopt_orphans(store: BlockStore, key: str, group: str, me: str) -> None:
+    """Claim entries pending for consumers that are no longer blocks (merged away)."""
+    r = store.r
+    summary: Any = r.xpending(key, group)
+    # Only consumers holding entries are listed: in steady state none or a few.
+    others = [_s(c["name"]) for c in summary.get("consumers") or [] if _s(c["name"]) != me]
+    if not others:
+        return
+    pipe = r.pipeline(transaction=False)
+    for name in others:
+        pipe.exists(store.key(name))
+    for name, alive in zip(others, pipe.execute(), strict=True):
+        if alive:
+            continue
+        rows: Any = r.xpending_range(key, group, "-", "+", 1000, consumername=name)
+        ids: list[Any] = [_s(row["message_id"]) for row in rows]
+        if ids:
+            r.xclaim(key, group, me, ORPHAN_IDLE_MS, ids)
+
+
+def ack(settings: Settings, client: redis.Redis, blocks: list[StoredBlock]) -> None:
+    """Ack what each (written) block's last run consumed; one round trip."""
+    fed = [s for s in blocks if s.block.spec.stream and s.feed.get("entries")]
+    if not fed:
+        return
+    pipe = client.pipeline(transaction=False)
+    for s in fed:
+        spec = s.block.spec
+        assert spec.stream is not None
+        pipe.xack(settings.key(spec.stream), feed_group(spec.group), *s.feed["entries"])
+    pipe.execute()

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -37,6 +35,8 @@ from corec_tasks.block_store import BlockStore
 from corec_tasks.errors import CorecError
 from corec_tasks.settings import Settings
 from corec_tasks.streams.bus import Entry, StreamBus
+from corec_tasks.streams.consumer import ConsumerLoop
+from corec_tasks.streams.handler import Dead, Done, EntryHandler, Verdict
 from corec_tasks.streams.names import COMMANDS, RESPONSES
 from corec_tasks.streams.schemas import PayloadError, validate_payload
 
@@ -247,6 +247,30 @@ def _raw_id(raw: bytes) -> str | None:
     return rid if ok else None
 
 
+class CommandDispatcher(EntryHandler):
+    """``corec_commands`` on the one consumer loop: answer each command once on
+    ``corec_responses``, then ack it; a payload with no usable id is dead-lettered."""
+
+    group = DISPATCH_GROUP
+
+    def __init__(self, settings: Settings, client: redis.Redis, registry: CommandRegistry) -> None:
+        self.settings = settings
+        self.client = client
+        self.registry = registry
+        self.ctx = CommandContext(settings, BlockStore(settings, client))
+
+    def handle(self, entry: Entry, deliveries: int) -> Verdict:
+        rid = _raw_id(entry.payload)
+        answered = self.settings.key(f"corec:cmd:answered:{rid}")
+        if rid is not None and self.client.exists(answered):
+            return Done("duplicates")  # answered already: a redelivery or a reused id
+        out = handle(entry, self.registry, self.ctx)
+        if isinstance(out, str):
+            return Dead(f"not a command: {out}")
+        return Done("duplicates" if answer(self.settings, self.client, out) is None
+                    else "answered")  # fmt: skip
+
+
 def drain(
     settings: Settings,
     client: redis.Redis,
@@ -257,37 +281,14 @@ def drain(
     max_batches: int = 10,
     claim_idle_ms: int | None = None,
 ) -> dict[str, int]:
-    """Answer the pending commands: reclaim stale ones, then read new; ack each after
-    its answer is published (or it is dead-lettered)."""
+    """Answer the pending commands (stale ones reclaimed first), each acked after its
+    answer is published or it is dead-lettered."""
     bus = StreamBus(settings, client)
-    bus.ensure_group(COMMANDS, DISPATCH_GROUP)
-    consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
-    ctx = CommandContext(settings, BlockStore(settings, client))
-    idle = settings.env.stream_claim_idle_ms if claim_idle_ms is None else claim_idle_ms
-    stats = {"answered": 0, "duplicates": 0, "dead_lettered": 0}
-    entries = bus.reclaim(COMMANDS, DISPATCH_GROUP, consumer, idle, count)
-    for _ in range(max_batches):
-        entries = entries or bus.read(COMMANDS, DISPATCH_GROUP, consumer, count)
-        if not entries:
-            break
-        for entry in entries:
-            rid = _raw_id(entry.payload)
-            if rid is not None and client.exists(settings.key(f"corec:cmd:answered:{rid}")):
-                stats["duplicates"] += 1  # answered already: a redelivery or a reused id
-                bus.ack(COMMANDS, DISPATCH_GROUP, [entry.id])
-                continue
-            out = handle(entry, registry, ctx)
-            if isinstance(out, str):
-                bus.dead_letter(COMMANDS, entry, f"not a command: {out}", 1, group=DISPATCH_GROUP)
-                stats["dead_lettered"] += 1
-                continue
-            if answer(settings, client, out) is None:
-                stats["duplicates"] += 1
-            else:
-                stats["answered"] += 1
-            bus.ack(COMMANDS, DISPATCH_GROUP, [entry.id])
-        entries = []
-    return stats
+    loop = ConsumerLoop(bus, CommandDispatcher(settings, client, registry), consumer,
+                        batch=count, claim_idle_ms=claim_idle_ms)  # fmt: skip
+    s = loop.run(COMMANDS, max_batches)
+    return {"answered": s.counts["answered"], "duplicates": s.counts["duplicates"],
+            "dead_lettered": s.dead_lettered}  # fmt: skip
 
 
 def send(settings: Settings, client: redis.Redis, target: str, command: str,

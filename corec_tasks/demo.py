@@ -4,7 +4,8 @@ Starts the embedded Redis and PostgreSQL (unless REDIS_URL and DATABASE_URL are
 set), migrates, starts one Celery worker and beat, publishes events through the
 streams bus (a few malformed on purpose), waits while beat-driven persistence
 lands them in the partitioned tables, shows the result; runs the seed's blocks, the
-capital pool, then full trading cycles on the simulator (``demo_trading``), ends with
+capital pool, then the enabled plugins' demo step (the pipeline's full trading cycles, its
+``hooks.py``), ends with
 a report (a table and a PNG chart, ``demo_report``) and stops everything it started.
 """
 
@@ -105,7 +106,7 @@ def _run(settings: Settings, events: int, cycles: int, timeout: float, seed: int
          trading_cycles: int, report: Path | None) -> None:  # fmt: skip
     from corec_tasks.cli.output import table
     from corec_tasks.demo_report import trading_table, write_chart
-    from corec_tasks.demo_trading import DEMO_STRATEGY, run_trading, write_demo_config
+    from corec_tasks.discovery import enabled, resolve
     from corec_tasks.storage.migrate import current, upgrade
     from corec_tasks.storage.partitions import ensure_partitions
 
@@ -120,10 +121,19 @@ def _run(settings: Settings, events: int, cycles: int, timeout: float, seed: int
     console.print(f"schema at {revision}; new partitions: {created or 'none'}")
 
     console.rule("[bold]3. Celery worker and beat")
-    demo_config = write_demo_config(settings, settings.data_dir / "demo")
-    settings = load_settings(demo_config)
-    console.print(f"demo config {demo_config}: the pipeline's strategy trades on small "
-                  f"signals {DEMO_STRATEGY} (the shipped config is unchanged)")  # fmt: skip
+    # The enabled plugins' demo steps ("demo" in their plugin.json); the first one that
+    # rewrites the config writes the demo's own copy (the shipped config is unchanged).
+    demos = [(p.name, p.manifest.demo) for p in enabled(settings) if p.manifest.demo]
+    for name, hooks in demos:
+        if hooks.config:
+            demo_config = resolve(hooks.config, name)(settings, settings.data_dir / "demo")
+            settings = load_settings(demo_config)
+            console.print(f"demo config {demo_config} (written by plugin {name}; "
+                          "the shipped config is unchanged)")  # fmt: skip
+            break
+    else:
+        demo_config = settings.config_path
+    step = next(((n, h.step) for n, h in demos if h.step), None)
     # A fresh beat schedule each run: a 5-minute job (block or trading cycle) long due
     # since the last demo would otherwise fire in the middle of this one.
     for old in settings.data_dir.glob("demo-beat-schedule*"):
@@ -143,9 +153,13 @@ def _run(settings: Settings, events: int, cycles: int, timeout: float, seed: int
         block_records = _blocks(settings, cycles, timeout)
         _capital(settings, timeout)
 
-        console.rule("[bold]10. trading: allocation -> prediction -> pipeline -> strategy "
-                     "-> broker")  # fmt: skip
+        if step is None:
+            console.print("no enabled plugin brings a demo step: no trading section")
+            return
+        console.rule(f"[bold]10. trading (plugin {step[0]}): allocation -> prediction -> "
+                     "pipeline -> strategy -> broker")  # fmt: skip
         run_id = os.urandom(4).hex()
+        run_trading = resolve(step[1], step[0])
         start, rows = run_trading(settings, trading_cycles, timeout, run_id, console)
 
         console.rule("[bold]11. report")

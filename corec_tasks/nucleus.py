@@ -17,8 +17,8 @@ from types import ModuleType
 from typing import Any
 
 from corec_tasks.block_store import BlockStore
-from corec_tasks.engine import Engine, persist_block_results
 from corec_tasks.discovery import enabled
+from corec_tasks.engine import Engine, persist_block_results
 from corec_tasks.errors import PluginError
 from corec_tasks.manifest import Manifest
 from corec_tasks.processors import ProcessorRegistry, default_registry

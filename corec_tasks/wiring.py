@@ -53,7 +53,9 @@ def beat_entry(entry: BeatEntry, settings: Settings, plugin: str) -> dict[str, A
     """One Celery beat entry from a manifest's ``beat`` item."""
     where = f"plugins.{plugin}.beat.{entry.name}"
     every = _seconds(entry.every, settings, where)
-    expires = max(10.0, every) if entry.expires is None else _seconds(entry.expires, settings, where)
+    expires = max(10.0, every)
+    if entry.expires is not None:
+        expires = _seconds(entry.expires, settings, where)
     out: dict[str, Any] = {"task": entry.task, "schedule": every, "options": {"expires": expires}}
     if entry.args:
         out["args"] = list(entry.args)
@@ -86,7 +88,8 @@ def cli_commands(specs: list[PluginSpec]) -> list[click.Command]:
         for ref in spec.manifest.cli:
             command = resolve(ref, spec.name)
             if not isinstance(command, click.Command):
-                raise ConfigurationError([(f"plugins.{spec.name}.cli", f"{ref} is no click command")])
+                problem = (f"plugins.{spec.name}.cli", f"{ref} is no click command")
+                raise ConfigurationError([problem])
             out.append(command)
     return out
 

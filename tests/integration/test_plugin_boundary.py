@@ -1,0 +1,156 @@
+"""The plugin boundary: a plugin from outside plugins/ (tests/data/outside/echo_plugin),
+enabled through COREC_PLUGIN_PATH, brings its table, CLI group, beat entry, block and
+consumer without a line changed in corec_tasks/; disabled, none of it is there."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+
+from beat_schedule import build_beat_schedule
+from corec_tasks.cli import main
+from corec_tasks.db import libpq_url
+from corec_tasks.discovery import enabled
+from corec_tasks.settings import Settings, load_settings
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+DATA = ROOT / "tests" / "data"
+OUTSIDE = DATA / "outside"
+
+
+@pytest.fixture()
+def echo_on(monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.setenv("COREC_PLUGIN_PATH", str(OUTSIDE))
+    monkeypatch.setenv("COREC_CONFIG", str(DATA / "echo_config.json"))
+    return DATA / "echo_config.json"
+
+
+@pytest.fixture()
+def echo_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    config = json.loads((DATA / "echo_config.json").read_text())
+    for entry in config["plugins"]:
+        if entry["name"] == "echo_plugin":
+            entry.update(enabled=False, config_path=None)
+    path = tmp_path / "corec_config.json"
+    path.write_text(json.dumps(config))
+    monkeypatch.setenv("COREC_PLUGIN_PATH", str(OUTSIDE))
+    monkeypatch.setenv("COREC_CONFIG", str(path))
+    return path
+
+
+@pytest.fixture()
+def fresh_db(servers: dict[str, str], run_id: str, monkeypatch: pytest.MonkeyPatch
+             ) -> Iterator[str]:  # fmt: skip
+    from sqlalchemy.engine import make_url
+
+    admin = libpq_url(servers["database_url"])
+    name = f"corec_t_{run_id}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(servers["database_url"]).set(database=name).render_as_string(False)
+    monkeypatch.setenv("DATABASE_URL", url)
+    yield url
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _tables(url: str) -> set[str]:
+    with psycopg.connect(libpq_url(url)) as conn:
+        rows = conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return {r[0] for r in rows}
+
+
+def _schedule() -> dict[str, dict[str, object]]:
+    settings = load_settings()
+    return build_beat_schedule(settings, enabled(settings))
+
+
+def test_capital_disabled_schedules_no_capital_task(settings: Settings) -> None:
+    """tests/data/small_config.json has no capital_pool: beat sends no capital task."""
+    tasks = {e["task"] for e in build_beat_schedule(settings, enabled(settings)).values()}
+    assert not any(t.startswith("capital_pool.") for t in tasks)
+    default = load_settings(ROOT / "corec_config.json")
+    tasks = {e["task"] for e in build_beat_schedule(default, enabled(default)).values()}
+    assert {"capital_pool.allocate", "capital_pool.consume", "trading.cycle"} <= tasks
+
+
+def test_beat_help_and_table_when_enabled(settings: Settings, echo_on: Path, fresh_db: str
+                                          ) -> None:  # fmt: skip
+    schedule = _schedule()
+    assert schedule["echo-tick"]["task"] == "echo_plugin.tick"
+    assert schedule["echo-tick"]["schedule"] == 30.0
+    assert schedule["consume-echo_plugin-echo_events-echo"]["task"] == "corec.plugins.consume"
+    shown = CliRunner().invoke(main, ["--help"])
+    assert "echo " in shown.output and "The test plugin's commands." in shown.output
+    hello = CliRunner().invoke(main, ["echo", "hello"])
+    assert hello.exit_code == 0 and "hello from echo_plugin" in hello.output
+    upgraded = CliRunner().invoke(main, ["db", "upgrade"])
+    assert upgraded.exit_code == 0, upgraded.output
+    assert "echo_words" in _tables(fresh_db)
+    assert "e001_echo" in upgraded.output
+
+
+def test_nothing_when_disabled(settings: Settings, echo_off: Path, fresh_db: str) -> None:
+    assert not any(k.startswith(("echo", "consume-echo")) for k in _schedule())
+    assert "echo " not in CliRunner().invoke(main, ["--help"]).output
+    assert CliRunner().invoke(main, ["echo", "hello"]).exit_code != 0
+    assert CliRunner().invoke(main, ["db", "upgrade"]).exit_code == 0
+    assert "echo_words" not in _tables(fresh_db) and "bloques" in _tables(fresh_db)
+
+
+def test_its_block_runs_and_its_consumer_receives(settings: Settings, echo_on: Path,
+                                                  fresh_db: str) -> None:  # fmt: skip
+    from corec_tasks.nucleus import Nucleus
+    from corec_tasks.plugin_tasks import consume
+    from corec_tasks.storage.migrate import upgrade
+    from corec_tasks.streams.bus import StreamBus
+
+    upgrade(fresh_db)
+    echo = load_settings()
+    nucleus = Nucleus(echo)
+    nucleus.initialize()
+    try:
+        assert [p.name for p in nucleus.plugins] == ["aaa", "echo_plugin"]
+        assert nucleus.plugins[1].config == {"repeat": 2}
+        nucleus.modules["registry"].run()
+        [summary] = nucleus.engine.run_blocks(["echo_block"], 1, 1_700_000_000.0)
+        assert summary["block_id"] == "echo_block"
+    finally:
+        nucleus.stop()
+    with StreamBus(echo) as bus:
+        bus.ensure_group("echo_events", "echo")
+        bus.publish("echo_events", {"word": "ping"})
+        bus.publish("echo_events", {"word": "pong"})
+    entry = _schedule()["consume-echo_plugin-echo_events-echo"]
+    assert consume.run(**entry["kwargs"]) == {"handled": 2, "failed": 0}
+    with psycopg.connect(libpq_url(fresh_db)) as conn:
+        words = [r[0] for r in conn.execute("SELECT word FROM echo_words ORDER BY id")]
+    assert words == ["ping", "pong"]
+
+
+def test_the_framework_names_no_plugin_module() -> None:
+    """No import of plugins/ (ruff TID251 checks that) and no "plugins.x" import string."""
+    files = [*sorted((ROOT / "corec_tasks").rglob("*.py")), ROOT / "beat_schedule.py",
+             ROOT / "celeryconfig.py"]  # fmt: skip
+    found = []
+    for path in files:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else [
+                    node.module or ""]
+                found += [f"{path}: import {n}" for n in names if n.split(".")[0] == "plugins"]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value.strip()
+                if re.fullmatch(r"plugins(\.\w+)+(:[\w.]+)?", text):
+                    found.append(f"{path}: {text!r}")
+    assert found == []

@@ -8,7 +8,6 @@ in PostgreSQL, close Redis). Worker processes build one through ``worker_engine`
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -21,6 +20,7 @@ from corec_tasks.discovery import enabled
 from corec_tasks.engine import Engine, persist_block_results
 from corec_tasks.errors import PluginError
 from corec_tasks.manifest import Manifest
+from corec_tasks.plugin_info import read_own_config
 from corec_tasks.processors import ProcessorRegistry, default_registry
 from corec_tasks.settings import Settings, get_settings
 
@@ -36,18 +36,6 @@ class Plugin:
     manifest: Manifest
     module: ModuleType
     config: dict[str, Any] = field(default_factory=dict)
-
-
-def read_own_config(path: Path) -> dict[str, Any]:
-    """A plugin's own config file: JSON, or YAML for ``.yaml``/``.yml``."""
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
-    return data if isinstance(data, dict) else {}
 
 
 def load_plugins(settings: Settings, registry: ProcessorRegistry) -> list[Plugin]:

@@ -13,6 +13,7 @@ from corec_tasks.cli.blocks_cmd import blocks
 from corec_tasks.cli.config_cmd import config
 from corec_tasks.cli.db_cmd import db
 from corec_tasks.cli.demo_cmd import demo
+from corec_tasks.cli.plugins_cmd import plugins
 from corec_tasks.cli.services_cmd import services
 from corec_tasks.cli.status_cmd import status
 from corec_tasks.cli.streams_cmd import streams
@@ -80,7 +81,7 @@ def main(config_path: Path | None, data_dir: Path | None) -> None:
         os.environ["COREC_DATA_DIR"] = str(data_dir)
 
 
-for command in (config, services, db, streams, blocks, status, demo):
+for command in (config, services, db, streams, blocks, status, demo, plugins):
     main.add_command(command)
 
 

@@ -154,3 +154,55 @@ def test_the_framework_names_no_plugin_module() -> None:
                 if re.fullmatch(r"plugins(\.\w+)+(:[\w.]+)?", text):
                     found.append(f"{path}: {text!r}")
     assert found == []
+
+
+def test_config_check_names_the_wrong_key_of_a_plugin_config(echo_on: Path, tmp_path: Path
+                                                             ) -> None:  # fmt: skip
+    ok = CliRunner().invoke(main, ["config", "check"])
+    assert ok.exit_code == 0 and "echo_plugin 0.1.0" in ok.output
+    config = json.loads(echo_on.read_text())
+    (tmp_path / "echo.json").write_text('{"repeat": 11, "colour": "red"}')
+    config["plugins"][1]["config_path"] = str(tmp_path / "echo.json")
+    (tmp_path / "corec_config.json").write_text(json.dumps(config))
+    bad = CliRunner().invoke(main, ["config", "check", str(tmp_path / "corec_config.json")])
+    assert bad.exit_code == 1
+    assert "plugins.echo_plugin.config.repeat" in bad.output
+    assert "plugins.echo_plugin.config.colour" in bad.output
+
+
+def test_a_bad_manifest_key_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "typo_plugin"
+    folder.mkdir()
+    (folder / "plugin.json").write_text('{"name": "typo_plugin", "taks": ["x.tasks"]}')
+    (tmp_path / "c.json").write_text('{"plugins": [{"name": "typo_plugin"}]}')
+    monkeypatch.setenv("COREC_PLUGIN_PATH", str(tmp_path))
+    bad = CliRunner().invoke(main, ["config", "check", str(tmp_path / "c.json")])
+    assert bad.exit_code == 1 and "taks: Extra inputs" in bad.output and "typo_plugin" in bad.output
+
+
+def test_plugins_list_and_show(echo_on: Path) -> None:
+    listed = CliRunner().invoke(main, ["plugins", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    found = {p["name"]: p for p in json.loads(listed.output)}
+    assert found["echo_plugin"]["enabled"] and not found["broker"]["enabled"]
+    assert found["capital_pool"]["beat"][0]["task"] == "capital_pool.allocate"
+    shown = CliRunner().invoke(main, ["plugins", "show", "echo_plugin", "--json"])
+    info = json.loads(shown.output)
+    assert info["tasks"] == ["echo_plugin.tasks"] and info["blocks"] == ["echo_block"]
+    assert info["consumers"][0]["handler"] == "echo_plugin.handlers:on_event"
+    assert info["migrations"].endswith("echo_plugin/migrations")
+    assert CliRunner().invoke(main, ["plugins", "show", "nope"]).exit_code == 1
+
+
+def test_its_stream_schema_validates_payloads(echo_on: Path) -> None:
+    from corec_tasks.settings import get_settings
+    from corec_tasks.streams.schemas import PayloadError, check_payload, schema_for
+
+    get_settings.cache_clear()
+    try:
+        assert schema_for("echo_events").__name__ == "EchoEvent"  # type: ignore[union-attr]
+        check_payload("echo_events", b'{"word": "ok"}')
+        with pytest.raises(PayloadError, match="word"):
+            check_payload("echo_events", b'{"word": ""}')
+    finally:
+        get_settings.cache_clear()

@@ -70,11 +70,14 @@ class Consumer(_Strict):
 
 
 class Demo(_Strict):
-    """The plugin's step of ``corec demo``: ``config`` rewrites the demo's config copy,
-    ``step`` runs on the demo's worker and beat (both ``"module:callable"``)."""
+    """The plugin's part of ``corec demo`` (each ``"module:callable"``): ``config(settings,
+    out_dir) -> Path`` writes the demo's copy of the config; ``step(settings, timeout,
+    console)`` runs on the demo's worker and beat; ``report(settings, cycles, timeout,
+    run, console) -> (start, rows)`` runs the cycles the report's NAV table and chart show."""
 
     config: Ref | None = None
     step: Ref | None = None
+    report: Ref | None = None
 
 
 class Manifest(_Strict):

@@ -47,10 +47,9 @@ class PluginSpec:
         return self.entry.name
 
 
-def path_dirs(raw: str | None = None) -> list[Path]:
+def path_dirs(settings: Settings) -> list[Path]:
     """The folders on ``COREC_PLUGIN_PATH``."""
-    raw = os.environ.get("COREC_PLUGIN_PATH", "") if raw is None else raw
-    return [Path(p) for p in raw.split(os.pathsep) if p.strip()]
+    return [Path(p) for p in settings.env.plugin_path.split(os.pathsep) if p.strip()]
 
 
 def _entry_point_folders() -> dict[str, Path]:
@@ -78,7 +77,7 @@ def _local_bases(settings: Settings) -> list[Path]:
 
 def find_folder(settings: Settings, name: str) -> Path:
     """The folder of plugin ``name``; a ConfigurationError says where it looked."""
-    for base in path_dirs():
+    for base in path_dirs(settings):
         if (base / name / MANIFEST).is_file():
             _importable(base)
             return base / name
@@ -95,7 +94,7 @@ def find_folder(settings: Settings, name: str) -> Path:
 def available(settings: Settings) -> dict[str, Path]:
     """Every plugin folder that can be found, by name (first hit wins, as above)."""
     out: dict[str, Path] = {}
-    candidates = [(base, True) for base in path_dirs()]
+    candidates = [(base, True) for base in path_dirs(settings)]
     candidates += [(base, False) for base in _local_bases(settings)]
     for base, on_path in candidates:
         if not base.is_dir():

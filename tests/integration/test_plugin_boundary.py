@@ -19,7 +19,7 @@ from beat_schedule import build_beat_schedule
 from corec_tasks.cli import main
 from corec_tasks.db import libpq_url
 from corec_tasks.discovery import enabled
-from corec_tasks.settings import Settings, load_settings
+from corec_tasks.settings import Settings, get_settings, load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -131,8 +131,14 @@ def test_its_block_runs_and_its_consumer_receives(settings: Settings, echo_on: P
         bus.ensure_group("echo_events", "echo")
         bus.publish("echo_events", {"word": "ping"})
         bus.publish("echo_events", {"word": "pong"})
+        bus.publish("echo_events", {"word": "pong", "extra": 1})  # EchoEvent forbids it
     entry = _schedule()["consume-echo_plugin-echo_events-echo"]
-    assert consume.run(**entry["kwargs"]) == {"handled": 2, "failed": 0}
+    get_settings.cache_clear()
+    try:
+        result = consume.run(**entry["kwargs"])
+    finally:
+        get_settings.cache_clear()
+    assert result == {"handled": 2, "failed": 0, "dead_lettered": 1}
     with psycopg.connect(libpq_url(fresh_db)) as conn:
         words = [r[0] for r in conn.execute("SELECT word FROM echo_words ORDER BY id")]
     assert words == ["ping", "pong"]

@@ -9,6 +9,7 @@ from typing import Any
 
 from celery.schedules import crontab
 
+from corec_tasks.commands import beat_entry as command_beat_entry
 from corec_tasks.discovery import PluginSpec, enabled
 from corec_tasks.settings import Settings, get_settings
 from corec_tasks.wiring import beat_entries
@@ -58,7 +59,10 @@ def build_beat_schedule(settings: Settings, plugins: list[PluginSpec]) -> dict[s
             "kwargs": {"interval": interval, "chunk": settings.env.block_chunk},
             "options": {"expires": interval},
         }
-    clash = sorted(set(schedule) & set(plugin_entries := beat_entries(settings, plugins)))
+    plugin_entries = beat_entries(settings, plugins)
+    # corec_commands -> the enabled plugins' command handlers, when any declares one.
+    plugin_entries.update(command_beat_entry(plugins, persist_every))
+    clash = sorted(set(schedule) & set(plugin_entries))
     if clash:
         from corec_tasks.errors import ConfigurationError
 

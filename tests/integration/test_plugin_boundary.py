@@ -212,3 +212,30 @@ def test_its_stream_schema_validates_payloads(echo_on: Path) -> None:
             check_payload("echo_events", b'{"word": ""}')
     finally:
         get_settings.cache_clear()
+
+
+def test_its_command_handler_answers_on_corec_responses(settings: Settings, echo_on: Path
+                                                        ) -> None:  # fmt: skip
+    from corec_tasks.plugin_tasks import consume
+    from corec_tasks.streams.bus import StreamBus
+
+    entry = _schedule()["plugin-commands"]
+    echo = load_settings()
+    with StreamBus(echo) as bus:
+        bus.ensure_group("corec_commands", entry["kwargs"]["group"])
+        bus.publish("corec_commands", {"id": "c1", "command": "echo", "args": {"x": 1}})
+        bus.publish("corec_commands", {"id": "c2", "command": "echo", "target": "other"})
+        bus.publish("corec_commands", {"id": "c3", "command": "echo", "args": {"boom": 1}})
+        get_settings.cache_clear()
+        try:
+            assert consume.run(**entry["kwargs"])["handled"] == 3
+        finally:
+            get_settings.cache_clear()
+        answers = {a["payload"]["id"]: a["payload"] for a in bus.tail("corec_responses", 10)}
+    assert answers["c1"]["response"] == {"echoed": {"x": 1}}
+    assert "no enabled plugin handles 'echo' as 'other'" in answers["c2"]["error"]
+    assert "echo_plugin" in answers["c3"]["error"] and "boom" in answers["c3"]["error"]
+
+
+def test_no_command_entry_without_a_handler(settings: Settings, echo_off: Path) -> None:
+    assert "plugin-commands" not in _schedule()

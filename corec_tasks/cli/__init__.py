@@ -27,9 +27,11 @@ class _CorecGroup(click.Group):
     a plugin's CLI module imports ``corec_tasks.cli.output`` (circular at import)."""
 
     _plugins_added: str | None = None
+    _plugin_names: list[str] = []  # noqa: RUF012  (replaced, never mutated)
 
     def _plugins(self) -> None:
-        config = os.environ.get("COREC_CONFIG", "")
+        config = os.environ.get("COREC_CONFIG", "") + os.pathsep + os.environ.get(
+            "COREC_PLUGIN_PATH", "")
         if self._plugins_added != config:
             for name in getattr(self, "_plugin_names", ()):
                 self.commands.pop(name, None)

@@ -11,6 +11,8 @@ QUEUES  ?= generic,security,analysis,alerts,generation,celery
 NODE    ?= corec-$(shell hostname)-%n@%h
 LOGLEVEL ?= INFO
 FLOWER_PORT ?= 5555
+# Flower speaks plain HTTP: loopback unless told otherwise (FLOWER_ADDRESS=0.0.0.0 behind TLS).
+FLOWER_ADDRESS ?= 127.0.0.1
 FLOWER_MAX_TASKS ?= 10000
 
 .PHONY: all install demo test lint bench workers beat flower services-up services-down clean
@@ -53,7 +55,7 @@ beat: _ensure_servers
 
 flower: install
 	@test -n "$$FLOWER_BASIC_AUTH" || { echo "set FLOWER_BASIC_AUTH=user:password first"; exit 1; }
-	$(BIN)/celery -A corec_tasks flower --port=$(FLOWER_PORT) \
+	$(BIN)/celery -A corec_tasks flower --address=$(FLOWER_ADDRESS) --port=$(FLOWER_PORT) \
 		--basic-auth="$$FLOWER_BASIC_AUTH" --max_tasks=$(FLOWER_MAX_TASKS)
 
 services-up: install

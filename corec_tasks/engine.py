@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,13 +24,12 @@ from corec_tasks.block_store import BlockStore, StoredBlock, VersionConflict
 from corec_tasks.db import libpq_url
 from corec_tasks.processors import ProcessorRegistry
 from corec_tasks.settings import Settings
-from corec_tasks.storage.writer import BlockRow, write_blocks
+from corec_tasks.streams.block_results import RESULTS_GROUP, persist_block_results
 from corec_tasks.streams.names import BLOCK_RESULTS
 
 log = logging.getLogger(__name__)
 
-#: Consumer group that moves block results into ``bloques``.
-RESULTS_GROUP = "corec_bloques"
+__all__ = ["RESULTS_GROUP", "Engine", "landed", "persist_block_results"]
 #: A run that loses its compare-and-set (a redirection moved entities meanwhile)
 #: re-reads and runs again, at most this many times, then Celery retries the task.
 CAS_ATTEMPTS = 10
@@ -120,83 +117,13 @@ class Engine:
             data = json.dumps(stored.last_result, separators=(",", ":")).encode()
             fields: Any = {F_DATA: data, F_INSTANCE: instance, F_TIME: now,
                            F_MESSAGES: stored.last_messages}  # fmt: skip
-            pipe.xadd(key, fields, maxlen=self.settings.env.stream_maxlen, approximate=True)
+            pipe.xadd(key, fields)  # no blind MAXLEN: the consumer round trims (StreamBus.trim)
         pipe.execute()
 
 
 def _summary(stored: StoredBlock) -> dict[str, Any]:
     r = stored.last_result or {}
     return {k: r.get(k) for k in ("block_id", "cycle", "fitness", "errors", "num_entidades")}
-
-
-def _row(fields: dict[bytes, bytes], default_instance: str) -> BlockRow:
-    r = json.loads(fields[F_DATA])
-    return BlockRow(
-        id=str(r["block_id"]),
-        ciclo=int(r["cycle"]),
-        canal=int(r["canal"]),
-        num_entidades=int(r["num_entidades"]),
-        fitness=float(r["fitness"]),
-        carga=float(r["carga"]),
-        errores=int(r["errors"]),
-        timestamp=float(r["timestamp"]),
-        instance_id=(fields.get(F_INSTANCE) or default_instance.encode()).decode(),
-        mensajes=fields.get(F_MESSAGES) or None,
-    )
-
-
-def persist_block_results(
-    settings: Settings,
-    client: redis.Redis,
-    *,
-    consumer: str | None = None,
-    batch: int = 1000,
-    max_batches: int = 100,
-    claim_idle_ms: int | None = None,
-) -> dict[str, int]:
-    """Move ``block_results`` entries into ``bloques``: COPY, COMMIT, then XACK.
-
-    Stale pending entries (a consumer died) are reclaimed first; a malformed entry
-    goes to ``corec_dead_letter`` with its reason. Safe to run concurrently.
-    """
-    from corec_tasks.streams.bus import Entry, StreamBus
-
-    key = settings.key(BLOCK_RESULTS)
-    consumer = consumer or f"{socket.gethostname()}-{os.getpid()}"
-    bus = StreamBus(settings, client)
-    bus.ensure_group(BLOCK_RESULTS, RESULTS_GROUP)
-    idle = settings.env.stream_claim_idle_ms if claim_idle_ms is None else claim_idle_ms
-    stats = {"read": 0, "inserted": 0, "dead_lettered": 0}
-    # Redis 7 answers [cursor, claimed, deleted]; 6.2 (the embedded one) [cursor, claimed].
-    reply: Any = client.xautoclaim(key, RESULTS_GROUP, consumer, idle, "0-0", count=batch)
-    entries: list[Any] = [e for e in reply[1] if e and e[1]]
-    with psycopg.connect(libpq_url(settings.database_url)) as conn:
-        for _ in range(max_batches):
-            if not entries:
-                resp: Any = client.xreadgroup(RESULTS_GROUP, consumer, {key: ">"}, count=batch)
-                # RESP3 answers {stream: entries}, RESP2 [[stream, entries]].
-                if resp:
-                    entries = next(iter(resp.values())) if isinstance(resp, dict) else resp[0][1]
-            if not entries:
-                break
-            rows, good_ids = [], []
-            for entry_id, fields in entries:
-                try:
-                    rows.append(_row(fields, settings.instance_id))
-                    good_ids.append(entry_id)
-                except (KeyError, ValueError, TypeError) as exc:
-                    eid = entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
-                    bad = Entry(BLOCK_RESULTS, eid, fields.get(F_DATA, b""), fields)
-                    reason = f"malformed block result: {exc!r}"
-                    bus.dead_letter(BLOCK_RESULTS, bad, reason, 1, group=RESULTS_GROUP)
-                    stats["dead_lettered"] += 1
-            stats["read"] += len(entries)
-            stats["inserted"] += write_blocks(conn, rows)
-            conn.commit()
-            if good_ids:
-                client.xack(key, RESULTS_GROUP, *good_ids)
-            entries = []
-    return stats
 
 
 def landed(settings: Settings, cycle: int, ts: float) -> int:

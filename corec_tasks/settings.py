@@ -54,6 +54,8 @@ class Env(BaseSettings):
     stream_claim_idle_ms: int = Field(60_000, ge=100, alias="COREC_STREAM_CLAIM_IDLE_MS")
     stream_max_deliveries: int = Field(5, ge=1, alias="COREC_STREAM_MAX_DELIVERIES")
     stream_batch: int = Field(1000, ge=1, le=100_000, alias="COREC_STREAM_BATCH")
+    #: How long a publish retries while Redis is unreachable (a restart) before it fails.
+    publish_retry_s: float = Field(10.0, ge=0, le=600, alias="COREC_PUBLISH_RETRY_S")
     partitions_ahead: int = Field(3, ge=0, le=36, alias="COREC_PARTITIONS_AHEAD")
     block_chunk: int = Field(62, ge=1, le=10_000, alias="COREC_BLOCK_CHUNK")
     sync_every_s: float = Field(300.0, gt=0, alias="COREC_SYNC_EVERY_S")

@@ -26,7 +26,21 @@ letter is never trimmed automatically: an operator inspects it
 (``corec streams dead-letter``) and deletes what is handled.
 
 Every method takes unprefixed stream names; ``Settings.key`` adds the deployment's
-prefix. Regular streams are trimmed with ``MAXLEN ~ stream_maxlen``.
+prefix.
+
+Trimming never drops an entry a consumer group still needs. XADD carries no MAXLEN;
+``trim`` (run by every consumer round and, throttled, by publishers) keeps the newest
+``stream_maxlen`` entries *and* every entry at or after the oldest one still pending or
+not yet delivered in any group of the stream (XINFO GROUPS last-delivered-id, XPENDING
+minimum id; XTRIM MINID, Redis >= 6.2). Only a stream without any group is capped
+blindly at ``MAXLEN ~ stream_maxlen``. When a group's backlog (pending + undelivered)
+passes 80% of ``stream_maxlen``, one warning goes to ``corec_alerts`` per stream and
+``ALERT_EVERY_S``; the backlog is measured at most every ``BACKLOG_CHECK_EVERY_S``.
+
+Publishing rides out short Redis outages (a restart, a failover): a connection error is
+retried with backoff for ``COREC_PUBLISH_RETRY_S`` seconds, then one ``StreamError``
+says so. A retry after a reply was lost may append the entry a second time (at least
+once): consumers are idempotent by their own keys.
 """
 
 from __future__ import annotations
@@ -34,21 +48,37 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import random
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from corec_tasks.errors import StreamError
 from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings
-from corec_tasks.streams.names import DEAD_LETTER
+from corec_tasks.streams.names import ALERTS, DEAD_LETTER
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+
+#: A group's backlog above this share of ``stream_maxlen`` raises an alert.
+ALERT_RATIO = 0.8
+#: At most one backlog alert per stream this often (across every process).
+ALERT_EVERY_S = 600
+#: A backlog is measured at most this often per stream (across every process): on
+#: Redis 6.2 counting undelivered entries costs up to ALERT_RATIO x maxlen steps.
+BACKLOG_CHECK_EVERY_S = 10
+#: A publisher trims a stream it writes to at most this often (consumers trim each round).
+TRIM_EVERY_S = 1.0
+#: Errors a publish retries: Redis restarting, loading its AOF, or unreachable.
+_RETRYABLE = (redis.ConnectionError, redis.TimeoutError)
 
 F_DATA = b"d"
 F_INSTANCE = b"i"
@@ -109,6 +139,68 @@ if #redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2]) > 0 then retu
 return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
 """
 
+# Trim KEYS[1] to ARGV[1] (maxlen) entries, never below the oldest entry any group still
+# needs; ARGV[2] = 1 asks for the largest group backlog (pending + undelivered) counted
+# up to ARGV[3]. Returns {trimmed, backlog or -1, group of that backlog}.
+_TRIM_LUA = """
+local key, maxlen = KEYS[1], tonumber(ARGV[1])
+local want, upto = ARGV[2] == '1', tonumber(ARGV[3])
+local len = redis.call('XLEN', key)
+if len <= maxlen and (not want or len < upto) then return {0, -1, ''} end
+local groups = redis.call('XINFO', 'GROUPS', key)
+if #groups == 0 then
+  if len <= maxlen then return {0, -1, ''} end
+  return {redis.call('XTRIM', key, 'MAXLEN', '~', maxlen), -1, ''}
+end
+local function parse(id)
+  local d = string.find(id, '-', 1, true)
+  return tonumber(string.sub(id, 1, d - 1)), tonumber(string.sub(id, d + 1))
+end
+local function less(a, b)
+  local am, as = parse(a)
+  local bm, bs = parse(b)
+  return am < bm or (am == bm and as < bs)
+end
+local safe, worst, worst_group = nil, -1, ''
+for _, g in ipairs(groups) do
+  local f = {}
+  for j = 1, #g, 2 do f[g[j]] = g[j + 1] end
+  local ms, seq = parse(f['last-delivered-id'])
+  local keep = ms .. '-' .. (seq + 1)
+  local pending = tonumber(f['pending'])
+  if pending > 0 then
+    local p = redis.call('XPENDING', key, f['name'])
+    if less(p[2], keep) then keep = p[2] end
+  end
+  if safe == nil or less(keep, safe) then safe = keep end
+  if want then
+    local undelivered = f['lag']
+    if type(undelivered) ~= 'number' then
+      local room = upto - pending
+      undelivered = 0
+      if room > 0 then
+        undelivered = #redis.call('XRANGE', key, '(' .. f['last-delivered-id'], '+',
+                                  'COUNT', room)
+      end
+    end
+    if pending + undelivered > worst then
+      worst, worst_group = pending + undelivered, f['name']
+    end
+  end
+end
+local trimmed = 0
+if len > maxlen then
+  local excess = len - maxlen
+  local below = #redis.call('XRANGE', key, '-', '(' .. safe, 'COUNT', excess)
+  if below >= excess then
+    trimmed = redis.call('XTRIM', key, 'MAXLEN', '~', maxlen)
+  elseif below > 0 then
+    trimmed = redis.call('XTRIM', key, 'MINID', '~', safe)
+  end
+end
+return {trimmed, worst, worst_group}
+"""
+
 
 @dataclass(slots=True)
 class Entry:
@@ -154,15 +246,37 @@ class StreamBus:
         self._raw.set_response_callback("XREADGROUP", _raw_reply)
         self._read_script = self.client.register_script(_READ_LUA)
         self._ack_script = self.client.register_script(_ACK_LUA)
+        self._trim_script = self.client.register_script(_TRIM_LUA)
         self._instance = settings.instance_id.encode()
         self._maxlen = settings.env.stream_maxlen
+        self._retry_s = settings.env.publish_retry_s
+        self._trimmed_at: dict[str, float] = {}
+        self._publisher: redis.Redis | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
     def close(self) -> None:
-        """Close the Redis client if this bus created it."""
+        """Close the Redis client if this bus created it, and the publishing client."""
         if self._own_client:
             self.client.close()
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
+
+    @property
+    def publisher(self) -> redis.Redis:
+        """The client publishes go through: no retries of its own, so ``_retrying``
+        alone decides how long a publish waits for Redis (redis-py's default retries
+        would add seconds per attempt), and bounded socket timeouts."""
+        if self._publisher is None:
+            self._publisher = redis.Redis.from_url(
+                self.settings.redis_url,
+                retry=Retry(NoBackoff(), 0),
+                socket_connect_timeout=2,
+                socket_timeout=10,
+                socket_keepalive=True,
+            )
+        return self._publisher
 
     def __enter__(self) -> StreamBus:
         return self
@@ -200,31 +314,105 @@ class StreamBus:
         return {F_DATA: data, F_INSTANCE: self._instance, F_TIME: b"%d" % (time.time() * 1000)}
 
     def publish(self, stream: str, payload: Mapping[str, Any]) -> str:
-        """Append ``payload`` to ``stream``; return the entry id."""
+        """Append ``payload`` to ``stream``; return the entry id.
+
+        Retries a Redis outage for ``COREC_PUBLISH_RETRY_S``, then raises StreamError.
+        """
         fields: dict[Any, Any] = self.encode(stream, payload)
-        entry_id = self.client.xadd(self.key(stream), fields, maxlen=self._maxlen, approximate=True)
+        key = self.key(stream)
+        entry_id = self._retrying(stream, lambda: self.publisher.xadd(key, fields))
+        self.trim_throttled(stream)
         return _str(entry_id)
 
     def publish_many(
         self, stream: str, payloads: Iterable[Mapping[str, Any]], chunk: int = 1000
     ) -> list[str]:
-        """Append many payloads, pipelined ``chunk`` at a time; return the ids in order."""
+        """Append many payloads, pipelined ``chunk`` at a time; return the ids in order.
+
+        Each chunk is one MULTI (all or none of it is appended) retried like ``publish``;
+        on StreamError the chunks before it are published, the rest are not.
+        """
         if chunk < 1:
             raise StreamError(f"chunk must be >= 1, got {chunk}")
         key = self.key(stream)
         ids: list[str] = []
-        pipe = self.client.pipeline(transaction=False)
-        queued = 0
+        batch: list[dict[Any, Any]] = []
+
+        def send() -> list[Any]:
+            pipe = self.publisher.pipeline(transaction=True)
+            for fields in batch:
+                pipe.xadd(key, fields)
+            return pipe.execute()
+
         for payload in payloads:
-            fields: dict[Any, Any] = self.encode(stream, payload)
-            pipe.xadd(key, fields, maxlen=self._maxlen, approximate=True)
-            queued += 1
-            if queued == chunk:
-                ids.extend(_str(i) for i in pipe.execute())
-                queued = 0
-        if queued:
-            ids.extend(_str(i) for i in pipe.execute())
+            batch.append(self.encode(stream, payload))
+            if len(batch) == chunk:
+                ids.extend(_str(i) for i in self._retrying(stream, send))
+                batch = []
+        if batch:
+            ids.extend(_str(i) for i in self._retrying(stream, send))
+        self.trim_throttled(stream)
         return ids
+
+    def _retrying(self, stream: str, call: Callable[[], _T]) -> _T:
+        """``call()``, retried with jittered backoff while Redis is unreachable."""
+        deadline = time.monotonic() + self._retry_s
+        delay = 0.05
+        while True:
+            try:
+                return call()
+            except _RETRYABLE as exc:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise StreamError(
+                        f"cannot publish to {stream}: Redis unreachable for "
+                        f"{self._retry_s:g} s (COREC_PUBLISH_RETRY_S): {exc}"
+                    ) from exc
+                time.sleep(min(left, delay * random.uniform(0.5, 1.0)))
+                delay = min(delay * 2, 1.0)
+
+    # -- trimming --------------------------------------------------------------------
+
+    def trim_throttled(self, stream: str) -> None:
+        """A publisher's throttled ``trim`` (a stream nobody consumes is capped here)."""
+        now = time.monotonic()
+        if now - self._trimmed_at.get(stream, -TRIM_EVERY_S) < TRIM_EVERY_S:
+            return
+        self._trimmed_at[stream] = now
+        try:
+            self.trim(stream, self.publisher)  # no client retries: a publish never waits on it
+        except redis.RedisError as exc:  # the entry is published; trimming can wait
+            log.warning("%s: trim failed: %s", stream, exc)
+
+    def trim(self, stream: str, client: redis.Redis | None = None) -> int:
+        """Trim ``stream`` to ``stream_maxlen`` without dropping any entry a group still
+        needs; alert (rate-limited) on a backlog over ``ALERT_RATIO`` of the cap.
+
+        Returns how many entries were removed. The dead letter is never trimmed.
+        """
+        if stream == DEAD_LETTER:
+            return 0
+        key = self.key(stream)
+        threshold = max(1, int(self._maxlen * ALERT_RATIO))
+        marker = self.key(f"corec:streams:backlog_alert:{stream}")
+        checked = f"{marker}:checked"
+        c = client or self.client
+        want = stream != ALERTS and not c.exists(marker, checked)
+        reply: Any = self._trim_script(
+            keys=[key], args=[self._maxlen, 1 if want else 0, threshold], client=c
+        )
+        trimmed, backlog, group = int(reply[0]), int(reply[1]), _str(reply[2])
+        if backlog >= 0:  # it was counted: not again for a while
+            c.set(checked, 1, ex=BACKLOG_CHECK_EVERY_S)
+        if backlog >= threshold and c.set(marker, 1, nx=True, ex=ALERT_EVERY_S):
+            message = (
+                f"stream {stream}: group {group} has {backlog}+ entries not yet consumed, "
+                f"over {ALERT_RATIO:.0%} of COREC_STREAM_MAXLEN ({self._maxlen}); they are "
+                "kept (never trimmed unread): is its consumer running?"
+            )
+            log.warning(message)
+            self.publish(ALERTS, {"level": "warning", "source": "streams", "message": message})
+        return trimmed
 
     # -- consuming -------------------------------------------------------------------
 

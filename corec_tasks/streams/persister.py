@@ -1,13 +1,13 @@
 """Move stream entries into PostgreSQL ``eventos``, exactly once in effect.
 
-Per stream, as consumer group ``corec_persister``:
+Per stream, as consumer group ``corec_persister``, a handler of the one consumer loop
+(``corec_tasks.streams.consumer``: connect first, reclaim, read, isolate, settle, trim):
 
-1. reclaim entries pending longer than ``stream_claim_idle_ms`` (their consumer died);
-   an entry delivered more than ``stream_max_deliveries`` times goes to the dead letter;
-2. read new entries, ``stream_batch`` at a time;
-3. validate each payload against its stream's schema; an invalid one goes to the
+1. connect to PostgreSQL before claiming anything (down: the round does nothing);
+2. validate each payload against its stream's schema; an invalid one goes to the
    dead letter with the reason;
-4. COPY the valid ones (``write_events``), COMMIT, and only then XACK.
+3. COPY the valid ones (``write_events``), COMMIT, and only then XACK; a row PostgreSQL
+   rejects is found by splitting the batch and dead-lettered alone.
 
 Why this is exactly once in effect: the row key is ``"<stream>:<entry id>"`` and its
 timestamp is the entry id's milliseconds, both fixed by Redis at XADD, and the insert
@@ -22,12 +22,8 @@ waits for the first and then skips them.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +36,15 @@ from corec_tasks.errors import StorageError, StreamError
 from corec_tasks.settings import Settings
 from corec_tasks.storage.writer import EventRow, write_events
 from corec_tasks.streams.bus import F_DATA, F_INSTANCE, F_TIME, Entry, StreamBus, id_key
+from corec_tasks.streams.consumer import (
+    Batch,
+    ConsumerLoop,
+    Handler,
+    Result,
+    RoundStats,
+    Unavailable,
+    default_consumer,
+)
 from corec_tasks.streams.names import PERSISTED
 from corec_tasks.streams.schemas import PayloadError, payload_checker
 
@@ -49,9 +54,6 @@ log = logging.getLogger(__name__)
 GROUP = "corec_persister"
 #: Inserts a batch into ``eventos`` without committing; returns the rows inserted.
 Writer = Callable[[psycopg.Connection[Any], Sequence[EventRow]], int]
-
-#: Consumers idle this long with nothing pending are removed from the group.
-PRUNE_IDLE_MS = 3_600_000
 #: Batches written (and committed) at once, each on its own connection.
 WRITERS = 2
 #: How often a batch hit by a deadlock or serialization failure is retried at once.
@@ -68,6 +70,17 @@ class StreamStats:
     dead_lettered: int = 0
     reclaimed: int = 0
     batches: int = 0
+    failed: int = 0
+    deferred: int = 0
+    trimmed: int = 0
+    unavailable: str | None = None
+
+    @classmethod
+    def of(cls, r: RoundStats) -> StreamStats:
+        """The persister's view of a consumer-loop round."""
+        return cls(r.read, r.counts["inserted"], r.counts["duplicates"], r.dead_lettered,
+                   r.reclaimed, r.batches, r.failed, r.deferred, r.trimmed,
+                   r.unavailable)  # fmt: skip
 
 
 @dataclass
@@ -79,6 +92,10 @@ class PersistStats:
     duplicates: int = 0
     dead_lettered: int = 0
     reclaimed: int = 0
+    failed: int = 0
+    deferred: int = 0
+    #: Why a round stopped early (PostgreSQL down); None if none did.
+    unavailable: str | None = None
     streams: dict[str, StreamStats] = field(default_factory=dict)
 
     def add(self, stream: str, s: StreamStats) -> None:
@@ -89,11 +106,9 @@ class PersistStats:
         self.duplicates += s.duplicates
         self.dead_lettered += s.dead_lettered
         self.reclaimed += s.reclaimed
-
-
-def default_consumer() -> str:
-    """This process's consumer name: ``<hostname>-<pid>``."""
-    return f"{socket.gethostname()}-{os.getpid()}"
+        self.failed += s.failed
+        self.deferred += s.deferred
+        self.unavailable = self.unavailable or s.unavailable
 
 
 def entry_row(stream: str, entry: Entry, default_instance: str) -> EventRow:
@@ -122,17 +137,16 @@ def persist_once(
     ``streams`` are unprefixed names; ``conn``, if given, must not be inside a
     transaction (each batch commits on it); ``writer`` inserts a batch without
     committing (the benchmark swaps in the row-by-row baseline). Returns totals and
-    per-stream stats.
+    per-stream stats; with PostgreSQL down nothing is claimed and ``unavailable`` says
+    why.
     """
     names = list(PERSISTED if streams is None else streams)
     consumer = consumer or default_consumer()
     stats = PersistStats()
-    # Connect before claiming anything: with PostgreSQL down, reclaiming would only
-    # push valid entries towards the dead letter by inflating their delivery counts.
     with _Connections(settings, conn) as dbs, StreamBus(settings) as bus:
-        worker = _Persister(settings, bus, dbs, consumer, writer)
         for stream in names:
-            stats.add(stream, worker.run(stream, max_batches))
+            loop = ConsumerLoop(bus, _EventsHandler(settings, stream, dbs, writer), consumer)
+            stats.add(stream, StreamStats.of(loop.run(stream, max_batches)))
     return stats
 
 
@@ -184,11 +198,24 @@ class _Connections:
             self._free = [conn]
         else:
             self.limit = WRITERS
-            self._free = [self._open()]
+            self._free = []
+
+    def ensure(self) -> None:
+        """At least one usable connection, or Unavailable (nothing is claimed then)."""
+        with self._lock:
+            self._free = [c for c in self._free if not c.closed]
+            if self._free:
+                return
+        try:
+            conn = self._open()
+        except StorageError as exc:
+            raise Unavailable(str(exc)) from exc
+        with self._lock:
+            self._free.append(conn)
 
     def _open(self) -> psycopg.Connection[Any]:
         try:
-            conn = psycopg.connect(self._url)
+            conn = psycopg.connect(self._url, connect_timeout=10)
         except psycopg.OperationalError as exc:
             raise StorageError(f"cannot connect to PostgreSQL to persist streams: {exc}") from exc
         self._owned.append(conn)
@@ -229,127 +256,68 @@ class _Batch:
     ids: list[str]  # of the rows, in the same order
     wire: list[_Wire]  # of the rows, kept to dead-letter a row PostgreSQL rejects
     rows: list[EventRow]
-    dead: list[tuple[Entry, str, int]]
-    counts: dict[str, int]
+    dead: list[tuple[Entry, str]]
 
 
 def _wire_entry(stream: str, w: _Wire) -> Entry:
     return Entry(stream, w[0].decode(), w[3], {F_DATA: w[3], F_INSTANCE: w[1], F_TIME: w[2]})
 
 
-class _Persister:
-    """One round's state: the bus, the connection and the limits from settings.
+class _EventsHandler(Handler):
+    """The persister as a consumer-loop handler for one stream.
 
-    New entries are read and validated on the calling thread while earlier batches
-    are written, committed and acked on writer threads (up to ``_Connections.limit``,
-    each batch on a connection of its own), so Redis work, COPY and the WAL flush of
-    each commit overlap. A writer failure surfaces at the next hand-over and stops
-    the round; what was read but not committed stays pending and is reclaimed later.
+    ``prepare`` (the loop's thread) validates and builds rows; ``apply`` (a writer
+    thread, up to ``_Connections.limit`` at once, each batch on a connection of its own)
+    COPYs and commits, so Redis work, COPY and each commit's WAL flush overlap.
     """
 
-    def __init__(
-        self,
-        settings: Settings,
-        bus: StreamBus,
-        dbs: _Connections,
-        consumer: str,
-        writer: Writer,
-    ) -> None:
-        self.bus = bus
-        self.writer = writer
+    group = GROUP
+
+    def __init__(self, settings: Settings, stream: str, dbs: _Connections, writer: Writer) -> None:
+        self.stream = stream
         self.dbs = dbs
-        self.consumer = consumer
+        self.writer = writer
         self.instance = settings.instance_id
-        self.batch = settings.env.stream_batch
-        self.idle_ms = settings.env.stream_claim_idle_ms
-        self.max_deliveries = settings.env.stream_max_deliveries
+        self.check = payload_checker(stream)
+        self.concurrency = dbs.limit
 
-    def run(self, stream: str, max_batches: int) -> StreamStats:
-        """Reclaim, then read, until the stream is drained or ``max_batches`` are done."""
-        s = StreamStats()
-        self.bus.ensure_group(stream, GROUP)
-        check = payload_checker(stream)
-        # Reclaimed entries are rare: handle them one batch at a time.
-        while s.batches < max_batches:
-            entries = self.bus.reclaim(stream, GROUP, self.consumer, self.idle_ms, self.batch)
-            if not entries:
-                break
-            s.reclaimed += len(entries)
-            counts = self.bus.delivery_counts(stream, GROUP, [e.id for e in entries], self.consumer)
-            batch = self._prepare(stream, [], entries, check, counts, s)
-            self._account(s, self._commit(batch))
-        limit = self.dbs.limit
-        with ThreadPoolExecutor(limit, thread_name_prefix="corec-persist") as pool:
-            in_flight: deque[Future[tuple[int, int, int]]] = deque()
-            try:
-                while s.batches < max_batches:
-                    records, others = self.bus.read_wire(stream, GROUP, self.consumer, self.batch)
-                    if not records and not others:
-                        break
-                    # Fresh reads were delivered once: no delivery count to look up.
-                    batch = self._prepare(stream, records, others, check, {}, s)
-                    if len(in_flight) == limit:
-                        self._account(s, in_flight.popleft().result())
-                    in_flight.append(pool.submit(self._commit, batch))
-            except BaseException:
-                # Let the batches in flight finish (their acks follow their commits),
-                # but report the error that stopped the round, not theirs.
-                wait(in_flight)
-                raise
-            while in_flight:
-                self._account(s, in_flight.popleft().result())
-        self.bus.prune_consumers(stream, GROUP, max(PRUNE_IDLE_MS, 10 * self.idle_ms))
-        if s.read:
-            log.info("persisted %s: %s", stream, s)
-        return s
+    @contextmanager
+    def ready(self) -> Iterator[None]:
+        """A live PostgreSQL connection before anything is claimed."""
+        self.dbs.ensure()
+        yield
 
-    def _prepare(
-        self,
-        stream: str,
-        records: list[bytes],
-        others: list[Entry],
-        check: Callable[[bytes], None],
-        counts: dict[str, int],
-        s: StreamStats,
-    ) -> _Batch:
-        """Sort entries (``read_wire`` records, then ``others``) into rows and dead letters.
-
-        The persister's hot loop: no object per entry beyond its row.
-        """
-        dead: list[tuple[Entry, str, int]] = []
-        wire: Iterable[_Wire] = (rec.split(b"\n", 3) for rec in records)
-        if others:
+    def prepare(self, batch: Batch) -> _Batch:
+        """Sort entries into rows and dead letters: the hot loop, no object per entry
+        beyond its row."""
+        stream = batch.stream
+        dead: list[tuple[Entry, str]] = []
+        wire: Iterable[_Wire] = (rec.split(b"\n", 3) for rec in batch.records)
+        if batch.entries:
             converted = []
-            for e in others:
+            for e in batch.entries:
                 f = e.fields
                 if F_DATA in f:
                     converted.append(
                         (e.id.encode(), f.get(F_INSTANCE, b""), f.get(F_TIME, b""), e.payload)
                     )
                 else:
-                    dead.append((e, _NO_DATA, counts.get(e.id, 1)))
+                    dead.append((e, _NO_DATA))
             # Keep id order, so two persisters that race on the same entries insert
             # the same keys in the same order (they wait for each other, no deadlock).
             wire = sorted([*wire, *converted], key=lambda w: id_key(w[0].decode()))
-        s.batches += 1
-        s.read += len(records) + len(others)
         ids: list[str] = []
         kept: list[_Wire] = []
         rows: list[EventRow] = []
-        max_deliveries = self.max_deliveries
         instance = self.instance
+        check = self.check
         prefix = f"{stream}:"
         for w in wire:
             eid = w[0].decode()
-            n = counts.get(eid, 1) if counts else 1
-            if n > max_deliveries:
-                reason = f"delivered {n} times without being persisted"
-                dead.append((_wire_entry(stream, w), reason, n))
-                continue
             try:
                 check(w[3])
             except PayloadError as exc:
-                dead.append((_wire_entry(stream, w), exc.reason, n))
+                dead.append((_wire_entry(stream, w), exc.reason))
                 continue
             ids.append(eid)
             kept.append(w)
@@ -363,30 +331,21 @@ class _Persister:
                     w[1].decode("utf-8", "replace") if w[1] else instance,
                 )
             )
-        return _Batch(stream, ids, kept, rows, dead, counts)
+        return _Batch(stream, ids, kept, rows, dead)
 
-    def _commit(self, b: _Batch) -> tuple[int, int, int]:
-        """Write and commit ``b``, then settle it; return (inserted, duplicates, dead)."""
+    def apply(self, prepared: Any) -> Result:
+        """Write and commit the rows; a row PostgreSQL rejects is dead-lettered alone."""
+        b: _Batch = prepared
         inserted, rejected = self._write(b.rows)
         ids, dead = b.ids, b.dead
         if rejected:
             bad = {i for i, _ in rejected}
-            dead = dead + [
-                (_wire_entry(b.stream, b.wire[i]), reason, b.counts.get(b.ids[i], 1))
-                for i, reason in rejected
-            ]
+            dead = dead + [(_wire_entry(b.stream, b.wire[i]), why) for i, why in rejected]
             ids = [eid for i, eid in enumerate(ids) if i not in bad]
-        # The commit is done: now, and only now, the entries may leave the PEL.
-        self.bus.settle(b.stream, GROUP, ids, dead)
-        for e, reason, _ in dead:
-            log.warning("dead-lettered %s %s: %s", b.stream, e.id, reason)
-        return inserted, len(ids) - inserted, len(dead)
-
-    @staticmethod
-    def _account(s: StreamStats, result: tuple[int, int, int]) -> None:
-        s.inserted += result[0]
-        s.duplicates += result[1]
-        s.dead_lettered += result[2]
+        out = Result(done=ids, dead=dead)
+        out.counts["inserted"] = inserted
+        out.counts["duplicates"] = len(ids) - inserted
+        return out
 
     def _write(self, rows: list[EventRow]) -> tuple[int, list[tuple[int, str]]]:
         """Insert and commit ``rows``; return (inserted, [(index, reason)] rejected).

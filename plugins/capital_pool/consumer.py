@@ -1,29 +1,52 @@
 """Consume ``trading_results`` and ``macro_data`` as consumer group ``capital_pool``.
 
+Both are handlers of CoreC's one consumer loop (``corec_tasks.streams.consumer``): the
+ledger's database is reached before anything is claimed, and while it is down nothing
+is claimed, acknowledged or counted as a delivery (entries wait, uncounted, and are
+applied once it is back).
+
 ``trading_results``: each entry is validated (the seed's ``{"data": base64(gzip(json))}``
 or plain JSON with ``trade_id``, ``profit``, ``quantity``, ``price``; optional
 ``allocation_id``), applied once per trade id (the entry id stands in for a missing
 ``trade_id``: a redelivered entry keeps its id), and acknowledged only after the
 ledger commit. A malformed entry, or one the pool refuses (a loss above the capital at
-risk), goes to ``corec_dead_letter`` with the reason; one that keeps failing for other
-reasons is dead-lettered after ``COREC_STREAM_MAX_DELIVERIES`` deliveries. While the
-database is down nothing is acknowledged: the entries wait and are reclaimed.
+risk), goes to ``corec_dead_letter`` with the reason; so does one whose data cannot be
+applied (a decimal overflow, a value PostgreSQL rejects), at once; one that raises
+anything else is retried and dead-lettered after ``COREC_STREAM_MAX_DELIVERIES``
+deliveries. Entries behind a bad one are applied meanwhile.
 
-``macro_data``: the newest valid VIX is remembered for the allocation rule. Invalid
-entries are skipped here; the persister's group dead-letters them (one dead letter per
-bad message, not one per consumer).
+``macro_data``: the newest valid VIX is remembered for the allocation rule. Entries
+that fail the schema are skipped here; the persister's group dead-letters them (one
+dead letter per bad message, not one per consumer). One that passes the schema but
+still cannot be read as a number is dead-lettered here.
 """
 
 from __future__ import annotations
 
 import logging
-import os
-import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+import psycopg
+import pybreaker
+
 from corec_tasks.streams.bus import Entry, StreamBus
+from corec_tasks.streams.consumer import (
+    Batch,
+    ConsumerLoop,
+    Dead,
+    Done,
+    EntryHandler,
+    Handler,
+    Later,
+    Result,
+    RoundStats,
+    Unavailable,
+    Verdict,
+)
 from corec_tasks.streams.names import MACRO_DATA, TRADING_RESULTS
 from corec_tasks.streams.schemas import PayloadError, trade_result, validate_payload
 from plugins.capital_pool.service import CapitalPool
@@ -38,89 +61,118 @@ class ConsumeStats:
     applied: int = 0
     duplicates: int = 0
     dead_lettered: int = 0
+    #: Entries left waiting (uncounted) because the database went down mid-round.
     deferred: int = 0
+    #: Entries that raised and will be retried (counted deliveries).
+    failed: int = 0
     macro: int = 0
+    #: Why a round claimed nothing or stopped early; None if the database was up.
+    unavailable: str | None = None
+
+    def add(self, s: RoundStats) -> None:
+        self.dead_lettered += s.dead_lettered
+        self.deferred += s.deferred
+        self.failed += s.failed
+        self.unavailable = self.unavailable or s.unavailable
 
 
-def consume_once(pool: CapitalPool, count: int = 500) -> ConsumeStats:
+class TradeResults(EntryHandler):
+    """Apply each trading result to the ledger, once per trade id."""
+
+    group = GROUP
+
+    def __init__(self, pool: CapitalPool) -> None:
+        self.pool = pool
+
+    @contextmanager
+    def ready(self) -> Iterator[None]:
+        """The ledger's connection answers (through the pool's circuit breaker)."""
+        try:
+            self.pool.db.call(lambda: self.pool.ledger.conn.execute("SELECT 1"))
+        except pybreaker.CircuitBreakerError as exc:
+            raise Unavailable(f"the capital database is unavailable (circuit open): {exc}") from exc
+        except psycopg.OperationalError as exc:
+            self.pool.ledger.close()  # a broken connection is replaced on next use
+            raise Unavailable(f"the capital database is unreachable: {exc}") from exc
+        yield
+
+    def handle(self, entry: Entry, deliveries: int) -> Verdict:
+        try:
+            payload = validate_payload(TRADING_RESULTS, entry.original_bytes())
+            trade = trade_result(payload)
+        except (PayloadError, ValueError) as exc:
+            reason = exc.reason if isinstance(exc, PayloadError) else str(exc)
+            return Dead(f"{GROUP}: {reason}")
+        extra: dict[str, Any] = trade.model_extra or {}
+        allocation_id = payload.get("allocation_id") or extra.get("allocation_id")
+        trade_id = trade.trade_id or payload.get("trade_id") or f"{TRADING_RESULTS}:{entry.id}"
+        result = self.pool.apply_trade(str(trade_id), Decimal(trade.profit),
+                                       Decimal(trade.quantity), Decimal(trade.price),
+                                       allocation_id and str(allocation_id),
+                                       entry.id)  # fmt: skip
+        if result.get("ok"):
+            return Done("duplicates" if result.get("duplicate") else "applied")
+        if result.get("retry"):  # the database went down: wait, uncounted
+            return Later(f"{GROUP}: {result['error']}")
+        return Dead(f"{GROUP}: {result['error']}")
+
+
+class MacroData(Handler):
+    """Remember the newest valid VIX of each batch."""
+
+    group = GROUP
+
+    def __init__(self, pool: CapitalPool) -> None:
+        self.pool = pool
+
+    def apply(self, prepared: Any) -> Result:
+        batch: Batch = prepared
+        out = Result()
+        newest: tuple[int, Decimal, Decimal | None] | None = None
+        for entry in batch.all():
+            try:
+                payload = validate_payload(MACRO_DATA, entry.original_bytes())
+            except PayloadError as exc:
+                log.info("capital_pool: skipping invalid macro_data %s: %s", entry.id, exc.reason)
+                out.done.append(entry.id)
+                continue
+            try:
+                vix = _decimal(payload["vix_price"], "vix_price")
+                raw = payload.get("sp500_price")
+                sp500 = None if raw is None else _decimal(raw, "sp500_price")
+            except (KeyError, ValueError, ArithmeticError) as exc:
+                out.dead.append((entry, f"{GROUP}: unreadable macro_data: {exc}"))
+                continue
+            if newest is None or entry.millis >= newest[0]:
+                newest = (entry.millis, vix, sp500)
+            out.done.append(entry.id)
+            out.counts["macro"] += 1
+        if newest is not None:
+            self.pool.record_macro(newest[1], newest[2], newest[0] / 1000)
+        return out
+
+
+def _decimal(value: object, name: str) -> Decimal:
+    # bool is an int: Decimal(str(True)) raised InvalidOperation on every round.
+    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
+        raise ValueError(f"{name} must be a number, got {type(value).__name__}")
+    number = Decimal(str(value))
+    if not number.is_finite():
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    return number
+
+
+def consume_once(pool: CapitalPool, count: int = 500, consumer: str | None = None,
+                 max_batches: int = 10) -> ConsumeStats:  # fmt: skip
     """One round over both streams; safe to run concurrently on many workers."""
     stats = ConsumeStats()
-    env = pool.settings.env
-    consumer = f"{socket.gethostname()}-{os.getpid()}"
     with StreamBus(pool.settings) as bus:
-        for stream in (TRADING_RESULTS, MACRO_DATA):
-            bus.ensure_group(stream, GROUP, "0")
-        # trading results: stale entries of dead consumers first, then new ones.
-        stale = bus.reclaim(TRADING_RESULTS, GROUP, consumer, env.stream_claim_idle_ms, count)
-        counts = bus.delivery_counts(TRADING_RESULTS, GROUP, [e.id for e in stale])
-        for batch, redelivered in ((stale, True), (None, False)):
-            entries = batch if batch is not None else bus.read(TRADING_RESULTS, GROUP,
-                                                                consumer, count)  # fmt: skip
-            for entry in entries:
-                deliveries = counts.get(entry.id, 1) if redelivered else 1
-                if not _trade(pool, bus, entry, deliveries, env.stream_max_deliveries, stats):
-                    return stats  # database unavailable: stop, leave the rest pending
-        _macro(pool, bus, consumer, count, stats)
+        trades = ConsumerLoop(bus, TradeResults(pool), consumer, batch=count)
+        t = trades.run(TRADING_RESULTS, max_batches)
+        stats.add(t)
+        stats.applied, stats.duplicates = t.counts["applied"], t.counts["duplicates"]
+        macro = ConsumerLoop(bus, MacroData(pool), consumer, batch=count)
+        m = macro.run(MACRO_DATA, max_batches)
+        stats.add(m)
+        stats.macro = m.counts["macro"]
     return stats
-
-
-def _trade(pool: CapitalPool, bus: StreamBus, entry: Entry, deliveries: int,
-           max_deliveries: int, stats: ConsumeStats) -> bool:  # fmt: skip
-    """Apply one entry; False if the database is unavailable (entry left pending)."""
-    raw = entry.original_bytes()
-    try:
-        payload = validate_payload(TRADING_RESULTS, raw)
-        trade = trade_result(payload)
-    except (PayloadError, ValueError) as exc:
-        reason = exc.reason if isinstance(exc, PayloadError) else str(exc)
-        bus.dead_letter(TRADING_RESULTS, entry, f"{GROUP}: {reason}", deliveries, group=GROUP)
-        stats.dead_lettered += 1
-        return True
-    extra: dict[str, Any] = trade.model_extra or {}
-    allocation_id = payload.get("allocation_id") or extra.get("allocation_id")
-    trade_id = trade.trade_id or payload.get("trade_id") or f"{TRADING_RESULTS}:{entry.id}"
-    result = pool.apply_trade(str(trade_id), Decimal(trade.profit), Decimal(trade.quantity),
-                              Decimal(trade.price), allocation_id and str(allocation_id),
-                              entry.id)  # fmt: skip
-    if result.get("ok"):
-        bus.ack(TRADING_RESULTS, GROUP, [entry.id])
-        if result.get("duplicate"):
-            stats.duplicates += 1
-        else:
-            stats.applied += 1
-        return True
-    if result.get("retry"):
-        if deliveries >= max_deliveries:
-            bus.dead_letter(TRADING_RESULTS, entry, f"{GROUP}: {result['error']}", deliveries,
-                            group=GROUP)  # fmt: skip
-            stats.dead_lettered += 1
-            return True
-        stats.deferred += 1
-        log.warning("capital_pool: trading result %s deferred: %s", entry.id, result["error"])
-        return False
-    bus.dead_letter(TRADING_RESULTS, entry, f"{GROUP}: {result['error']}", deliveries,
-                    group=GROUP)  # fmt: skip
-    stats.dead_lettered += 1
-    return True
-
-
-def _macro(pool: CapitalPool, bus: StreamBus, consumer: str, count: int,
-           stats: ConsumeStats) -> None:  # fmt: skip
-    env = pool.settings.env
-    entries = bus.reclaim(MACRO_DATA, GROUP, consumer, env.stream_claim_idle_ms, count)
-    entries += bus.read(MACRO_DATA, GROUP, consumer, count)
-    newest: tuple[int, Decimal, Decimal | None] | None = None
-    for entry in entries:
-        try:
-            payload = validate_payload(MACRO_DATA, entry.original_bytes())
-        except PayloadError as exc:
-            log.info("capital_pool: skipping invalid macro_data %s: %s", entry.id, exc.reason)
-            continue
-        vix = Decimal(str(payload["vix_price"]))
-        sp500 = Decimal(str(payload["sp500_price"]))
-        if newest is None or entry.millis >= newest[0]:
-            newest = (entry.millis, vix, sp500)
-        stats.macro += 1
-    if newest is not None:
-        pool.record_macro(newest[1], newest[2], newest[0] / 1000)
-    bus.ack(MACRO_DATA, GROUP, [e.id for e in entries])

@@ -36,7 +36,6 @@ class Ticker:
         self.settings = settings
         self.bus = StreamBus(settings, client)
         self.r: redis.Redis = self.bus.client
-        self._maxlen = settings.env.stream_maxlen
 
     def close(self) -> None:
         """Close the Redis client if this ticker created it."""
@@ -77,11 +76,12 @@ class Ticker:
         key = self.bus.key(stream)
         for payload in payloads:
             fields: dict[Any, Any] = self.bus.encode(stream, payload)
-            pipe.xadd(key, fields, maxlen=self._maxlen, approximate=True)
+            pipe.xadd(key, fields)  # no blind MAXLEN: trimmed below what no group needs
         if queue is not None:
             queue(pipe)
         pipe.set(self.key("done", feed, tick), b"1", ex=DONE_TTL_S)
         replies = pipe.execute()
+        self.bus.trim_throttled(stream)
         return [_str(i) for i in replies[: len(payloads)]]
 
 

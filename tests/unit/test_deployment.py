@@ -67,3 +67,9 @@ def test_compose_requires_passwords_and_binds_loopback() -> None:
     for name in ("flower", "api"):
         for port in services[name]["ports"]:
             assert re.fullmatch(r"\$\{\w+:-127\.0\.0\.1\}:\d+:\d+", port), (name, port)
+
+
+def test_make_flower_binds_loopback_by_default() -> None:
+    text = (ROOT / "Makefile").read_text()
+    assert re.search(r"^FLOWER_ADDRESS \?= 127\.0\.0\.1$", text, re.M)
+    assert "--address=$(FLOWER_ADDRESS)" in text

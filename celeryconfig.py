@@ -12,14 +12,18 @@ Every task is idempotent, so a redelivery never applies twice.
 
 from kombu import Queue
 
-from beat_schedule import beat_schedule  # noqa: F401  (read by Celery beat)
+from beat_schedule import build_beat_schedule
 from corec_tasks.config import CHANNEL_QUEUES
-from corec_tasks.nucleus import plugin_task_modules
+from corec_tasks.discovery import enabled
 from corec_tasks.procs import CELERY_DEFAULT_QUEUE
 from corec_tasks.settings import get_settings
+from corec_tasks.wiring import task_modules, task_routes
 
 _settings = get_settings()
 _env = _settings.env
+_plugins = enabled(_settings)
+# Every periodic job: the framework's and the enabled plugins' (read by Celery beat).
+beat_schedule = build_beat_schedule(_settings, _plugins)
 
 broker_url = _env.broker_url or _settings.redis_url
 result_backend = _settings.redis_url
@@ -82,10 +86,13 @@ task_routes = {
     "corec.streams.*": {"queue": CHANNEL_QUEUES[4]},
     "corec.db.*": {"queue": CHANNEL_QUEUES[1]},
     "corec.blocks.*": {"queue": CHANNEL_QUEUES[4]},
-    "capital_pool.*": {"queue": CHANNEL_QUEUES[1]},
+    "corec.plugins.*": {"queue": CHANNEL_QUEUES[4]},
+    # Each enabled plugin's ("routes" in its plugin.json).
+    **task_routes(_plugins),
 }
 # The framework's tasks, and each enabled plugin's ("tasks" in its plugin.json).
-include = ["corec_tasks.tasks", "corec_tasks.block_tasks", *plugin_task_modules(_settings)]
+include = ["corec_tasks.tasks", "corec_tasks.block_tasks", "corec_tasks.plugin_tasks",
+           *task_modules(_plugins)]  # fmt: skip
 # One beat acts at a time: a leader lock in Redis (corec_tasks/beat.py).
 beat_scheduler = "corec_tasks.beat:LeaderScheduler"
 

@@ -56,8 +56,7 @@ Handler = Callable[[dict[str, Any], "CommandContext"], Any]
 # Answer once: the marker and the response in one step, or nothing.
 _ANSWER_ONCE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  return redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*',
-                    'd', ARGV[4], 'i', ARGV[5], 't', ARGV[6])
+  return redis.call('XADD', KEYS[2], '*', 'd', ARGV[3], 'i', ARGV[4], 't', ARGV[5])
 end
 return false
 """
@@ -184,11 +183,23 @@ def core_registry() -> CommandRegistry:
     return registry
 
 
+def _manifest_handler(fn: Callable[[Settings, dict[str, Any]], Any]) -> Handler:
+    """A manifest's ``fn(settings, args)`` as a registry handler."""
+    return lambda args, ctx: fn(ctx.settings, args)
+
+
 def add_plugin_commands(registry: CommandRegistry, plugins: Iterable[Any]) -> None:
-    """Let each loaded plugin (``name``, ``module``) register its commands."""
+    """Register each loaded plugin's commands under its name: those its manifest
+    declares (``"commands": {"NAME": "module:fn"}``, ``fn(settings, args)``) and those
+    its ``register_commands(registry)`` hook adds."""
+    from corec_tasks.discovery import resolve
     from corec_tasks.errors import PluginError
 
     for plugin in plugins:
+        manifest = getattr(plugin, "manifest", None)
+        for command, ref in getattr(manifest, "commands", {}).items():
+            registry.register(plugin.name, command,
+                              _manifest_handler(resolve(ref, plugin.name)))  # fmt: skip
         hook = getattr(plugin.module, "register_commands", None)
         if hook is None:
             continue
@@ -208,7 +219,7 @@ def answer(
     key = settings.key(f"corec:cmd:answered:{payload['id']}")
     data = json.dumps(payload, separators=(",", ":"), default=str)
     rid: Any = client.eval(_ANSWER_ONCE, 2, key, settings.key(RESPONSES), b"%d" % time.time(),
-                           ANSWERED_TTL_S, settings.env.stream_maxlen, data,
+                           ANSWERED_TTL_S, data,
                            settings.instance_id, b"%d" % (time.time() * 1000))  # fmt: skip
     return None if rid is None else (rid.decode() if isinstance(rid, bytes) else str(rid))
 

@@ -3,9 +3,10 @@
 Starts the embedded Redis and PostgreSQL (unless REDIS_URL and DATABASE_URL are
 set), migrates, starts one Celery worker and beat, publishes events through the
 streams bus (a few malformed on purpose), waits while beat-driven persistence
-lands them in the partitioned tables, shows the result; runs the seed's blocks, the
-capital pool, then full trading cycles on the simulator (``demo_trading``), ends with
-a report (a table and a PNG chart, ``demo_report``) and stops everything it started.
+lands them in the partitioned tables, shows the result; runs the seed's blocks, then
+each enabled plugin's demo part (``demo`` in its plugin.json: the capital pool's
+step, the pipeline's trading cycles), ends with a report (a table and a PNG chart,
+``demo_report``) and stops everything it started.
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def _run(settings: Settings, events: int, cycles: int, timeout: float, seed: int
          trading_cycles: int, report: Path | None) -> None:  # fmt: skip
     from corec_tasks.cli.output import table
     from corec_tasks.demo_report import trading_table, write_chart
-    from corec_tasks.demo_trading import DEMO_STRATEGY, run_trading, write_demo_config
+    from corec_tasks.discovery import enabled, resolve
     from corec_tasks.storage.migrate import current, upgrade
     from corec_tasks.storage.partitions import ensure_partitions
 
@@ -121,10 +122,19 @@ def _run(settings: Settings, events: int, cycles: int, timeout: float, seed: int
     console.print(f"schema at {revision}; new partitions: {created or 'none'}")
 
     console.rule("[bold]3. Celery worker and beat")
-    demo_config = write_demo_config(settings, settings.data_dir / "demo")
-    settings = load_settings(demo_config)
-    console.print(f"demo config {demo_config}: the pipeline's strategy trades on small "
-                  f"signals {DEMO_STRATEGY} (the shipped config is unchanged)")  # fmt: skip
+    # The enabled plugins' demo steps ("demo" in their plugin.json); the first one that
+    # rewrites the config writes the demo's own copy (the shipped config is unchanged).
+    demos = [(p.name, p.manifest.demo) for p in enabled(settings) if p.manifest.demo]
+    for name, hooks in demos:
+        if hooks.config:
+            demo_config = resolve(hooks.config, name)(settings, settings.data_dir / "demo")
+            settings = load_settings(demo_config)
+            console.print(f"demo config {demo_config} (written by plugin {name}; "
+                          "the shipped config is unchanged)")  # fmt: skip
+            break
+    else:
+        demo_config = settings.config_path
+    report_hook = next(((n, h.report) for n, h in demos if h.report), None)
     # A fresh beat schedule each run: a 5-minute job (block or trading cycle) long due
     # since the last demo would otherwise fire in the middle of this one.
     for old in settings.data_dir.glob("demo-beat-schedule*"):
@@ -142,11 +152,17 @@ def _run(settings: Settings, events: int, cycles: int, timeout: float, seed: int
                       f"(logs in {logs})")  # fmt: skip
         _streams(settings, events, timeout, seed)
         block_records = _blocks(settings, cycles, timeout)
-        _capital(settings, timeout)
+        for name, hooks in demos:  # each enabled plugin's own demo step (capital pool)
+            if hooks.step:
+                resolve(hooks.step, name)(settings, timeout, console)
 
-        console.rule("[bold]10. trading: allocation -> prediction -> pipeline -> strategy "
-                     "-> broker")  # fmt: skip
+        if report_hook is None:
+            console.print("no enabled plugin brings a demo report: no trading section")
+            return
+        console.rule(f"[bold]10. trading (plugin {report_hook[0]}): allocation -> prediction "
+                     "-> pipeline -> strategy -> broker")  # fmt: skip
         run_id = os.urandom(4).hex()
+        run_trading = resolve(report_hook[1], report_hook[0])
         start, rows = run_trading(settings, trading_cycles, timeout, run_id, console)
 
         console.rule("[bold]11. report")
@@ -265,68 +281,6 @@ def _blocks(settings: Settings, cycles: int, timeout: float) -> list[dict[str, A
         console.print(f"  {item.get('block_id')}: {item.get('reason')}")
     nucleus.stop()
     return records
-
-
-def _capital(settings: Settings, timeout: float) -> None:
-    """Members contribute through Celery, a retry replays, allocation, a trading result."""
-    from uuid import uuid4
-
-    from corec_tasks.celery import app
-    from corec_tasks.cli.output import table
-    from corec_tasks.streams.bus import StreamBus
-    from corec_tasks.streams.names import TRADING_RESULTS
-
-    console.rule("[bold]9. capital pool (celery call capital_pool.*)")
-    run = uuid4().hex[:8]
-
-    def call(task: str, *args: Any) -> dict[str, Any]:
-        result: dict[str, Any] = app.send_task(task, args=list(args)).get(timeout=timeout)
-        return result
-
-    for user, amount in (("alice", "4000.00"), ("bob", "1000.00")):
-        out = call("capital_pool.contribute", user, amount, f"demo-{run}-{user}")
-        if not out.get("ok"):
-            raise CorecError(f"capital_pool.contribute failed: {out.get('error')}")
-        console.print(f"{user} contributed ${out['amount']}: {out['units']} units at NAV "
-                      f"{out['nav']}")  # fmt: skip
-    again = call("capital_pool.contribute", "alice", "4000.00", f"demo-{run}-alice")
-    console.print(f"the same key again: replayed={again.get('replayed')}, nothing changed")
-    bad = call("capital_pool.contribute", "bob", "99.99", f"demo-{run}-small")
-    console.print(f"bob contributes $99.99: refused: {bad.get('error')}")
-    alloc = call("capital_pool.allocate", f"demo-{run}")
-    console.print(f"allocation: phase {alloc['phase']}, risk per trade {alloc['risk_per_trade']}, "
-                  f"{len(alloc['allocations'])} slots published on capital_data")  # fmt: skip
-    body = json.dumps({"trade_id": f"demo-{run}", "profit": 250.0, "quantity": 0.01,
-                       "price": 35000.0}).encode()  # fmt: skip
-    with StreamBus(settings) as bus:
-        bus.publish(TRADING_RESULTS, {"data": base64.b64encode(gzip.compress(body)).decode()})
-    deadline = time.monotonic() + timeout
-    while not _applied(settings, f"demo-{run}"):  # beat's capital-consume, every second
-        if time.monotonic() > deadline:
-            raise CorecError("the trading result was not applied in time (is beat running?)")
-        time.sleep(0.3)
-    verified = call("capital_pool.verify")
-    if not verified.get("ok"):
-        raise CorecError(f"capital ledger check failed: {verified}")
-    status = call("capital_pool.status")
-    keys = ("equity", "cash", "active", "units", "nav", "phase", "risk_per_trade", "vix")
-    console.print(table("capital pool after a +$250 trading result",
-                        ["", "value"], [(k, status[k]) for k in keys]))  # fmt: skip
-    console.print(table("members", ["user", "units", "value", "contributed", "roi"],
-                        [(u, m["units"], m["value"], m["contributed"], m["roi"])
-                         for u, m in status["members"].items()]))  # fmt: skip
-    console.print("ledger verified: pool state equals the sum of its entries")
-
-
-def _applied(settings: Settings, trade_id: str) -> bool:
-    import psycopg
-
-    from corec_tasks.db import libpq_url
-
-    with psycopg.connect(libpq_url(settings.database_url)) as conn:
-        row = conn.execute("SELECT 1 FROM capital_trade_results WHERE trade_id = %s",
-                           (trade_id,)).fetchone()  # fmt: skip
-    return row is not None
 
 
 def _dead_count(settings: Settings) -> int:

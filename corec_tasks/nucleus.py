@@ -8,7 +8,6 @@ in PostgreSQL, close Redis). Worker processes build one through ``worker_engine`
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -17,8 +16,11 @@ from types import ModuleType
 from typing import Any
 
 from corec_tasks.block_store import BlockStore
+from corec_tasks.discovery import enabled
 from corec_tasks.engine import Engine, persist_block_results
-from corec_tasks.errors import ConfigurationError, PluginError
+from corec_tasks.errors import PluginError
+from corec_tasks.manifest import Manifest
+from corec_tasks.plugin_info import read_own_config
 from corec_tasks.processors import ProcessorRegistry, default_registry
 from corec_tasks.settings import Settings, get_settings
 
@@ -27,68 +29,26 @@ log = logging.getLogger("corec_tasks.nucleus")
 
 @dataclass
 class Plugin:
-    """A loaded plugin: its manifest (plugin.json), code (main.py) and own config."""
+    """A loaded plugin: its manifest (plugin.json), code (its ``entry``) and own config."""
 
     name: str
     folder: Path
-    manifest: dict[str, Any]
+    manifest: Manifest
     module: ModuleType
     config: dict[str, Any] = field(default_factory=dict)
-
-
-def _plugin_folder(settings: Settings, name: str) -> Path:
-    for base in (settings.config_path.resolve().parent, Path.cwd()):
-        if (base / "plugins" / name / "main.py").is_file():
-            return base / "plugins" / name
-    raise ConfigurationError([(f"plugins.{name}", f"no plugins/{name}/main.py found")])
-
-
-def _read_own_config(path: Path) -> dict[str, Any]:
-    """A plugin's own config file: JSON, or YAML for ``.yaml``/``.yml``."""
-    text = path.read_text()
-    if path.suffix in (".yaml", ".yml"):
-        import yaml
-
-        data = yaml.safe_load(text)
-    else:
-        data = json.loads(text)
-    return data if isinstance(data, dict) else {}
-
-
-def plugin_task_modules(settings: Settings) -> list[str]:
-    """Task modules of the enabled plugins (``"tasks"`` in their plugin.json), for Celery."""
-    out = []
-    for entry in settings.config.plugins:
-        if not entry.enabled:
-            continue
-        try:
-            folder = _plugin_folder(settings, entry.name)
-            manifest = json.loads((folder / "plugin.json").read_text())
-        except (ConfigurationError, OSError, ValueError):
-            continue  # the nucleus reports it when it loads the plugin
-        if isinstance(manifest.get("tasks"), str):
-            out.append(manifest["tasks"])
-    return out
 
 
 def load_plugins(settings: Settings, registry: ProcessorRegistry) -> list[Plugin]:
     """Import each enabled plugin and let it add its processors to ``registry``."""
     out = []
-    for entry in settings.config.plugins:
-        if not entry.enabled:
-            continue
-        folder = _plugin_folder(settings, entry.name)
-        try:
-            manifest = json.loads((folder / "plugin.json").read_text())
-        except (OSError, ValueError) as exc:
-            problem = (f"plugins.{entry.name}", f"bad plugin.json: {exc}")
-            raise ConfigurationError([problem]) from None
-        own_file = settings.plugin_config_file(entry.name)
-        own = _read_own_config(own_file) if own_file else {}
-        spec = importlib.util.spec_from_file_location(f"corec_plugins.{entry.name}",
-                                                      folder / "main.py")  # fmt: skip
+    for spec_ in enabled(settings):
+        name, folder, manifest = spec_.name, spec_.folder, spec_.manifest
+        own_file = settings.plugin_config_file(name)
+        own = read_own_config(own_file) if own_file else {}
+        spec = importlib.util.spec_from_file_location(f"corec_plugins.{name}",
+                                                      folder / manifest.entry)  # fmt: skip
         if spec is None or spec.loader is None:
-            raise PluginError(entry.name, f"cannot import {folder / 'main.py'}")
+            raise PluginError(name, f"cannot import {folder / manifest.entry}")
         module = importlib.util.module_from_spec(spec)
         try:
             spec.loader.exec_module(module)
@@ -96,9 +56,9 @@ def load_plugins(settings: Settings, registry: ProcessorRegistry) -> list[Plugin
             if hook is not None:
                 hook(registry)
         except Exception as exc:  # plugin code: one named error, never a crash
-            raise PluginError(entry.name, f"failed to load: {exc!r}") from exc
-        out.append(Plugin(entry.name, folder, manifest, module, own))
-        log.info("[Nucleus] plugin %s %s loaded", entry.name, manifest.get("version", "?"))
+            raise PluginError(name, f"failed to load: {exc!r}") from exc
+        out.append(Plugin(name, folder, manifest, module, own))
+        log.info("[Nucleus] plugin %s %s loaded", name, manifest.version)
     return out
 
 

@@ -61,6 +61,8 @@ class Env(BaseSettings):
     sync_every_s: float = Field(300.0, gt=0, alias="COREC_SYNC_EVERY_S")
     persist_every_s: float = Field(5.0, gt=0, le=3600, alias="COREC_PERSIST_EVERY_S")
     log_level: str = Field("INFO", alias="COREC_LOG_LEVEL")
+    #: Folders holding plugin folders, ``os.pathsep``-separated (corec_tasks/discovery.py).
+    plugin_path: str = Field("", max_length=10_000, alias="COREC_PLUGIN_PATH")
 
     @property
     def heartbeat_s(self) -> float:

@@ -18,12 +18,21 @@ from corec_tasks.celery import app
 from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import get_settings
 
-#: Jobs beat runs; each run is counted in Redis (``corec:jobs:<task>:runs``, ``:last``).
+#: The framework's jobs beat runs; each run is counted in Redis
+#: (``corec:jobs:<task>:runs``, ``:last``), and so is each enabled plugin's beat task.
 PERIODIC = frozenset({
     "corec.streams.persist", "corec.db.partitions", "corec.blocks.cycle",
     "corec.blocks.persist", "corec.blocks.redirect", "corec.blocks.audit",
-    "capital_pool.allocate", "capital_pool.consume",
 })  # fmt: skip
+
+
+@lru_cache(maxsize=1)
+def periodic_tasks() -> frozenset[str]:
+    """The framework's periodic tasks and those of the enabled plugins' beat entries."""
+    from corec_tasks.discovery import enabled
+
+    plugins = {e.task for p in enabled(get_settings()) for e in p.manifest.beat}
+    return PERIODIC | plugins
 
 
 @lru_cache(maxsize=1)
@@ -34,7 +43,7 @@ def _jobs_client() -> redis.Redis:
 @task_prerun.connect
 def _count_periodic_run(task: Any = None, **_: Any) -> None:
     """Count runs of periodic jobs: `corec status` shows them; tests check beat with them."""
-    if task is None or task.name not in PERIODIC:
+    if task is None or task.name not in periodic_tasks():
         return
     key = get_settings().key(f"corec:jobs:{task.name}")
     pipe = _jobs_client().pipeline(transaction=False)

@@ -8,7 +8,7 @@ import click
 
 from corec_tasks.cli.output import console, handle_errors, print_json, table
 from corec_tasks.config import load_config, queue_for_channel
-from corec_tasks.settings import load_env
+from corec_tasks.settings import Settings, load_env
 
 
 @click.group()
@@ -21,12 +21,17 @@ def config() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @handle_errors
 def check(path: Path | None, as_json: bool) -> None:
-    """Validate PATH (default: the configured file); every error names its key.
+    """Validate PATH (default: the configured file) and every enabled plugin's manifest
+    and own config; every error names its key.
 
     Exits 1 on the first invalid config, after listing all of its problems.
     """
-    path = path or load_env().config_path
+    from corec_tasks.plugin_info import check_plugins
+
+    env = load_env()
+    path = path or env.config_path
     cfg = load_config(path)
+    specs = check_plugins(Settings(env, cfg, path))
     blocks = cfg.all_blocks()
     if as_json:
         print_json(
@@ -36,7 +41,7 @@ def check(path: Path | None, as_json: bool) -> None:
                 "instance_id": cfg.instance_id,
                 "blocks": len(blocks),
                 "entities": cfg.total_entities,
-                "plugins": [p.name for p in cfg.plugins if p.enabled],
+                "plugins": [s.name for s in specs],
             }
         )
         return
@@ -49,3 +54,5 @@ def check(path: Path | None, as_json: bool) -> None:
     console.print(
         f"{len(blocks)} blocks, {cfg.total_entities:,} entities, instance {cfg.instance_id}"
     )
+    names = ", ".join(f"{s.name} {s.manifest.version}" for s in specs) or "none"
+    console.print(f"enabled plugins (manifest and own config valid): {names}")

@@ -16,7 +16,8 @@ def db() -> None:
 
 
 @db.command("upgrade")
-@click.option("--revision", default="head", show_default=True, help="Target revision.")
+@click.option("--revision", default="heads", show_default=True,
+              help="Target revision (heads: the framework's and each enabled plugin's branch).")
 @handle_errors
 def upgrade(revision: str) -> None:
     """Apply migrations (safe to run from many nodes at once) and partition upkeep."""

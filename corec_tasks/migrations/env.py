@@ -26,8 +26,12 @@ _PARTITION = re.compile(rf"^({_TABLES})_(\d{{4}}_\d{{2}}|default)$")
 def include_object(
     obj: object, name: str | None, type_: str, reflected: bool, compare_to: object | None
 ) -> bool:
-    """Leave partitions out of autogenerate's diff."""
-    return not (type_ == "table" and reflected and name and _PARTITION.match(name))
+    """Leave partitions out of autogenerate's diff, and every table the framework's
+    models do not hold: a plugin's tables belong to its own Alembic branch, so
+    ``--autogenerate`` never proposes dropping them."""
+    if type_ == "table" and reflected and name and _PARTITION.match(name):
+        return False
+    return not (type_ == "table" and reflected and compare_to is None)
 
 
 def _database_url() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from alembic import command
@@ -22,22 +23,40 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 LOCK_KEY = 0x636F7265_634D0001
 
 
+def plugin_version_dirs() -> list[Path]:
+    """The Alembic version folders of the enabled plugins (``migrations`` in their
+    plugin.json): each an Alembic branch whose first revision depends on the framework's.
+    None when the config cannot be read (``corec config check`` says why)."""
+    from corec_tasks.discovery import enabled
+    from corec_tasks.errors import ConfigurationError
+    from corec_tasks.settings import load_settings
+
+    try:
+        specs = enabled(load_settings())
+    except ConfigurationError:
+        return []
+    return [p.folder / p.manifest.migrations for p in specs if p.manifest.migrations]
+
+
 def alembic_config() -> Config:
-    """An Alembic Config pointing at the packaged migrations."""
+    """An Alembic Config on the packaged migrations and the enabled plugins' branches."""
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    dirs = [MIGRATIONS_DIR / "versions", *plugin_version_dirs()]
+    cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("version_locations", os.pathsep.join(str(d) for d in dirs))
     return cfg
 
 
 def head() -> str:
-    """The newest revision the package ships."""
-    rev = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    if rev is None:  # only if the package was shipped without its versions/
+    """The newest revision of each branch (the framework's, each enabled plugin's)."""
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    if not heads:  # only if the package was shipped without its versions/
         raise StorageError(f"no migrations found under {MIGRATIONS_DIR}")
-    return rev
+    return ", ".join(sorted(heads))
 
 
-def upgrade(database_url: str, revision: str = "head") -> None:
+def upgrade(database_url: str, revision: str = "heads") -> None:
     """Migrate the database to ``revision``; concurrent callers wait for each other."""
     engine = _engine(database_url)
     try:
@@ -58,11 +77,13 @@ def upgrade(database_url: str, revision: str = "head") -> None:
 
 
 def current(database_url: str) -> str | None:
-    """The revision the database is at, or None if it was never migrated."""
+    """The revision the database is at (one per branch, comma-separated), or None if
+    it was never migrated."""
     engine = _engine(database_url)
     try:
         with _connect(engine, database_url) as conn:
-            return MigrationContext.configure(conn).get_current_revision()
+            heads = MigrationContext.configure(conn).get_current_heads()
+            return ", ".join(sorted(heads)) if heads else None
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot read the schema revision: {exc}") from exc
     finally:

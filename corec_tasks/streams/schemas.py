@@ -26,7 +26,7 @@ import re
 import zlib
 from collections.abc import Callable, Mapping
 from decimal import Decimal
-from functools import partial
+from functools import lru_cache, partial
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
@@ -282,9 +282,36 @@ SCHEMAS: Mapping[str, type[StreamPayload]] = MappingProxyType(
 )
 
 
-def schema_for(stream: str) -> type[StreamPayload] | None:
-    """The payload model of ``stream`` (unprefixed name), or None: any JSON object."""
-    return SCHEMAS.get(stream)
+def schema_for(stream: str) -> type[BaseModel] | None:
+    """The payload model of ``stream`` (unprefixed name): the framework's, else the one
+    an enabled plugin declares (``schemas`` in its plugin.json); None: any JSON object."""
+    return SCHEMAS.get(stream) or plugin_schemas().get(stream)
+
+
+def plugin_schemas() -> Mapping[str, type[BaseModel]]:
+    """Payload models the enabled plugins declare, for this process's settings."""
+    import os
+
+    from corec_tasks.settings import get_settings
+
+    try:
+        config = str(get_settings().config_path.resolve())
+    except Exception:  # no usable settings: no plugin schema (config check says why)
+        return {}
+    return _plugin_schemas(config, os.environ.get("COREC_PLUGIN_PATH", ""))
+
+
+@lru_cache(maxsize=4)
+def _plugin_schemas(config: str, plugin_path: str) -> Mapping[str, type[BaseModel]]:
+    from corec_tasks.discovery import enabled
+    from corec_tasks.errors import CorecError
+    from corec_tasks.settings import get_settings
+    from corec_tasks.wiring import stream_schemas
+
+    try:
+        return MappingProxyType(stream_schemas(enabled(get_settings())))
+    except CorecError:
+        return MappingProxyType({})
 
 
 # -- validation ----------------------------------------------------------------------
@@ -302,7 +329,7 @@ def payload_checker(
     stream: str, *, max_profit_multiple: Decimal = MAX_PROFIT_MULTIPLE
 ) -> Callable[[bytes], None]:
     """``check_payload`` bound to one stream, for hot loops (the model is looked up once)."""
-    validate_json = SCHEMAS.get(stream, AnyObject).__pydantic_validator__.validate_json
+    validate_json = (schema_for(stream) or AnyObject).__pydantic_validator__.validate_json
     validate: Callable[[bytes], object] = validate_json
     if max_profit_multiple != MAX_PROFIT_MULTIPLE:
         context = {"max_profit_multiple": max_profit_multiple}

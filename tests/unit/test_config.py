@@ -43,6 +43,10 @@ def test_shipped_default_is_the_seed_sample_without_secrets_plus_the_trading_plu
          "config_path": "plugins/capital_pool/capital_pool.yaml"},
         {"name": "feeds", "enabled": True, "config_path": "plugins/feeds/config.json"},
         {"name": "pipeline", "enabled": True, "config_path": "plugins/pipeline/config.json"},
+        # Their CLI groups (corec users|api|portfolio) come only from enabled plugins.
+        {"name": "aaa", "enabled": True, "config_path": "plugins/aaa/config.json"},
+        {"name": "core", "enabled": True},
+        {"name": "portfolio", "enabled": True},
     ]  # fmt: skip
     # Issue 12: the security node is fed by market_data (same 1,001,000 entities).
     expected["bloques"][1]["stream"] = "market_data"

@@ -9,9 +9,9 @@ from pathlib import Path
 from rich.console import Console
 
 from corec_tasks.demo_report import TradingRow, trading_table, write_chart
-from corec_tasks.demo_trading import DEMO_STRATEGY, write_demo_config
 from corec_tasks.settings import load_settings
 from plugins.pipeline.config import DEFAULT_PATH, trading_config
+from plugins.pipeline.hooks import DEMO_STRATEGY, write_demo_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

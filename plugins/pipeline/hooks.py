@@ -1,4 +1,5 @@
-"""The demo's trading section: full trading cycles on the workers, NAV after each.
+"""The pipeline's hooks in its plugin.json: the trading cycle's beat interval and
+its step of ``corec demo`` (full trading cycles on the workers, NAV after each).
 
 The shipped pipeline config (``plugins/pipeline/config.json``) trades only on
 predictions above 0.05 %, which a few simulated minutes rarely give. The demo does not
@@ -26,9 +27,17 @@ from corec_tasks.settings import Settings
 DEMO_STRATEGY = {"prediction_threshold": "0.00001", "exit_band": "0.000001"}
 
 
+def cycle_every_s(settings: Settings) -> float:
+    """Seconds between trading cycles (seed 003 §7): ``global_latency`` minutes."""
+    from plugins.pipeline.config import trading_config
+
+    return 60.0 * trading_config(settings).global_latency
+
+
 def write_demo_config(settings: Settings, out_dir: Path) -> Path:
     """A copy of the config file whose ``pipeline`` entry uses the eager strategy;
-    every plugin path made absolute so the copy works from ``out_dir``."""
+    every plugin path made absolute so the copy works from ``out_dir``. The demo says
+    it: the strategy trades on small signals ``DEMO_STRATEGY``."""
     from plugins.pipeline.config import PLUGIN, trading_config
 
     shipped = trading_config(settings)

@@ -1,0 +1,77 @@
+"""capital_pool's step of ``corec demo`` (``demo.step`` in its plugin.json): members
+contribute through Celery, a retry replays, an allocation, a trading result applied."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import time
+from typing import Any
+
+from rich.console import Console
+
+from corec_tasks.errors import CorecError
+from corec_tasks.settings import Settings
+
+
+def run_demo(settings: Settings, timeout: float, console: Console) -> None:
+    """Members contribute through Celery, a retry replays, allocation, a trading result."""
+    from uuid import uuid4
+
+    from corec_tasks.celery import app
+    from corec_tasks.cli.output import table
+    from corec_tasks.streams.bus import StreamBus
+    from corec_tasks.streams.names import TRADING_RESULTS
+
+    console.rule("[bold]9. capital pool (celery call capital_pool.*)")
+    run = uuid4().hex[:8]
+
+    def call(task: str, *args: Any) -> dict[str, Any]:
+        result: dict[str, Any] = app.send_task(task, args=list(args)).get(timeout=timeout)
+        return result
+
+    for user, amount in (("alice", "4000.00"), ("bob", "1000.00")):
+        out = call("capital_pool.contribute", user, amount, f"demo-{run}-{user}")
+        if not out.get("ok"):
+            raise CorecError(f"capital_pool.contribute failed: {out.get('error')}")
+        console.print(f"{user} contributed ${out['amount']}: {out['units']} units at NAV "
+                      f"{out['nav']}")  # fmt: skip
+    again = call("capital_pool.contribute", "alice", "4000.00", f"demo-{run}-alice")
+    console.print(f"the same key again: replayed={again.get('replayed')}, nothing changed")
+    bad = call("capital_pool.contribute", "bob", "99.99", f"demo-{run}-small")
+    console.print(f"bob contributes $99.99: refused: {bad.get('error')}")
+    alloc = call("capital_pool.allocate", f"demo-{run}")
+    console.print(f"allocation: phase {alloc['phase']}, risk per trade {alloc['risk_per_trade']}, "
+                  f"{len(alloc['allocations'])} slots published on capital_data")  # fmt: skip
+    body = json.dumps({"trade_id": f"demo-{run}", "profit": 250.0, "quantity": 0.01,
+                       "price": 35000.0}).encode()  # fmt: skip
+    with StreamBus(settings) as bus:
+        bus.publish(TRADING_RESULTS, {"data": base64.b64encode(gzip.compress(body)).decode()})
+    deadline = time.monotonic() + timeout
+    while not _applied(settings, f"demo-{run}"):  # beat's capital-consume, every second
+        if time.monotonic() > deadline:
+            raise CorecError("the trading result was not applied in time (is beat running?)")
+        time.sleep(0.3)
+    verified = call("capital_pool.verify")
+    if not verified.get("ok"):
+        raise CorecError(f"capital ledger check failed: {verified}")
+    status = call("capital_pool.status")
+    keys = ("equity", "cash", "active", "units", "nav", "phase", "risk_per_trade", "vix")
+    console.print(table("capital pool after a +$250 trading result",
+                        ["", "value"], [(k, status[k]) for k in keys]))  # fmt: skip
+    console.print(table("members", ["user", "units", "value", "contributed", "roi"],
+                        [(u, m["units"], m["value"], m["contributed"], m["roi"])
+                         for u, m in status["members"].items()]))  # fmt: skip
+    console.print("ledger verified: pool state equals the sum of its entries")
+
+
+def _applied(settings: Settings, trade_id: str) -> bool:
+    import psycopg
+
+    from corec_tasks.db import libpq_url
+
+    with psycopg.connect(libpq_url(settings.database_url)) as conn:
+        row = conn.execute("SELECT 1 FROM capital_trade_results WHERE trade_id = %s",
+                           (trade_id,)).fetchone()  # fmt: skip
+    return row is not None

@@ -141,7 +141,7 @@ def _run(settings: Settings, events: int, cycles: int, timeout: float, seed: int
                       f"(logs in {logs})")  # fmt: skip
         _streams(settings, events, timeout, seed)
         block_records = _blocks(settings, cycles, timeout)
-        _capital(settings, timeout)
+        _capital(settings, timeout, child_env)
 
         console.rule("[bold]10. trading: allocation -> prediction -> pipeline -> strategy "
                      "-> broker")  # fmt: skip
@@ -266,8 +266,14 @@ def _blocks(settings: Settings, cycles: int, timeout: float) -> list[dict[str, A
     return records
 
 
-def _capital(settings: Settings, timeout: float) -> None:
-    """Members contribute through Celery, a retry replays, allocation, a trading result."""
+def _capital(settings: Settings, timeout: float, env: dict[str, str]) -> None:
+    """Members contribute through Celery, a retry replays, allocation, a trading result.
+
+    Money tasks need a grant: the demo gets one as an operator does, from
+    ``corec capital grant`` (the framework never imports a plugin).
+    """
+    import subprocess
+    import sys
     from uuid import uuid4
 
     from corec_tasks.celery import app
@@ -275,22 +281,33 @@ def _capital(settings: Settings, timeout: float) -> None:
     from corec_tasks.streams.bus import StreamBus
     from corec_tasks.streams.names import TRADING_RESULTS
 
-    console.rule("[bold]9. capital pool (celery call capital_pool.*)")
+    console.rule("[bold]9. capital pool (corec capital grant + celery call capital_pool.*)")
     run = uuid4().hex[:8]
 
-    def call(task: str, *args: Any) -> dict[str, Any]:
-        result: dict[str, Any] = app.send_task(task, args=list(args)).get(timeout=timeout)
+    def call(task: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        result: dict[str, Any] = app.send_task(task, args=list(args),
+                                               kwargs=kwargs).get(timeout=timeout)  # fmt: skip
         return result
 
+    def contribute(user: str, amount: str, key: str) -> dict[str, Any]:
+        cmd = [sys.executable, "-m", "corec_tasks.cli", "capital", "grant", user, "contribute",
+               amount, key, "--as", "demo"]  # fmt: skip
+        got = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
+        if got.returncode != 0:
+            raise CorecError(f"`corec capital grant` failed: {got.stderr.strip()[-500:]}")
+        return call("capital_pool.contribute", user, amount, key, grant=got.stdout.strip())
+
+    unsigned = call("capital_pool.contribute", "mallory", "1000000.00", f"demo-{run}-m")
+    console.print(f"a task with no grant (anyone on the broker): refused: {unsigned['error']}")
     for user, amount in (("alice", "4000.00"), ("bob", "1000.00")):
-        out = call("capital_pool.contribute", user, amount, f"demo-{run}-{user}")
+        out = contribute(user, amount, f"demo-{run}-{user}")
         if not out.get("ok"):
             raise CorecError(f"capital_pool.contribute failed: {out.get('error')}")
         console.print(f"{user} contributed ${out['amount']}: {out['units']} units at NAV "
                       f"{out['nav']}")  # fmt: skip
-    again = call("capital_pool.contribute", "alice", "4000.00", f"demo-{run}-alice")
+    again = contribute("alice", "4000.00", f"demo-{run}-alice")
     console.print(f"the same key again: replayed={again.get('replayed')}, nothing changed")
-    bad = call("capital_pool.contribute", "bob", "99.99", f"demo-{run}-small")
+    bad = contribute("bob", "99.99", f"demo-{run}-small")
     console.print(f"bob contributes $99.99: refused: {bad.get('error')}")
     alloc = call("capital_pool.allocate", f"demo-{run}")
     console.print(f"allocation: phase {alloc['phase']}, risk per trade {alloc['risk_per_trade']}, "

@@ -191,8 +191,8 @@ def _move(task: Any, kind: str, a: MoveArgs) -> dict[str, Any]:
 def contribute(self: Any, a: MoveArgs) -> dict[str, Any]:
     """Buy units for ``amount`` (a decimal string, minimum 100.00) at the current NAV.
 
-    Arguments: ``user_id, amount, idempotency_key, grant`` (both required in effect: a
-    grant binds the key; ``corec capital grant`` prints one).
+    Arguments: ``user_id, amount, idempotency_key, grant``; the last two are required in
+    effect (a grant names its key; ``corec capital grant`` prints one).
     """
     return _move(self, "contribute", a)
 

@@ -233,6 +233,20 @@ def test_a_batch_applies_in_order_with_the_same_rules_and_keys(pool: CapitalPool
     status = pool.status(use_cache=False)
     assert status["equity"] == "1200.00" and status["members"]["bob"]["value"] == "300.00"
     assert pool.verify() == {"ok": True, "problems": []}
+    # One audit row per action, in the batch's transaction: principal, key and outcome.
+    with psycopg.connect(libpq_url(pool.settings.database_url)) as conn:
+        rows = conn.execute("SELECT action, details FROM audit_log ORDER BY id").fetchall()
+    got = sorted((a, json.loads(d)["idempotency_key"], json.loads(d)["result"])
+                 for a, d in rows)  # fmt: skip
+    assert got == sorted([
+        ("capital.contribute", "before", "ok"), ("capital.contribute", "b1", "ok"),
+        ("capital.withdraw", "a-w1", "ok"), ("capital.contribute", "b1", "replayed"),
+        ("capital.contribute", "before", "replayed"), ("capital.contribute", "c1", "refused"),
+        ("capital.contribute", "c2", "refused"), ("capital.withdraw", "b2", "refused"),
+        ("capital.invalid", "t1", "refused"), ("capital.withdraw", "b3", "ok"),
+        ("capital.contribute", "c1", "replayed"),
+    ])  # fmt: skip
+    assert {json.loads(d)["principal"] for _, d in rows} == {OP}
 
 
 def test_migration_0002_creates_the_ledger_as_the_models_say(capital_settings: object) -> None:

@@ -154,10 +154,10 @@ def _corec(*args: str) -> subprocess.CompletedProcess[str]:
 def test_operators_grant_celery_call_via_celery_and_direct_are_audited(
     capital_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from corec_tasks.celery import app
-
     monkeypatch.setenv("COREC_CONFIG", str(DATA / "capital_config.json"))
     monkeypatch.delenv("COREC_GRANT_KEY", raising=False)
+    # Results read by id (not corec_tasks.celery.app: it keeps the first settings it saw).
+    app = _plain_client(capital_settings)
     me = audit.operator()
     assert me.startswith("operator:") and "@" in me
     # Direct: no worker, the ledger itself, as the OS user at this host.
@@ -183,6 +183,7 @@ def test_operators_grant_celery_call_via_celery_and_direct_are_audited(
                        json.dumps(["alice", "200.00", "cli-grant"]), "--kwargs",
                        json.dumps({"grant": token}))  # fmt: skip
         reused = app.AsyncResult(again.stdout.strip()).get(timeout=60)
+    app.close()
     assert result["ok"] and result["amount"] == "200.00", result
     assert via.returncode == 0 and json.loads(via.stdout)["ok"], via.stderr
     assert reused["ok"] is False and "already used" in reused["error"]

@@ -79,7 +79,7 @@ def test_every_capital_task_answers_bad_arguments_with_ok_false(
             if task != "consume":
                 assert res.state == "SUCCESS", (task, res.state, res.result)
         # The valid forms still work through the same worker (with a grant each).
-        key = grants.load_key()
+        key = grants.load_key(capital_settings)
         good = [
             app.send_task("capital_pool.contribute", args=["alice", amount, f"good-{i}"],
                           kwargs={"grant": grants.mint(

@@ -186,3 +186,17 @@ def test_openapi_lists_every_status_and_metrics_hide_logins(
     assert documented == expected
     error = paths["/capital/contribute"]["post"]["responses"]["503"]
     assert error["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
+
+
+def test_direct_capital_refuses_an_action_without_a_caller_and_audits_it(
+    api: tuple[TestClient, AAAPlugin], pool: CapitalPool
+) -> None:
+    _, aaa = api
+    out = DirectCapital(pool).contribute("alice", "500.00", "no-caller")
+    assert out == {"ok": False, "error": "capital.contribute needs a logged-in caller"}
+    assert pool.status()["members"] == {}
+    with aaa._sessions() as db:
+        row = db.scalars(select(AuditLog).where(AuditLog.action == "capital.contribute")).one()
+    details = json.loads(row.details or "{}")
+    assert (row.user_id, details["principal"], details["result"]) == (None, "api:no-caller",
+                                                                      "refused")  # fmt: skip

@@ -2,10 +2,11 @@
 
 One worker node (``BENCH_CAPITAL_CONCURRENCY`` processes, default 8: the tasks mostly
 wait on the pool lock and the broker) serves the ``capital_pool.*`` tasks; a client
-process sends ``N`` contributions and withdrawals at once (``send_task``) and waits
-for every result. Baseline, same worker, same run: ``corec.ping`` tasks, i.e.
-Celery's own round trip with nothing behind it. The invariants (``Ledger.verify``)
-are checked after each run.
+process sends ``N`` contributions and withdrawals at once (``send_task``), each with
+its own grant minted in the timed loop (as the API does per request; the worker verifies
+it and the ledger audits the action), and waits for every result. Baseline, same
+worker, same run: ``corec.ping`` tasks, i.e. Celery's own round trip with nothing
+behind it. The invariants (``Ledger.verify``) are checked after each run.
 """
 
 from __future__ import annotations
@@ -29,9 +30,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def client(kind: str, run: int) -> None:
     """In a fresh process (the Celery app reads its settings once): send, wait, time."""
-    from celery.result import ResultSet
+    from celery.result import AsyncResult, ResultSet
 
     from corec_tasks.celery import app
+    from plugins.capital_pool import grants
+
+    key = grants.load_key()
+
+    def send(kind: str, user: str, amount: str, idem: str) -> AsyncResult:
+        grant = grants.mint(user, f"capital.{kind}", amount, idem, user_id=None,
+                            username="operator:bench", key=key)  # fmt: skip
+        return app.send_task(f"capital_pool.{kind}", args=[user, amount, idem],
+                             kwargs={"grant": grant})  # fmt: skip
 
     if kind == "ping":
         t0 = time.perf_counter()
@@ -39,12 +49,12 @@ def client(kind: str, run: int) -> None:
     else:
         users = [f"m{i}" for i in range(10)]
         for u in users:
-            app.send_task("capital_pool.contribute", args=[u, "10000", f"seed-{run}-{u}"]).get(60)
+            seeded = send("contribute", u, "10000", f"seed-{run}-{u}").get(60)
+            assert seeded["ok"], seeded
         t0 = time.perf_counter()
         pending = [
-            app.send_task(f"capital_pool.{'withdraw' if i % 5 == 4 else 'contribute'}",
-                          args=[users[i % 10], "50.00" if i % 5 == 4 else "100.00",
-                                f"r{run}-{i}"])
+            send("withdraw" if i % 5 == 4 else "contribute", users[i % 10],
+                 "50.00" if i % 5 == 4 else "100.00", f"r{run}-{i}")
             for i in range(N)
         ]  # fmt: skip
     # One pub/sub subscription for every result, not a .get() per task.

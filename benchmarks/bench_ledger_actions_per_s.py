@@ -26,6 +26,8 @@ from benchmarks._common import RUNS, bench_env, emit
 PROCS = int(os.environ.get("BENCH_LEDGER_PROCS", "4"))
 PER_PROC = int(os.environ.get("BENCH_LEDGER_N", "400"))
 BATCH = int(os.environ.get("BENCH_LEDGER_BATCH", "50"))
+#: The principal audited for every action (one audit_log row each, as in production).
+BENCH = "operator:bench"
 
 
 def _plan(proc: int, run: str) -> list[tuple[str, object, object, object]]:
@@ -55,16 +57,16 @@ def _worker(mode: str, proc: int, run: str) -> tuple[float, float]:
                     conn.execute("INSERT INTO bench_floor VALUES (%s)", (f"{run}-{proc}-{i}",))
             return t0, time.time()
     ledger = Ledger(url, load_config())
-    ledger.contribute(f"p{proc}", "5000", f"seed-{run}-{proc}")
+    ledger.contribute(f"p{proc}", "5000", f"seed-{run}-{proc}", principal=BENCH)
     actions = _plan(proc, run)
     t0 = time.time()
     if mode == "batch":
         for i in range(0, len(actions), BATCH):
-            results = ledger.apply_batch(actions[i : i + BATCH])
+            results = ledger.apply_batch(actions[i : i + BATCH], principal=BENCH)
             assert all(r["ok"] for r in results), results
     else:
         for kind, user, amount, key in actions:
-            out = getattr(ledger, kind)(user, amount, key)
+            out = getattr(ledger, kind)(user, amount, key, principal=BENCH)
             assert out["ok"], out
     span = (t0, time.time())
     ledger.close()

@@ -80,7 +80,7 @@ def _deployment(folder: Path) -> dict[str, str]:
 
     upgrade(os.environ["DATABASE_URL"])
     pool = CapitalPool(load_settings(), load_config(folder / "capital.yaml"))
-    pool.contribute("bench", "1000000", "bench-seed")
+    pool.contribute("bench", "1000000", "bench-seed", principal="operator:bench")
     pool.close()
     return dict(os.environ)
 

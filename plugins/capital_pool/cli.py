@@ -1,8 +1,14 @@
 """``corec capital``: the capital pool from the command line.
 
 Actions run directly on the ledger (no worker needed); ``--via-celery`` sends them as
-the ``capital_pool.*`` tasks instead and waits for the result. Without ``--key`` a
-fresh idempotency key is made and printed: reuse it to retry the same action safely.
+the ``capital_pool.*`` tasks instead, with a grant it mints, and waits for the result.
+Without ``--key`` a fresh idempotency key is made and printed: reuse it to retry the
+same action safely. Either way the action is audited with the operator as principal:
+``operator:<OS user>@<host>``, or ``operator:NAME`` with ``--as NAME``.
+
+``corec capital grant MEMBER ACTION AMOUNT KEY`` prints a grant for one ``celery call``
+of ``capital_pool.contribute``/``withdraw`` (60 s, single use): whoever can read the
+grant key (``COREC_GRANT_KEY`` or ``<data_dir>/grant.key``) is an operator.
 """
 
 from __future__ import annotations
@@ -33,11 +39,29 @@ def _pool() -> Iterator[Any]:
         pool.close()
 
 
-def _via_celery(task: str, *args: Any, timeout: float = 30.0) -> dict[str, Any]:
+def _via_celery(task: str, *args: Any, timeout: float = 30.0, **kwargs: Any) -> dict[str, Any]:
     from corec_tasks.celery import app
 
-    result: dict[str, Any] = app.send_task(task, args=list(args)).get(timeout=timeout)
+    pending = app.send_task(task, args=list(args), kwargs=kwargs)
+    result: dict[str, Any] = pending.get(timeout=timeout)
+    pending.forget()  # the grant was in the arguments: do not leave it in the backend
     return result
+
+
+def _principal(name: str | None) -> str:
+    from plugins.capital_pool.audit import operator
+
+    try:
+        return operator(name)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--as") from None
+
+
+def _mint(member: str, kind: str, amount: str, key: str, principal: str) -> str:
+    from plugins.capital_pool import grants
+
+    return grants.mint(member, f"capital.{kind}", amount, key, user_id=None,
+                       username=principal, key=grants.load_key())  # fmt: skip
 
 
 def _finish(result: dict[str, Any], as_json: bool, summary: str | None = None) -> None:
@@ -92,19 +116,25 @@ def _action(kind: str) -> Any:
     @click.argument("user", callback=_user)
     @click.argument("amount", callback=_amount)
     @click.option("--key", callback=_key, help="Idempotency key (default: a new one, printed).")
-    @click.option("--via-celery", is_flag=True, help="Send as a Celery task and wait.")
+    @click.option("--via-celery", is_flag=True,
+                  help="Send as a Celery task (with a grant minted here) and wait.")
+    @click.option("--as", "as_name", metavar="NAME",
+                  help="Audit as operator:NAME (default: operator:<OS user>@<host>).")
     @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
     @handle_errors
-    def command(user: str, amount: str, key: str | None, via_celery: bool, as_json: bool) -> None:
+    def command(user: str, amount: str, key: str | None, via_celery: bool, as_name: str | None,
+                as_json: bool) -> None:  # fmt: skip
+        principal = _principal(as_name)
         if key is None:
             key = f"cli-{uuid.uuid4().hex}"
             if not as_json:
                 err_console.print(f"idempotency key: {key}", highlight=False)
         if via_celery:
-            result = _via_celery(f"capital_pool.{kind}", user, amount, key)
+            grant = _mint(user, kind, amount, key, principal)
+            result = _via_celery(f"capital_pool.{kind}", user, amount, key, grant=grant)
         else:
             with _pool() as pool:
-                result = getattr(pool, kind)(user, amount, key)
+                result = getattr(pool, kind)(user, amount, key, principal=principal)
         summary = None
         if result.get("ok"):
             verb = "bought" if kind == "contribute" else "redeemed"
@@ -124,6 +154,28 @@ def _action(kind: str) -> Any:
 
 capital.command("contribute")(_action("contribute"))
 capital.command("withdraw")(_action("withdraw"))
+
+
+@capital.command()
+@click.argument("member", callback=_user)
+@click.argument("action", type=click.Choice(["contribute", "withdraw"]))
+@click.argument("amount", callback=_amount)
+@click.argument("key", callback=_key)
+@click.option("--as", "as_name", metavar="NAME",
+              help="The principal audited: operator:NAME (default: operator:<OS user>@<host>).")
+@handle_errors
+def grant(member: str, action: str, amount: str, key: str, as_name: str | None) -> None:
+    """Print a grant for one `celery call` of capital_pool.ACTION on MEMBER, AMOUNT, KEY.
+
+    It is valid 60 s, once, for exactly these values, and the ledger audits the action
+    as this operator. E.g.:
+
+    \b
+      G=$(corec capital grant alice contribute 500.00 k-1)
+      celery -A corec_tasks call capital_pool.contribute \\
+          --args '["alice", "500.00", "k-1"]' --kwargs "{\\"grant\\": \\"$G\\"}"
+    """
+    click.echo(_mint(member, action, amount, key, _principal(as_name)))
 
 
 @capital.command()

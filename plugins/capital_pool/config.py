@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,6 +11,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from corec_tasks.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "capital_pool.yaml"
 
@@ -72,21 +75,25 @@ class Resilience(_Strict):
     breaker_reset_s: int = Field(30, ge=1)
 
 
-class Auth(_Strict):
-    """``auth``: whether the Celery tasks demand a login token (plugin ``aaa``)."""
-
-    #: When true, contribute/withdraw/member need ``token=`` (from ``/login``), and a
-    #: member may act only on their own capital (the username is the member id).
-    require_token: bool = False
-
-
 class CapitalConfig(_Strict):
     """The whole plugin config."""
 
     capital_config: CapitalRules = CapitalRules()
-    auth: Auth = Auth()
     macro_config: MacroRules = MacroRules()
     resilience: Resilience = Resilience()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _obsolete_auth(cls, data: Any) -> Any:
+        """An older file's ``auth: {require_token: ...}`` is read and ignored: money tasks
+        now always need a grant, which is stricter than either value was."""
+        if isinstance(data, dict) and isinstance(data.get("auth"), dict) \
+                and set(data["auth"]) <= {"require_token"} \
+                and all(isinstance(v, bool) for v in data["auth"].values()):  # fmt: skip
+            log.warning("capital_pool config: auth.require_token is obsolete and ignored "
+                        "(capital tasks always need a grant); delete it")  # fmt: skip
+            data = {k: v for k, v in data.items() if k != "auth"}
+        return data
 
 
 def parse_config(data: Any, source: str = "capital_pool config") -> CapitalConfig:

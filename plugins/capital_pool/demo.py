@@ -13,6 +13,7 @@ from rich.console import Console
 
 from corec_tasks.errors import CorecError
 from corec_tasks.settings import Settings
+from plugins.capital_pool import grants
 
 
 def run_demo(settings: Settings, timeout: float, console: Console) -> None:
@@ -24,22 +25,32 @@ def run_demo(settings: Settings, timeout: float, console: Console) -> None:
     from corec_tasks.streams.bus import StreamBus
     from corec_tasks.streams.names import TRADING_RESULTS
 
-    console.rule("[bold]9. capital pool (celery call capital_pool.*)")
+    console.rule("[bold]9. capital pool (a grant + celery call capital_pool.*)")
     run = uuid4().hex[:8]
+    grant_key = grants.load_key(settings)
 
-    def call(task: str, *args: Any) -> dict[str, Any]:
-        result: dict[str, Any] = app.send_task(task, args=list(args)).get(timeout=timeout)
+    def call(task: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        result: dict[str, Any] = app.send_task(task, args=list(args),
+                                               kwargs=kwargs).get(timeout=timeout)  # fmt: skip
         return result
 
+    def contribute(user: str, amount: str, key: str) -> dict[str, Any]:
+        """As an operator does with `corec capital grant`: a grant for this one action."""
+        grant = grants.mint(user, "capital.contribute", amount, key, user_id=None,
+                            username="operator:demo", key=grant_key)  # fmt: skip
+        return call("capital_pool.contribute", user, amount, key, grant=grant)
+
+    unsigned = call("capital_pool.contribute", "mallory", "1000000.00", f"demo-{run}-m")
+    console.print(f"a task with no grant (anyone on the broker): refused: {unsigned['error']}")
     for user, amount in (("alice", "4000.00"), ("bob", "1000.00")):
-        out = call("capital_pool.contribute", user, amount, f"demo-{run}-{user}")
+        out = contribute(user, amount, f"demo-{run}-{user}")
         if not out.get("ok"):
             raise CorecError(f"capital_pool.contribute failed: {out.get('error')}")
         console.print(f"{user} contributed ${out['amount']}: {out['units']} units at NAV "
                       f"{out['nav']}")  # fmt: skip
-    again = call("capital_pool.contribute", "alice", "4000.00", f"demo-{run}-alice")
+    again = contribute("alice", "4000.00", f"demo-{run}-alice")
     console.print(f"the same key again: replayed={again.get('replayed')}, nothing changed")
-    bad = call("capital_pool.contribute", "bob", "99.99", f"demo-{run}-small")
+    bad = contribute("bob", "99.99", f"demo-{run}-small")
     console.print(f"bob contributes $99.99: refused: {bad.get('error')}")
     alloc = call("capital_pool.allocate", f"demo-{run}")
     console.print(f"allocation: phase {alloc['phase']}, risk per trade {alloc['risk_per_trade']}, "

@@ -11,6 +11,10 @@ random key generated once under the data directory (``<data_dir>/grant.key``, mo
 API server and capital worker must share it: set ``COREC_GRANT_KEY`` on multi-node
 deployments.
 
+A grant names its *principal*: ``user:<username>`` when the API minted it for a logged-in
+user (``uid`` is that user's id), ``operator:<name>`` when an operator minted it with
+``corec capital grant`` (``uid`` is null). The ledger writes it into ``audit_log``.
+
 Single use: ``verify`` marks the grant id in Redis (``SET NX``, expiring with the
 grant); a second use is refused, except by the same ``use_id`` (Celery's redelivery of
 the same task after a worker died), which the ledger's idempotency key makes harmless.
@@ -35,6 +39,7 @@ import redis
 
 from corec_tasks.errors import ConfigurationError, CorecError
 from corec_tasks.settings import Settings
+from plugins.capital_pool.audit import OPERATOR
 
 KEY_ENV = "COREC_GRANT_KEY"
 KEY_FILE = "grant.key"
@@ -44,7 +49,8 @@ ALGORITHM = "HS256"
 AUDIENCE = "corec:capital-grant"
 ISSUER = "corec-api"
 ACTIONS = frozenset({"capital.contribute", "capital.withdraw"})
-_REQUIRED = ["exp", "iat", "aud", "iss", "jti", "sub", "act", "amt", "idk", "uid", "by"]
+_REQUIRED = ["exp", "iat", "aud", "iss", "jti", "sub", "act", "amt", "idk", "by"]
+
 
 
 class GrantError(CorecError):
@@ -53,9 +59,10 @@ class GrantError(CorecError):
 
 @dataclass(frozen=True)
 class Principal:
-    """Who authorised the action a verified grant allows (the API's logged-in user)."""
+    """Who authorised the action a verified grant allows: the API's logged-in user
+    (``user_id`` set) or an operator (``user_id`` None, ``username`` ``operator:...``)."""
 
-    user_id: int
+    user_id: int | None
     username: str
     member: str
     action: str
@@ -63,6 +70,11 @@ class Principal:
     idempotency_key: str
     grant_id: str
     expires_at: datetime
+
+    @property
+    def principal(self) -> str:
+        """The name the audit log records: ``user:<username>`` or ``operator:<name>``."""
+        return f"user:{self.username}" if self.user_id is not None else self.username
 
 
 def load_key(settings: Settings | None = None, environ: Mapping[str, str] | None = None) -> bytes:
@@ -138,16 +150,20 @@ def mint(
     amount: str | Decimal,
     idempotency_key: str,
     *,
-    user_id: int,
+    user_id: int | None,
     username: str,
     key: bytes,
     ttl_s: int = TTL_S,
     now: datetime | None = None,
 ) -> str:
     """A grant letting ``action`` of ``amount`` on ``member``'s capital run once, with
-    ``idempotency_key``, within ``ttl_s`` s; ``user_id``/``username`` authorised it."""
+    ``idempotency_key``, within ``ttl_s`` s; ``user_id``/``username`` authorised it (an
+    operator: ``user_id`` None and ``username`` ``operator:<name>``)."""
     if action not in ACTIONS:
         raise GrantError(f"no grant for {action!r}: only {', '.join(sorted(ACTIONS))}")
+    if (user_id is None) != username.startswith(OPERATOR):
+        raise GrantError(f"a grant is minted for a user (user_id) or an {OPERATOR}... name, "
+                         f"not {username!r} with user_id {user_id!r}")  # fmt: skip
     issued = int((now or datetime.now(UTC)).timestamp())
     payload = {
         "jti": uuid.uuid4().hex,
@@ -190,6 +206,7 @@ def verify(
 
         settings = get_settings()
     claims = _decode(grant, key if key is not None else load_key(settings), now)
+    user_id = _user_id(claims)
     wanted = {"sub": member, "act": action, "amt": _amount(amount), "idk": idempotency_key}
     for claim, value in wanted.items():
         same = _same_amount(claims[claim], value) if claim == "amt" else claims[claim] == value
@@ -213,15 +230,26 @@ def verify(
         if use_id is None or (seen.decode() if isinstance(seen, bytes) else seen) != use_id:
             raise GrantError(f"grant {claims['jti']} was already used (grants are single-use)")
     return Principal(
-        user_id=int(claims["uid"]), username=str(claims["by"]), member=member, action=action,
+        user_id=user_id, username=str(claims["by"]), member=member, action=action,
         amount=_amount(amount), idempotency_key=str(idempotency_key), grant_id=str(claims["jti"]),
         expires_at=expires,
     )  # fmt: skip
 
 
+def _user_id(claims: dict[str, Any]) -> int | None:
+    """The user's id, or None for an operator's grant; a grant mixing both is refused."""
+    uid, by = claims.get("uid"), str(claims["by"])
+    if uid is None and by.startswith(OPERATOR):
+        return None
+    if isinstance(uid, int) and not isinstance(uid, bool) and not by.startswith(OPERATOR):
+        return uid
+    raise GrantError("invalid grant: its principal is neither a user nor an operator")
+
+
 def _decode(grant: str | None, key: bytes, now: datetime | None) -> dict[str, Any]:
     if not grant:
-        raise GrantError("a capital grant is required (grant=...): act through `corec api`")
+        raise GrantError("a capital grant is required (grant=...): act through `corec api`, "
+                         "or mint one with `corec capital grant`")
     try:
         header = jwt.get_unverified_header(grant)
     except jwt.InvalidTokenError:

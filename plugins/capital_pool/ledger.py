@@ -16,6 +16,12 @@ member's use of the same text is a different key, so it neither blocks nor revea
 anything. Trading results are keyed by ``trade_id``, allocations by the allocating
 run's key under its operator (``operator/<principal>``).
 
+Audit: every contribution and withdrawal names its *principal* (``audit.py``) and writes
+exactly one ``audit_log`` row (applied, refused with its reason, or replayed) in the same
+transaction as its effect: for an applied action inside the same statement as its
+ledger write, so auditing adds no round trip. Bad input (nothing read) is audited in a
+transaction of its own.
+
 Hash chain: each entry gets ``seq`` = the previous entry's + 1 and its ``prev_hash``
 and ``hash`` (``chain.py``), computed here from the ``pool_state`` row the lock just
 read (its ``seq`` and ``head_hash``) and written with the entry, so the chain is as
@@ -42,7 +48,7 @@ from psycopg.rows import tuple_row
 from corec_tasks.db import libpq_url
 from corec_tasks.strict import shown
 from plugins.capital_pool import accounting as acc
-from plugins.capital_pool import chain, reads
+from plugins.capital_pool import audit, chain, reads
 from plugins.capital_pool.accounting import Holding, Pool, Rejected
 from plugins.capital_pool.config import CapitalConfig
 from plugins.capital_pool.money import (
@@ -112,11 +118,19 @@ WITH l AS (
 ), a AS (
     INSERT INTO capital_actions (owner, idempotency_key, kind, user_id, amount, ok, result)
     VALUES (%(user)s, %(key)s, %(kind)s, %(user)s, %(amount)s, true, %(result)s)
+), au AS (
+    INSERT INTO audit_log (user_id, action, timestamp, details) VALUES """ + audit.VALUES + """
 )
 UPDATE pool_state SET equity = %(equity)s, cash = %(cash)s, active = %(active)s,
     units = %(units)s, seq = %(seq)s, head_hash = %(hash)s, updated_at = now()
 WHERE id = 1
 """
+# A refused action: its first result kept for its key, and its audit row (one round trip).
+_REFUSE = (
+    "WITH a AS (INSERT INTO capital_actions (owner, idempotency_key, kind, user_id, amount, "
+    "ok, result) VALUES (%(user)s, %(key)s, %(kind)s, %(user)s, %(amount)s, false, "
+    "%(result)s)) " + audit.INSERT
+)
 _KINDS = ("contribute", "withdraw")
 
 
@@ -245,40 +259,75 @@ class Ledger:
 
     # -- client actions ----------------------------------------------------------------
 
-    def contribute(self, user_id: object, amount: object, key: object) -> dict[str, Any]:
-        """Buy units for ``amount``; see ``accounting.contribute``."""
-        return self._client_action("contribute", user_id, amount, key)
+    def contribute(
+        self, user_id: object, amount: object, key: object, *, principal: str
+    ) -> dict[str, Any]:
+        """Buy units for ``amount`` (``accounting.contribute``), authorised by
+        ``principal`` (``audit.py``), who is named in the action's audit row."""
+        return self._client_action("contribute", user_id, amount, key, principal)
 
-    def withdraw(self, user_id: object, amount: object, key: object) -> dict[str, Any]:
-        """Redeem units worth ``amount``; see ``accounting.withdraw``."""
-        return self._client_action("withdraw", user_id, amount, key)
+    def withdraw(
+        self, user_id: object, amount: object, key: object, *, principal: str
+    ) -> dict[str, Any]:
+        """Redeem units worth ``amount`` (``accounting.withdraw``), audited like ``contribute``."""
+        return self._client_action("withdraw", user_id, amount, key, principal)
 
     def _client_action(
-        self, kind: str, user_id: object, amount: object, key: object
+        self, kind: str, user_id: object, amount: object, key: object, principal: str
     ) -> dict[str, Any]:
+        audit.check_principal(principal)
         try:
             user = check_user(user_id)
             value = parse_amount(amount, "amount", self.rules.max_amount)
             k = check_key(key)
         except (InputError, AmountError) as exc:
-            return {"ok": False, "error": str(exc)}
-        result: dict[str, Any] = self._retrying(self._apply_client, kind, user, value, k)
+            return self.refusal(kind, user_id, amount, key, principal, str(exc))
+        result: dict[str, Any] = self._retrying(self._apply_client, kind, user, value, k,
+                                                principal)  # fmt: skip
         return result
 
-    def _apply_client(self, kind: str, user: str, amount: Decimal, key: str) -> dict[str, Any]:
+    def refusal(
+        self,
+        kind: str,
+        user_id: object,
+        amount: object,
+        key: object,
+        principal: str,
+        reason: str,
+        **extra: Any,
+    ) -> dict[str, Any]:
+        """``{"ok": false, "error": reason}`` for an action refused before the ledger, its
+        audit row written in a transaction of its own (``extra`` joins its details)."""
+        result = {"ok": False, "error": reason}
+        row = audit.params(principal, kind, user_id, amount, key, result, **extra)
+        self._retrying(self._audit_alone, row)
+        return result
+
+    def _audit_alone(self, row: dict[str, Any]) -> None:
+        conn = self.conn
+        with conn.transaction():
+            conn.execute(audit.INSERT, row)
+
+    def _apply_client(
+        self, kind: str, user: str, amount: Decimal, key: str, principal: str
+    ) -> dict[str, Any]:
         with self._locked() as (conn, pool, tip):
             read = conn.execute(_CLIENT_READ, {"user": user, "key": key}).fetchone()
             assert read is not None
             if read[3] is not None:
-                return _replay(read[3:], kind, user, amount, key)
+                replay = _replay(read[3:], kind, user, amount, key)
+                conn.execute(audit.INSERT, audit.params(principal, kind, user, amount, key,
+                                                        replay))  # fmt: skip
+                return replay
             holding = Holding(*read[:3]) if read[0] is not None else None
             result, params, _, _ = self._decide(pool, holding, kind, user, amount, key)
+            row = audit.params(principal, kind, user, amount, key, result)
             if params is None:
-                conn.execute(_SAVE_ACTION, (user, key, kind, user, amount, False,
-                                            json.dumps(result)))  # fmt: skip
+                conn.execute(_REFUSE, {"user": user, "key": key, "kind": kind, "amount": amount,
+                                       "result": json.dumps(result), **row})  # fmt: skip
             else:
                 tip.link_client(params)
-                conn.execute(_CLIENT_WRITE, params)
+                conn.execute(_CLIENT_WRITE, {**params, **row})
             return result
 
     def _decide(
@@ -319,33 +368,48 @@ class Ledger:
         return result, params, new, h
 
     def apply_batch(
-        self, actions: list[tuple[str, object, object, object]]
+        self, actions: list[tuple[str, object, object, object]], *, principal: str
     ) -> list[dict[str, Any]]:
-        """Apply many ``(kind, user_id, amount, key)`` actions in one transaction, in order.
+        """Apply many ``(kind, user_id, amount, key)`` actions in one transaction, in order,
+        all authorised by ``principal``.
 
-        Same rules, results and idempotency as one call per action, but one pool lock,
-        one read and one commit for the lot: for bulk imports (a payroll file) and
-        high-volume producers. Bad input fails only its own action.
+        Same rules, results, idempotency and audit rows (one per action) as one call per
+        action, but one pool lock, one read and one commit for the lot: for bulk imports
+        (a payroll file) and high-volume producers. Bad input fails only its own action.
         """
+        audit.check_principal(principal)
         checked: list[tuple[int, str, str, Decimal, str]] = []
         results: list[dict[str, Any]] = [{} for _ in actions]
+        rejected: list[dict[str, Any]] = []
         for i, (kind, user_id, amount, key) in enumerate(actions):
             try:
                 if kind not in _KINDS:
-                    raise InputError(f"unknown action {kind!r}: contribute or withdraw")
+                    raise InputError(f"unknown action {shown(kind)}: contribute or withdraw")
                 value = parse_amount(amount, "amount", self.rules.max_amount)
                 checked.append((i, kind, check_user(user_id), value, check_key(key)))
             except (InputError, AmountError) as exc:
                 results[i] = {"ok": False, "error": str(exc)}
-        if checked:
-            done: list[tuple[int, dict[str, Any]]] = self._retrying(self._apply_batch, checked)
-            for i, result in done:
-                results[i] = result
+                rejected.append(audit.params(principal, str(kind), user_id, amount, key,
+                                             results[i]))  # fmt: skip
+        done: list[tuple[int, dict[str, Any]]] = self._retrying(
+            self._apply_batch, checked, principal, rejected
+        )
+        for i, result in done:
+            results[i] = result
         return results
 
     def _apply_batch(
-        self, checked: list[tuple[int, str, str, Decimal, str]]
+        self,
+        checked: list[tuple[int, str, str, Decimal, str]],
+        principal: str,
+        rejected: list[dict[str, Any]],
     ) -> list[tuple[int, dict[str, Any]]]:
+        if not checked:
+            if rejected:
+                conn = self.conn
+                with conn.transaction(), conn.cursor() as cur:
+                    cur.executemany(audit.INSERT, rejected)
+            return []
         users = sorted({c[2] for c in checked})
         keys = sorted({c[4] for c in checked})
         with self._locked() as (conn, pool, tip):
@@ -363,27 +427,34 @@ class Ledger:
             }  # fmt: skip
             out: list[tuple[int, dict[str, Any]]] = []
             writes: list[dict[str, Any]] = []  # in decision order: balances chain
-            refusals = []
+            refusals: list[dict[str, Any]] = []
+            audits = list(rejected)  # replays' and bad input's rows
             for i, kind, user, amount, key in checked:
                 if (user, key) in firsts:
-                    out.append((i, _replay(firsts[user, key], kind, user, amount, key)))
+                    replay = _replay(firsts[user, key], kind, user, amount, key)
+                    audits.append(audit.params(principal, kind, user, amount, key, replay))
+                    out.append((i, replay))
                     continue
                 result, params, pool, h = self._decide(pool, holdings.get(user), kind, user,
                                                        amount, key)  # fmt: skip
                 firsts[user, key] = (kind, user, amount, result)
+                row = audit.params(principal, kind, user, amount, key, result)
                 if params is None:
-                    refusals.append((user, key, kind, user, amount, False, json.dumps(result)))
+                    refusals.append({"user": user, "key": key, "kind": kind, "amount": amount,
+                                     "result": json.dumps(result), **row})  # fmt: skip
                 else:
                     assert h is not None
                     holdings[user] = h
                     tip.link_client(params)
-                    writes.append(params)
+                    writes.append({**params, **row})
                 out.append((i, result))
             with conn.cursor() as cur:
                 if writes:  # executemany runs in one pipeline: one round trip
                     cur.executemany(_CLIENT_WRITE, writes)
                 if refusals:
-                    cur.executemany(_SAVE_ACTION, refusals)
+                    cur.executemany(_REFUSE, refusals)
+                if audits:
+                    cur.executemany(audit.INSERT, audits)
             return out
 
     # -- trading results -----------------------------------------------------------------

@@ -22,6 +22,7 @@ import logging
 import time
 import uuid
 from decimal import Decimal, InvalidOperation
+from functools import partial
 from typing import Any
 
 import psycopg
@@ -88,11 +89,34 @@ class CapitalPool:
 
     # -- actions ---------------------------------------------------------------------
 
-    def contribute(self, user_id: object, amount: object, key: object) -> dict[str, Any]:
-        return self._mutate(self.ledger.contribute, user_id, amount, key)
+    def contribute(
+        self, user_id: object, amount: object, key: object, *, principal: str
+    ) -> dict[str, Any]:
+        """``Ledger.contribute``: ``principal`` (``audit.py``) authorised it and is audited."""
+        return self._mutate(partial(self.ledger.contribute, principal=principal), user_id,
+                            amount, key)  # fmt: skip
 
-    def withdraw(self, user_id: object, amount: object, key: object) -> dict[str, Any]:
-        return self._mutate(self.ledger.withdraw, user_id, amount, key)
+    def withdraw(
+        self, user_id: object, amount: object, key: object, *, principal: str
+    ) -> dict[str, Any]:
+        """``Ledger.withdraw``: ``principal`` authorised it and is audited."""
+        return self._mutate(partial(self.ledger.withdraw, principal=principal), user_id,
+                            amount, key)  # fmt: skip
+
+    def refuse(
+        self, kind: str, user_id: object, amount: object, key: object, *, principal: str,
+        reason: str, **extra: Any,
+    ) -> dict[str, Any]:
+        """``{"ok": false, "error": reason}`` for an action refused before the ledger (no
+        valid grant): audited all the same; a database that cannot take the audit row
+        does not turn the refusal into anything else (it is logged)."""
+        result = {"ok": False, "error": reason}
+        try:
+            self.db.call(self.ledger.refusal, kind, user_id, amount, key, principal, reason,
+                         **extra)  # fmt: skip
+        except (pybreaker.CircuitBreakerError, psycopg.Error) as exc:
+            log.error("capital_pool: could not audit a refused %s (%s): %s", kind, reason, exc)
+        return result
 
     def apply_trade(self, trade_id: str, profit: Decimal, quantity: Decimal, price: Decimal,
                     allocation_id: str | None = None,

@@ -8,7 +8,15 @@ call is answered, never a task failure.
 Money actions take an ``idempotency_key``: a repeat (a client retry, or Celery's own
 redelivery after a worker died) returns the first result and changes nothing.
 
-    celery -A corec_tasks call capital_pool.contribute --args '["alice", "500.00", "k-1"]'
+The broker is not a way in: ``contribute`` and ``withdraw`` run only with a *grant*
+(``grants.py``) for exactly that member, action, amount and key, which the API mints for
+its logged-in user and an operator mints with ``corec capital grant``; without one, or
+with one that is forged, expired, used by another task or made for anything else, the
+task answers ``{"ok": false}`` and moves nothing. Every outcome is in ``audit_log``.
+
+    G=$(corec capital grant alice contribute 500.00 k-1)
+    celery -A corec_tasks call capital_pool.contribute --args '["alice", "500.00", "k-1"]' \\
+        --kwargs "{\"grant\": \"$G\"}"
     celery -A corec_tasks call capital_pool.status
 """
 
@@ -19,12 +27,15 @@ from decimal import Decimal
 from functools import lru_cache, wraps
 from typing import Annotated, Any
 
+import redis
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 from pydantic import ValidationError as PydanticValidationError
 
 from corec_tasks.celery import app
+from corec_tasks.errors import CorecError
 from corec_tasks.settings import get_settings
 from corec_tasks.strict import Key, UserId, reason
+from plugins.capital_pool import audit, grants
 from plugins.capital_pool.money import AmountError, money_str, parse_amount
 from plugins.capital_pool.service import CapitalPool
 from plugins.capital_pool.settings import capital_config
@@ -38,19 +49,9 @@ def pool() -> CapitalPool:
 
 
 @lru_cache(maxsize=1)
-def _aaa() -> Any:
-    from plugins.aaa.service import AAAPlugin
-
-    return AAAPlugin.from_url(get_settings().database_url)
-
-
-def refused(action: str, user_id: object, token: str | None) -> dict[str, Any] | None:
-    """With ``auth.require_token``, an error unless ``token`` may do ``action``."""
-    if not pool().config.auth.require_token:
-        return None
-    from plugins.capital_pool.auth import check_token
-
-    return check_token(_aaa(), action, user_id, token)
+def grant_key() -> bytes:
+    """The grant key, read once per worker process (a new key needs a restart)."""
+    return grants.load_key(pool().settings)
 
 
 # -- arguments ------------------------------------------------------------------------
@@ -65,8 +66,8 @@ def _amount(value: object) -> Decimal:
 
 #: Money: "100", "100.5", "100.50", 100 or 100.5; positive, at most 2 decimals.
 Amount = Annotated[Decimal, BeforeValidator(_amount)]
-#: A bearer token from /login (AAA: a JWT, base64url parts and dots); bounded.
-Token = Annotated[
+#: A grant (``grants.py``: a JWT, base64url parts and dots); bounded.
+Grant = Annotated[
     str,
     StringConstraints(strict=True, min_length=1, max_length=4096, pattern=r"^[A-Za-z0-9_.=+/-]+$"),
 ]
@@ -82,12 +83,11 @@ class MoveArgs(Args):
     user_id: UserId
     amount: Amount
     idempotency_key: Key | None = None
-    token: Token | None = None
+    grant: Grant | None = None
 
 
 class MemberArgs(Args):
     user_id: UserId
-    token: Token | None = None
 
 
 class AllocateArgs(Args):
@@ -127,11 +127,13 @@ def bind(model: type[Args], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Ar
 Handler = Callable[..., dict[str, Any]]
 
 
-def checked(model: type[Args], *, bound: bool = False) -> Callable[[Handler], Handler]:
+def checked(model: type[Args], *, bound: bool = False,
+            audited: bool = False) -> Callable[[Handler], Handler]:  # fmt: skip
     """Run the task on its arguments checked by ``model``; answer ``{"ok": false}`` with
     the reason when they do not fit (the task is registered with ``typing=False``, so
     Celery's own arity check never turns a bad call into a task failure). ``bound``: the
-    first argument is the task itself (``bind=True``)."""
+    first argument is the task itself (``bind=True``); ``audited``: a money task, whose
+    refusal is written to ``audit_log`` too."""
 
     def wrap(fn: Handler) -> Handler:
         @wraps(fn)
@@ -140,7 +142,12 @@ def checked(model: type[Args], *, bound: bool = False) -> Callable[[Handler], Ha
             try:
                 parsed = bind(model, args[len(own) :], kwargs)
             except ArgumentError as exc:
-                return {"ok": False, "error": f"capital_pool.{fn.__name__}: {exc}"}
+                error = f"capital_pool.{fn.__name__}: {exc}"
+                if not audited:
+                    return {"ok": False, "error": error}
+                given = dict(zip(model.model_fields, args[len(own) :], strict=False)) | kwargs
+                return _refuse(own[0] if own else None, fn.__name__, given.get("user_id"),
+                               given.get("amount"), given.get("idempotency_key"), error)
             return fn(*own, parsed)
 
         return task
@@ -151,28 +158,53 @@ def checked(model: type[Args], *, bound: bool = False) -> Callable[[Handler], Ha
 # -- tasks -----------------------------------------------------------------------------
 
 
-@app.task(name="capital_pool.contribute", typing=False)
-@checked(MoveArgs)
-def contribute(a: MoveArgs) -> dict[str, Any]:
+def _refuse(task: Any, kind: str, user_id: object, amount: object, key: object,
+            reason: str) -> dict[str, Any]:  # fmt: skip
+    """A money task's refusal before the ledger, audited (principal ``celery:unverified``)."""
+    task_id = getattr(getattr(task, "request", None), "id", None)
+    return pool().refuse(kind, user_id, amount, key, principal=audit.UNVERIFIED, reason=reason,
+                         task_id=task_id)  # fmt: skip
+
+
+def _move(task: Any, kind: str, a: MoveArgs) -> dict[str, Any]:
+    """Verify the grant (single use, by this task id: a redelivery passes), then apply as
+    its principal; a grant that does not verify moves nothing and is audited."""
+    p = pool()
+    try:
+        who = grants.verify(
+            a.grant, a.user_id, f"capital.{kind}", a.amount, a.idempotency_key,
+            key=grant_key(), redis_client=p.redis, settings=p.settings, use_id=task.request.id,
+        )  # fmt: skip
+    except grants.GrantError as exc:
+        return _refuse(task, kind, a.user_id, a.amount, a.idempotency_key,
+                       f"capital_pool.{kind}: {exc}")  # fmt: skip
+    except (CorecError, redis.RedisError) as exc:  # no grant key, or Redis unreachable
+        out = _refuse(task, kind, a.user_id, a.amount, a.idempotency_key,
+                      f"capital_pool.{kind}: the grant cannot be checked now ({exc}); retry")
+        return {**out, "retry": True}
+    return getattr(p, kind)(a.user_id, money_str(a.amount), a.idempotency_key,
+                            principal=who.principal)  # fmt: skip
+
+
+@app.task(bind=True, name="capital_pool.contribute", typing=False)
+@checked(MoveArgs, bound=True, audited=True)
+def contribute(self: Any, a: MoveArgs) -> dict[str, Any]:
     """Buy units for ``amount`` (a decimal string, minimum 100.00) at the current NAV.
 
-    Arguments: ``user_id, amount, idempotency_key=None, token=None``.
+    Arguments: ``user_id, amount, idempotency_key, grant``; the last two are required in
+    effect (a grant names its key; ``corec capital grant`` prints one).
     """
-    return refused("capital.contribute", a.user_id, a.token) or pool().contribute(
-        a.user_id, money_str(a.amount), a.idempotency_key
-    )
+    return _move(self, "contribute", a)
 
 
-@app.task(name="capital_pool.withdraw", typing=False)
-@checked(MoveArgs)
-def withdraw(a: MoveArgs) -> dict[str, Any]:
+@app.task(bind=True, name="capital_pool.withdraw", typing=False)
+@checked(MoveArgs, bound=True, audited=True)
+def withdraw(self: Any, a: MoveArgs) -> dict[str, Any]:
     """Redeem units worth ``amount``, within the member's value and the free cash.
 
-    Arguments: ``user_id, amount, idempotency_key=None, token=None``.
+    Arguments: ``user_id, amount, idempotency_key, grant``.
     """
-    return refused("capital.withdraw", a.user_id, a.token) or pool().withdraw(
-        a.user_id, money_str(a.amount), a.idempotency_key
-    )
+    return _move(self, "withdraw", a)
 
 
 @app.task(name="capital_pool.status", typing=False)
@@ -185,8 +217,8 @@ def status(_: NoArgs) -> dict[str, Any]:
 @app.task(name="capital_pool.member", typing=False)
 @checked(MemberArgs)
 def member(a: MemberArgs) -> dict[str, Any]:
-    """One member's units, value, contributed, withdrawn and ROI (``user_id, token=None``)."""
-    return refused("capital.view", a.user_id, a.token) or pool().member(a.user_id)
+    """One member's units, value, contributed, withdrawn and ROI (``user_id``)."""
+    return pool().member(a.user_id)
 
 
 @app.task(bind=True, name="capital_pool.allocate", typing=False)

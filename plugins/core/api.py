@@ -6,7 +6,10 @@ Every route but ``/login``, ``/health`` and ``/metrics`` needs ``Authorization: 
 <token>`` from ``/login``; the AAA plugin verifies it and authorises the action (a
 member moves only their own capital), and audits both. Capital actions go to the
 ``capital_pool`` Celery tasks by default (``CeleryCapital``), so the API server holds
-no ledger connection; ``DirectCapital`` calls the same service in-process (one node).
+no ledger connection; each task carries a single-use *grant* for exactly that action,
+never the login token. ``DirectCapital`` calls the same service in-process (one node).
+Either way the ledger writes its own ``audit_log`` row (``capital.contribute``, principal
+``user:<username>``) besides the API's ``capital.<action>.result`` row.
 Capital members are named by their AAA username.
 
 The API stays up for everyone: no database connection is held across a capital call
@@ -17,7 +20,6 @@ logins are bounded per client and in concurrent password hashes (``plugins.aaa.l
 
 # No `from __future__ import annotations`: FastAPI reads the route annotations at run
 # time, and the dependency aliases (Who, Raw) are local to create_app.
-import inspect
 import os
 import time
 from collections.abc import Callable
@@ -53,10 +55,15 @@ DEFAULT_TASK_TIMEOUT_S = 5.0
 
 @dataclass(frozen=True)
 class Caller:
-    """Who asked for a capital action: verified claims and the bearer token they came in."""
+    """Who asked for a capital action: the verified claims of their bearer token (the
+    token itself stays in the API: no capital path needs it)."""
 
     claims: Claims
-    token: str
+
+    @property
+    def principal(self) -> str:
+        """The ledger's audit name for this caller."""
+        return f"user:{self.claims.username}"
 
 
 class Capital(Protocol):
@@ -102,18 +109,6 @@ def grant_kwargs(
                                  username=caller.claims.username, key=grant_key)}  # fmt: skip
 
 
-def _task_takes_grant(task: str) -> bool:
-    """Whether the capital task ``task`` (``contribute``/``withdraw``) accepts ``grant=``:
-    a field of its checked arguments (``MoveArgs``), else a parameter of the function."""
-    from plugins.capital_pool import tasks
-
-    model = getattr(tasks, "MoveArgs", None)
-    if model is not None and hasattr(model, "model_fields"):
-        return "grant" in model.model_fields
-    fn = getattr(tasks, task, None)
-    return fn is not None and "grant" in inspect.signature(fn.run).parameters
-
-
 class CeleryCapital:
     """The capital_pool Celery tasks, waited for at most ``timeout`` s (then ``retry``).
 
@@ -127,7 +122,6 @@ class CeleryCapital:
         self.app = app
         self.timeout = task_timeout() if timeout is None else timeout
         self._grant_key = grant_key
-        self._require_token: bool | None = None
 
     def _call(self, task: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         from celery import states
@@ -167,30 +161,19 @@ class CeleryCapital:
     def _auth(
         self, action: str, user_id: str, amount: str, key: str, caller: Caller | None
     ) -> dict[str, str]:
+        """A grant for the caller (none without one: the task then refuses, audited)."""
         if caller is None:
             return {}
-        if not _task_takes_grant(action):
-            # Tasks that take only token= check it with auth.require_token alone; without
-            # it the token would only travel through the broker for nothing.
-            return {"token": caller.token} if self._tasks_require_token() else {}
         if self._grant_key is None:
             from plugins.capital_pool.grants import load_key
 
             self._grant_key = load_key()
         return grant_kwargs(caller, action, user_id, amount, key, self._grant_key)
 
-    def _tasks_require_token(self) -> bool:
-        if self._require_token is None:
-            from corec_tasks.settings import get_settings
-            from plugins.capital_pool.settings import capital_config
-
-            self._require_token = capital_config(get_settings()).auth.require_token
-        return self._require_token
-
     def contribute(
         self, user_id: str, amount: str, key: str, caller: Caller | None = None
     ) -> dict[str, Any]:
-        """Sent with a grant for exactly this contribution (or the token, see ``_auth``)."""
+        """Sent with a grant for exactly this contribution, never the login token."""
         auth = self._auth("contribute", user_id, amount, key, caller)
         return self._call("capital_pool.contribute", user_id, amount, key, **auth)
 
@@ -213,7 +196,8 @@ class CapitalTaskFailed(Exception):
 
 class DirectCapital:
     """The same service the tasks call, in this process (``pool``, or one built from
-    the process's settings)."""
+    the process's settings); the caller is the principal the ledger audits, and an
+    action without one is refused (and audited)."""
 
     def __init__(self, pool: Any = None) -> None:
         if pool is None:
@@ -228,12 +212,22 @@ class DirectCapital:
     def contribute(
         self, user_id: str, amount: str, key: str, caller: Caller | None = None
     ) -> dict[str, Any]:
-        return self.pool.contribute(user_id, amount, key)
+        return self._move("contribute", user_id, amount, key, caller)
 
     def withdraw(
         self, user_id: str, amount: str, key: str, caller: Caller | None = None
     ) -> dict[str, Any]:
-        return self.pool.withdraw(user_id, amount, key)
+        return self._move("withdraw", user_id, amount, key, caller)
+
+    def _move(
+        self, kind: str, user_id: str, amount: str, key: str, caller: Caller | None
+    ) -> dict[str, Any]:
+        if caller is None:
+            return self.pool.refuse(kind, user_id, amount, key, principal="api:no-caller",
+                                    reason=f"capital.{kind} needs a logged-in caller")  # fmt: skip
+        result: dict[str, Any] = getattr(self.pool, kind)(user_id, amount, key,
+                                                          principal=caller.principal)  # fmt: skip
+        return result
 
     def status(self) -> dict[str, Any]:
         return self.pool.status()
@@ -387,8 +381,7 @@ def create_app(
     def caller(
         creds: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Caller:
-        token = _bearer(creds)
-        return Caller(aaa.verify(token), token)
+        return Caller(aaa.verify(_bearer(creds)))
 
     def claims(who: Annotated[Caller, Depends(caller)]) -> Claims:
         return who.claims

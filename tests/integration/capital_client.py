@@ -2,7 +2,8 @@
 
 ``python -m tests.integration.capital_client SEED N REPEAT`` sends N mixed capital
 actions as Celery tasks (contributions and withdrawals by a few members; a REPEAT share
-of them reuse an earlier key, some of those keys shared with the other clients), then
+of them reuse an earlier key, some of those keys shared with the other clients), each
+with its own grant (minted with the node's grant key, as ``operator:client-SEED``), then
 prints one JSON line per action: ``[kind, user, amount, key, result]``.
 """
 
@@ -35,12 +36,19 @@ def plan(seed: int, n: int, repeat: float) -> list[tuple[str, str, str, str]]:
 
 def main() -> None:
     from corec_tasks.celery import app
+    from plugins.capital_pool import grants
 
     seed, n, repeat = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
     actions = plan(seed, n, repeat)
-    pending = [app.send_task(f"capital_pool.{k}", args=[u, a, key]) for k, u, a, key in actions]
-    for (k, u, a, key), res in zip(actions, pending, strict=True):
-        print(json.dumps([k, u, a, key, res.get(timeout=120)]))
+    key = grants.load_key()
+    pending = [
+        app.send_task(f"capital_pool.{k}", args=[u, a, idem], kwargs={"grant": grants.mint(
+            u, f"capital.{k}", a, idem, user_id=None, username=f"operator:client-{seed}",
+            key=key)})
+        for k, u, a, idem in actions
+    ]  # fmt: skip
+    for (k, u, a, idem), res in zip(actions, pending, strict=True):
+        print(json.dumps([k, u, a, idem, res.get(timeout=120)]))
 
 
 if __name__ == "__main__":

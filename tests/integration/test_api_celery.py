@@ -28,7 +28,7 @@ from plugins.aaa.service import AAAPlugin
 from plugins.aaa.tokens import Claims
 from plugins.capital_pool import grants
 from plugins.core.api import DEFAULT_TASK_TIMEOUT_S, Caller, grant_kwargs, task_timeout
-from plugins.trading.models import AuditLog, Role
+from plugins.trading.models import AuditLog, Role, User
 from tests.conftest import DATA
 from tests.integration.workers import running_workers
 
@@ -61,17 +61,27 @@ def _wait_up(http: httpx.Client, log: Path) -> None:
     raise AssertionError(f"the API did not start:\n{log.read_text()[-3000:]}")
 
 
-def _values(client: redis.Redis, prefix: str) -> bytes:
-    """Every string, list and hash value under ``prefix``, concatenated."""
+def _values(client: redis.Redis, match: str = "*") -> bytes:
+    """Every key and every value of every type in Redis (``match``), concatenated."""
     out = []
-    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+    for key in client.scan_iter(match=match, count=1000):
+        out.append(key)
         kind = client.type(key)
         if kind == b"string":
             out.append(client.get(key) or b"")
         elif kind == b"list":
             out.extend(client.lrange(key, 0, -1))
         elif kind == b"hash":
-            out.extend(client.hgetall(key).values())
+            for field, value in client.hgetall(key).items():
+                out.extend((field, value))
+        elif kind == b"set":
+            out.extend(client.smembers(key))
+        elif kind == b"zset":
+            out.extend(client.zrange(key, 0, -1))
+        elif kind == b"stream":
+            for _, fields in client.xrange(key):
+                for field, value in fields.items():
+                    out.extend((field, value))
     return b"\n".join(out)
 
 
@@ -123,6 +133,9 @@ def test_refusals_stay_fast_with_workers_and_503_without(
         with aaa._sessions() as db:
             audited = db.scalar(select(func.count()).select_from(AuditLog)
                                 .where(AuditLog.action == "capital.contribute.result"))  # fmt: skip
+            ledger_rows = [(r.user_id, json.loads(r.details or "{}")) for r in db.scalars(
+                select(AuditLog).where(AuditLog.action == "capital.contribute"))]  # fmt: skip
+            alice_id = db.scalar(select(User.id).where(User.username == "alice"))
         aaa.close()
     took_s = sorted(t for _, _, t in answers)
     print(f"{BURST} parallel refused contributions: median {took_s[BURST // 2]:.3f} s, "
@@ -131,11 +144,18 @@ def test_refusals_stay_fast_with_workers_and_503_without(
     assert all("minimum contribution" in b["error"] for _, b, _ in answers)
     assert took_s[-1] < 5.0
     assert audited == BURST + 2
-    # The members' login tokens travel nowhere near Redis (no token= without
-    # auth.require_token; results are deleted once read).
-    rest = _values(redis_client, capital_settings.redis_prefix)
+    # The ledger audits every action the workers ran, as alice (by her grant): the queued
+    # one (applied, or refused if its grant expired first), its retry, the burst.
+    assert len(ledger_rows) == BURST + 2
+    assert {(u, d["principal"]) for u, d in ledger_rows} == {(alice_id, "user:alice")}
+    assert [d["result"] for _, d in ledger_rows].count("refused") >= BURST
+    # No login token and no grant key anywhere in Redis: tasks carry single-use grants,
+    # and results (celery-task-meta-*) are deleted once read.
+    rest = _values(redis_client)
     for auth in (early, burst_auth):
         assert auth["Authorization"].split()[1].encode() not in rest
+    grant_key = grants.load_key(capital_settings, {})
+    assert grant_key not in rest
 
 
 def test_grant_kwargs_carry_a_grant_the_workers_accept(
@@ -145,8 +165,8 @@ def test_grant_kwargs_carry_a_grant_the_workers_accept(
     claims = Claims(user_id=3, username="root", role=Role.ADMIN, session_id="s",
                     issued_at=now, expires_at=now)  # fmt: skip
     key = grants.load_key(settings, {})
-    kwargs = grant_kwargs(Caller(claims, "login-token"), "withdraw", "alice", "100.00", "k", key)
-    assert list(kwargs) == ["grant"] and "login-token" not in json.dumps(kwargs)
+    kwargs = grant_kwargs(Caller(claims), "withdraw", "alice", "100.00", "k", key)
+    assert list(kwargs) == ["grant"]
     who = grants.verify(kwargs["grant"], "alice", "capital.withdraw", "100.00", "k",
                         settings=settings, redis_client=redis_client)  # fmt: skip
     assert (who.user_id, who.username, who.member) == (3, "root", "alice")

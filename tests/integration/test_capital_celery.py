@@ -62,7 +62,15 @@ def test_many_clients_many_workers_each_key_applied_once(
         applied = [r[0] for r in conn.execute(
             "SELECT idempotency_key FROM contributions UNION ALL "
             "SELECT idempotency_key FROM withdrawals").fetchall()]  # fmt: skip
+        audited = conn.execute(
+            "SELECT details::json->>'idempotency_key', details::json->>'result', "
+            "details::json->>'principal' FROM audit_log WHERE action LIKE 'capital.%'"
+        ).fetchall()
     assert sorted(applied) == sorted(accepted)  # each accepted key exactly once
+    # One audit row per task, naming its client; exactly one "ok" per accepted key.
+    assert len(audited) == CLIENTS * ACTIONS
+    assert {p for _, _, p in audited} == {f"operator:client-{s}" for s in range(CLIENTS)}
+    assert sorted(k for k, r, _ in audited if r == "ok") == sorted(accepted)
     pool = CapitalPool(capital_settings, load_config())
     try:
         assert pool.verify() == {"ok": True, "problems": []}

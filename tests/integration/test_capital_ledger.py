@@ -20,6 +20,8 @@ from plugins.capital_pool.consumer import consume_once
 from plugins.capital_pool.service import CapitalPool
 
 pytestmark = pytest.mark.integration
+#: The principal audited for the actions of these tests.
+OP = "operator:tests"
 
 
 def _state(pool: CapitalPool) -> tuple[Any, ...]:
@@ -33,9 +35,9 @@ def _state(pool: CapitalPool) -> tuple[Any, ...]:
 
 
 def test_contribute_withdraw_status_and_verify(pool: CapitalPool) -> None:
-    assert pool.contribute("alice", "4000.00", "a1")["units"] == "4000.00000000"
-    assert pool.contribute("bob", "1000", "b1")["ok"]
-    out = pool.withdraw("bob", "250.50", "b2")
+    assert pool.contribute("alice", "4000.00", "a1", principal=OP)["units"] == "4000.00000000"
+    assert pool.contribute("bob", "1000", "b1", principal=OP)["ok"]
+    out = pool.withdraw("bob", "250.50", "b2", principal=OP)
     assert out["ok"] and out["units"] == "250.50000000"
     status = pool.status()
     assert status["equity"] == "4749.50" and status["nav"] == "1.0000000000"
@@ -50,18 +52,18 @@ def test_contribute_withdraw_status_and_verify(pool: CapitalPool) -> None:
 
 
 def test_a_repeated_key_returns_the_first_result_and_changes_nothing(pool: CapitalPool) -> None:
-    first = pool.contribute("alice", "500", "k1")
+    first = pool.contribute("alice", "500", "k1", principal=OP)
     before = _state(pool)
-    again = pool.contribute("alice", "500", "k1")
+    again = pool.contribute("alice", "500", "k1", principal=OP)
     assert again.pop("replayed") is True and again == first
     assert _state(pool) == before
-    other = pool.contribute("alice", "600", "k1")
+    other = pool.contribute("alice", "600", "k1", principal=OP)
     assert not other["ok"] and "already used for a different action" in other["error"]
     # A rejected action's key replays its rejection too.
-    refused = pool.withdraw("alice", "900", "k2")
+    refused = pool.withdraw("alice", "900", "k2", principal=OP)
     assert not refused["ok"] and "more than this member's value" in refused["error"]
-    pool.contribute("alice", "500", "k3")
-    assert pool.withdraw("alice", "900", "k2")["error"] == refused["error"]
+    pool.contribute("alice", "500", "k3", principal=OP)
+    assert pool.withdraw("alice", "900", "k2", principal=OP)["error"] == refused["error"]
     assert pool.verify()["ok"]
 
 
@@ -83,10 +85,10 @@ def test_a_repeated_key_returns_the_first_result_and_changes_nothing(pool: Capit
 def test_bad_input_is_refused_with_a_clear_error_and_no_state_change(
     pool: CapitalPool, call: tuple[Any, ...], message: str
 ) -> None:
-    pool.contribute("seed", "1000", "seed-1")
+    pool.contribute("seed", "1000", "seed-1", principal=OP)
     before = _state(pool)
     kind, *args = call
-    result = getattr(pool, kind)(*args)
+    result = getattr(pool, kind)(*args, principal=OP)
     assert result["ok"] is False and message in result["error"]
     after = _state(pool)
     # A business rejection records its key (to replay it); nothing else moves.
@@ -95,11 +97,11 @@ def test_bad_input_is_refused_with_a_clear_error_and_no_state_change(
 
 
 def test_withdrawal_limited_to_free_cash_while_allocations_are_open(pool: CapitalPool) -> None:
-    pool.contribute("alice", "10000", "a1")
+    pool.contribute("alice", "10000", "a1", principal=OP)
     alloc = pool.allocate("slot-1")
     assert alloc["ok"] and len(alloc["allocations"]) == 5 and alloc["active"] == "6000.00"
     assert alloc["published"] == 5
-    refused = pool.withdraw("alice", "100", "w1")
+    refused = pool.withdraw("alice", "100", "w1", principal=OP)
     assert "free cash" in refused["error"]
     # Allocation is idempotent per key: the same run allocates nothing twice.
     assert pool.allocate("slot-1")["allocations"] == alloc["allocations"]
@@ -115,7 +117,7 @@ def _packed(body: dict[str, Any]) -> str:
 
 
 def test_trading_results_applied_once_and_malformed_ones_dead_lettered(pool: CapitalPool) -> None:
-    pool.contribute("alice", "1000", "a1")
+    pool.contribute("alice", "1000", "a1", principal=OP)
     pool.allocate("r1")
     alloc_id = pool.allocate("r1")["allocations"][0]["allocation_id"]
     with StreamBus(pool.settings) as bus:
@@ -146,25 +148,25 @@ def test_trading_results_applied_once_and_malformed_ones_dead_lettered(pool: Cap
 
 
 def test_status_cache_is_invalidated_by_every_change(pool: CapitalPool) -> None:
-    pool.contribute("alice", "1000", "a1")
+    pool.contribute("alice", "1000", "a1", principal=OP)
     assert pool.status()["cached"] is False
     assert pool.status()["cached"] is True
     assert pool.redis.ttl(pool.k_status) > 1700
-    pool.contribute("alice", "1000", "a2")
+    pool.contribute("alice", "1000", "a2", principal=OP)
     fresh = pool.status()
     assert fresh["cached"] is False and fresh["equity"] == "2000.00"
 
 
 def test_a_stale_status_computed_before_a_change_is_not_cached(pool: CapitalPool) -> None:
     gen_before = pool.redis.get(pool.k_gen) or ""
-    pool.contribute("alice", "1000", "a1")  # bumps the generation after its commit
+    pool.contribute("alice", "1000", "a1", principal=OP)  # bumps the generation after its commit
     stored = pool._cache_set(keys=[pool.k_status, pool.k_gen],
                              args=[gen_before, "{}", 60])  # fmt: skip
     assert stored == 0 and pool.redis.get(pool.k_status) is None
 
 
 def test_macro_fallback_assumes_high_vix_when_stale(pool: CapitalPool) -> None:
-    pool.contribute("alice", "5000", "a1")
+    pool.contribute("alice", "5000", "a1", principal=OP)
     assert pool.vix()[0] is None and pool.status()["risk_per_trade"] == "0.0100"
     pool.record_macro(D("15"), D("4500"), time.time())
     assert pool.vix()[0] == D("15")
@@ -177,7 +179,7 @@ def test_macro_fallback_assumes_high_vix_when_stale(pool: CapitalPool) -> None:
 
 
 def test_the_ledger_is_append_only(pool: CapitalPool) -> None:
-    pool.contribute("alice", "1000", "a1")
+    pool.contribute("alice", "1000", "a1", principal=OP)
     with psycopg.connect(libpq_url(pool.settings.database_url)) as conn:
         with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
             conn.execute("UPDATE capital_ledger SET cash_delta = 0")
@@ -187,7 +189,7 @@ def test_the_ledger_is_append_only(pool: CapitalPool) -> None:
 
 
 def test_verify_catches_a_tampered_pool_state(pool: CapitalPool) -> None:
-    pool.contribute("alice", "1000", "a1")
+    pool.contribute("alice", "1000", "a1", principal=OP)
     with psycopg.connect(libpq_url(pool.settings.database_url)) as conn:
         conn.execute("UPDATE pool_state SET equity = equity + 1, cash = cash + 1")
     result = pool.verify()
@@ -198,7 +200,7 @@ def test_database_down_gives_a_retryable_error(pool: CapitalPool) -> None:
     pool.ledger.url = "postgresql://postgres@127.0.0.1:1/nothing?connect_timeout=1"
     pool.ledger.close()
     try:
-        result = pool.contribute("alice", "1000", "a1")
+        result = pool.contribute("alice", "1000", "a1", principal=OP)
         assert result["ok"] is False and result["retry"] is True
         assert "retry" in result["error"]
     finally:
@@ -207,7 +209,7 @@ def test_database_down_gives_a_retryable_error(pool: CapitalPool) -> None:
 
 def test_a_batch_applies_in_order_with_the_same_rules_and_keys(pool: CapitalPool) -> None:
     ledger = pool.ledger
-    ledger.contribute("alice", "1000", "before")
+    ledger.contribute("alice", "1000", "before", principal=OP)
     results = ledger.apply_batch([
         ("contribute", "bob", "500", "b1"),
         ("withdraw", "alice", "100", "a-w1"),
@@ -218,7 +220,7 @@ def test_a_batch_applies_in_order_with_the_same_rules_and_keys(pool: CapitalPool
         ("withdraw", "bob", "600", "b2"),           # above bob's value
         ("transfer", "bob", "1", "t1"),             # unknown action
         ("withdraw", "bob", "200", "b3"),
-    ])  # fmt: skip
+    ], principal=OP)  # fmt: skip
     oks = [r["ok"] for r in results]
     assert oks == [True, True, True, True, False, False, False, False, True]
     assert results[2].get("replayed") and results[3].get("replayed")
@@ -226,11 +228,25 @@ def test_a_batch_applies_in_order_with_the_same_rules_and_keys(pool: CapitalPool
     assert "not a number" in results[5]["error"] and "unknown action" in results[7]["error"]
     assert "more than this member's value" in results[6]["error"]
     # The same keys afterwards, one at a time, replay the batch's answers.
-    single = pool.contribute("carol", "50", "c1")
+    single = pool.contribute("carol", "50", "c1", principal=OP)
     assert single.pop("replayed") and single == results[4]
     status = pool.status(use_cache=False)
     assert status["equity"] == "1200.00" and status["members"]["bob"]["value"] == "300.00"
     assert pool.verify() == {"ok": True, "problems": []}
+    # One audit row per action, in the batch's transaction: principal, key and outcome.
+    with psycopg.connect(libpq_url(pool.settings.database_url)) as conn:
+        rows = conn.execute("SELECT action, details FROM audit_log ORDER BY id").fetchall()
+    got = sorted((a, json.loads(d)["idempotency_key"], json.loads(d)["result"])
+                 for a, d in rows)  # fmt: skip
+    assert got == sorted([
+        ("capital.contribute", "before", "ok"), ("capital.contribute", "b1", "ok"),
+        ("capital.withdraw", "a-w1", "ok"), ("capital.contribute", "b1", "replayed"),
+        ("capital.contribute", "before", "replayed"), ("capital.contribute", "c1", "refused"),
+        ("capital.contribute", "c2", "refused"), ("capital.withdraw", "b2", "refused"),
+        ("capital.invalid", "t1", "refused"), ("capital.withdraw", "b3", "ok"),
+        ("capital.contribute", "c1", "replayed"),
+    ])  # fmt: skip
+    assert {json.loads(d)["principal"] for _, d in rows} == {OP}
 
 
 def test_migration_0002_creates_the_ledger_as_the_models_say(capital_settings: object) -> None:

@@ -12,6 +12,7 @@ import pytest
 
 from corec_tasks.db import libpq_url
 from corec_tasks.settings import Settings
+from plugins.capital_pool import grants
 from tests.conftest import DATA
 from tests.integration.workers import running_workers
 
@@ -50,8 +51,10 @@ HOSTILE: list[tuple[str, list[Any], dict[str, Any], str]] = [
     ("contribute", ["alice", "100.001", "k9"], {}, "more than 2 decimal places"),
     ("contribute", ["alice", HUGE, "k10"], {}, "not a number in plain decimal digits"),
     ("withdraw", ["alice", "100", "k\n11"], {}, "idempotency_key: String should match"),
-    ("withdraw", ["alice", "100", "k12"], {"token": 5}, "token: Input should be a valid string"),
-    ("withdraw", ["alice", "100", "k13"], {"token": "a\x00b"}, "token: String should match"),
+    ("withdraw", ["alice", "100", "k12"], {"grant": 5}, "grant: Input should be a valid string"),
+    ("withdraw", ["alice", "100", "k13"], {"grant": "a\x00b"}, "grant: String should match"),
+    ("withdraw", ["alice", "100", "k14"], {"token": "x"}, "token: unknown argument"),
+    ("member", ["alice"], {"token": "x"}, "token: unknown argument"),
     ("member", ["a\x00b"], {}, "user_id: String should match pattern"),
 ]
 
@@ -75,11 +78,15 @@ def test_every_capital_task_answers_bad_arguments_with_ok_false(
         for res, (task, *_) in zip(pending, HOSTILE, strict=True):
             if task != "consume":
                 assert res.state == "SUCCESS", (task, res.state, res.result)
-        # The valid forms still work through the same worker.
+        # The valid forms still work through the same worker (with a grant each).
+        key = grants.load_key(capital_settings)
         good = [
-            app.send_task("capital_pool.contribute", args=["alice", amount, f"good-{i}"])
+            app.send_task("capital_pool.contribute", args=["alice", amount, f"good-{i}"],
+                          kwargs={"grant": grants.mint(
+                              "alice", "capital.contribute", str(amount), f"good-{i}",
+                              user_id=None, username="operator:tests", key=key)})
             for i, amount in enumerate(["100", "100.5", "100.50", 100, 100.5])
-        ]
+        ]  # fmt: skip
         answers = [g.get(timeout=60) for g in good]
         member = app.send_task("capital_pool.member", args=["alice"]).get(timeout=60)
         status = app.send_task("capital_pool.status").get(timeout=60)
@@ -101,7 +108,15 @@ def test_every_capital_task_answers_bad_arguments_with_ok_false(
     assert verify == {"ok": True, "problems": []}
     with psycopg.connect(libpq_url(capital_settings.database_url)) as conn:
         keys = [r[0] for r in conn.execute("SELECT idempotency_key FROM capital_actions")]
+        audited = conn.execute("SELECT action, details::json->>'result', "
+                               "details::json->>'principal' FROM audit_log").fetchall()
     assert sorted(keys) == [f"good-{i}" for i in range(5)]  # no hostile call wrote anything
+    # Every money call is audited: the hostile ones as refused by an unverified caller.
+    moves = [c for c in HOSTILE if c[0] in ("contribute", "withdraw")]
+    assert sorted(audited) == sorted(
+        [(f"capital.{t}", "refused", "celery:unverified") for t, *_ in moves]
+        + [("capital.contribute", "ok", "operator:tests")] * 5
+    )
 
 
 def test_consume_answers_bad_arguments_in_process() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -71,6 +72,20 @@ def test_members_move_only_their_own_capital(api: tuple[TestClient, AAAPlugin]) 
     audited = [d for a, d in actions if a == "capital.contribute.result"]
     assert len(audited) == 3  # alice's, bob's and root's refused one
     assert any(a == "authorize.deny" and "capital.withdraw" in (d or "") for a, d in actions)
+    # The ledger's own rows (in its transactions): one per action that reached it, naming
+    # the logged-in principal and their users.id; bob's denied withdrawal never reached it.
+    with aaa._sessions() as db:
+        ids = {u.username: u.id for u in db.scalars(select(User))}
+        ledger_rows = [(r.user_id, r.action, json.loads(r.details or "{}")) for r in
+                       db.scalars(select(AuditLog).where(AuditLog.action.in_(
+                           ["capital.contribute", "capital.withdraw"])).order_by(AuditLog.id))]
+    assert [(u, a, d["principal"], d["member"], d["amount"], d["idempotency_key"], d["result"])
+            for u, a, d in ledger_rows] == [
+        (ids["alice"], "capital.contribute", "user:alice", "alice", "500.00", "a-1", "ok"),
+        (ids["bob"], "capital.contribute", "user:bob", "bob", "300.00", "b-1", "ok"),
+        (ids["root"], "capital.contribute", "user:root", "alice", "99.99", "r-1", "refused"),
+    ]  # fmt: skip
+    assert "minimum contribution" in ledger_rows[2][2]["reason"]
 
 
 def test_tokens_are_required_and_checked(api: tuple[TestClient, AAAPlugin]) -> None:
@@ -114,21 +129,6 @@ def test_portfolios_health_metrics_openapi(api: tuple[TestClient, AAAPlugin]) ->
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/login", "/capital/contribute", "/capital/withdraw", "/capital/status",
             "/portfolios", "/orders", "/positions", "/health", "/metrics"} <= set(paths)
-
-
-def test_capital_tasks_check_tokens_when_required(api: tuple[TestClient, AAAPlugin]) -> None:
-    """``auth.require_token``: a member cannot move another member's money through a task."""
-    from plugins.capital_pool.auth import check_token
-
-    client, aaa = api
-    bob = _token(client, "bob")["Authorization"].removeprefix("Bearer ")
-    assert "required" in (check_token(aaa, "capital.withdraw", "alice", None) or {})["error"]
-    denied = check_token(aaa, "capital.withdraw", "alice", bob)
-    assert denied is not None and "may not" in denied["error"]
-    assert check_token(aaa, "capital.withdraw", "bob", bob) is None
-    assert "no user" in (check_token(aaa, "capital.withdraw", "mallory", bob) or {})["error"]
-    assert "signature" in (check_token(aaa, "capital.withdraw", "bob", bob[:-3] + "abc")
-                           or {})["error"]  # fmt: skip
 
 
 def test_a_burst_of_refusals_answers_fast_with_an_audit_row_each(
@@ -186,3 +186,17 @@ def test_openapi_lists_every_status_and_metrics_hide_logins(
     assert documented == expected
     error = paths["/capital/contribute"]["post"]["responses"]["503"]
     assert error["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
+
+
+def test_direct_capital_refuses_an_action_without_a_caller_and_audits_it(
+    api: tuple[TestClient, AAAPlugin], pool: CapitalPool
+) -> None:
+    _, aaa = api
+    out = DirectCapital(pool).contribute("alice", "500.00", "no-caller")
+    assert out == {"ok": False, "error": "capital.contribute needs a logged-in caller"}
+    assert pool.status()["members"] == {}
+    with aaa._sessions() as db:
+        row = db.scalars(select(AuditLog).where(AuditLog.action == "capital.contribute")).one()
+    details = json.loads(row.details or "{}")
+    assert (row.user_id, details["principal"], details["result"]) == (None, "api:no-caller",
+                                                                      "refused")  # fmt: skip

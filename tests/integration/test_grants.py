@@ -141,3 +141,20 @@ def test_the_key_comes_from_the_environment_or_one_private_file(
     os.chmod(path, 0o600)
     grant = _mint(key=load_key(settings, {}))
     assert _verify(grant, settings, key=None).member == "alice"
+
+
+def test_operator_grants_name_the_operator_and_never_a_user(
+    settings: Settings, redis_client: redis.Redis
+) -> None:
+    who = _verify(_mint(user_id=None, username="operator:ops@node-1"), settings,
+                  redis_client=redis_client)  # fmt: skip
+    assert (who.user_id, who.principal) == (None, "operator:ops@node-1")
+    assert _verify(_mint(), settings, redis_client=redis_client).principal == "user:alice"
+    for user_id, username in ((None, "alice"), (7, "operator:ops")):
+        with pytest.raises(GrantError, match="minted for a user"):
+            _mint(user_id=user_id, username=username)
+    # A grant whose claims mix both (only a holder of the key could sign one) is refused.
+    mixed = jwt.encode({**jwt.decode(_mint(), options={"verify_signature": False}),
+                        "by": "operator:x"}, KEY, algorithm="HS256")  # fmt: skip
+    with pytest.raises(GrantError, match="neither a user nor an operator"):
+        _verify(mixed, settings, redis_client=redis_client)

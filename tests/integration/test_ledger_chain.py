@@ -25,6 +25,8 @@ from plugins.capital_pool.service import CapitalPool
 from tests.conftest import DATA
 
 pytestmark = pytest.mark.integration
+#: The principal audited for the actions of these tests.
+OP = "operator:tests"
 
 
 def _sql(pool: CapitalPool) -> psycopg.Connection[Any]:
@@ -57,24 +59,24 @@ def cli(capital_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator
 
 
 def test_another_members_key_neither_reveals_nor_blocks_anything(pool: CapitalPool) -> None:
-    alice = pool.contribute("alice", "200.00", "alice-k-1")
+    alice = pool.contribute("alice", "200.00", "alice-k-1", principal=OP)
     assert alice["ok"]
     # Bob reusing alice's key gets his own fresh action, and learns nothing of hers.
-    bob = pool.contribute("bob", "150", "alice-k-1")
+    bob = pool.contribute("bob", "150", "alice-k-1", principal=OP)
     assert bob["ok"] and bob["user_id"] == "bob" and "replayed" not in bob
     rest = json.dumps({k: v for k, v in bob.items() if k != "idempotency_key"})
     assert "alice" not in rest and "200" not in rest
     # Bob taking alice's next key first, with a refused $1, blocks nothing of hers.
-    refused = pool.contribute("bob", "1", "alice-k-2")
+    refused = pool.contribute("bob", "1", "alice-k-2", principal=OP)
     assert not refused["ok"] and "minimum contribution" in refused["error"]
-    later = pool.contribute("alice", "300", "alice-k-2")
+    later = pool.contribute("alice", "300", "alice-k-2", principal=OP)
     assert later["ok"] and later["user_id"] == "alice" and "replayed" not in later
     # Each member's key replays only their own first result.
-    again = pool.contribute("bob", "1", "alice-k-2")
+    again = pool.contribute("bob", "1", "alice-k-2", principal=OP)
     assert again["replayed"] and again["error"] == refused["error"]
-    assert pool.contribute("alice", "300", "alice-k-2")["replayed"]
+    assert pool.contribute("alice", "300", "alice-k-2", principal=OP)["replayed"]
     # Reusing one's own key for another action: the refusal names no member.
-    other = pool.contribute("bob", "999", "alice-k-1")
+    other = pool.contribute("bob", "999", "alice-k-1", principal=OP)
     assert "already used for a different action (contribute of 150.00)" in other["error"]
     assert other["error"] == (
         "idempotency_key 'alice-k-1' was already used for a different "
@@ -92,10 +94,10 @@ def test_a_batch_scopes_keys_by_member_too(pool: CapitalPool) -> None:
         ("contribute", "bob", "400", "k"),      # bob's own "k": applied
         ("contribute", "bob", "400", "k"),      # bob's repeat: replayed
         ("contribute", "carol", "5", "k"),      # carol's refused "k"
-    ])  # fmt: skip
+    ], principal=OP)  # fmt: skip
     assert [r["ok"] for r in results] == [True, True, True, False]
     assert results[2]["replayed"] and "replayed" not in results[1]
-    assert pool.contribute("carol", "100", "j")["ok"]
+    assert pool.contribute("carol", "100", "j", principal=OP)["ok"]
     with _sql(pool) as conn:
         owners = conn.execute("SELECT owner, idempotency_key, ok FROM capital_actions "
                               "ORDER BY owner, idempotency_key").fetchall()  # fmt: skip
@@ -105,9 +107,9 @@ def test_a_batch_scopes_keys_by_member_too(pool: CapitalPool) -> None:
 
 
 def test_allocation_keys_belong_to_their_operator(pool: CapitalPool) -> None:
-    pool.contribute("alice", "10000", "a1")
+    pool.contribute("alice", "10000", "a1", principal=OP)
     # A member's key that looks like an allocation's does not touch the operator's.
-    pool.contribute("alice", "100", "allocate:run-1")
+    pool.contribute("alice", "100", "allocate:run-1", principal=OP)
     first = pool.ledger.allocate("run-1", None)
     assert first["ok"] and len(first["allocations"]) == 5
     assert pool.ledger.allocate("run-1", None)["replayed"]
@@ -145,12 +147,12 @@ def test_audit_log_refuses_update_delete_and_truncate(pool: CapitalPool) -> None
 
 
 def _history(pool: CapitalPool) -> None:
-    assert pool.contribute("alice", "1000", "a1")["ok"]
-    assert pool.contribute("bob", "500", "b1")["ok"]
-    assert pool.contribute("alice", "300", "a2")["ok"]
-    assert pool.withdraw("alice", "100", "a3")["ok"]
+    assert pool.contribute("alice", "1000", "a1", principal=OP)["ok"]
+    assert pool.contribute("bob", "500", "b1", principal=OP)["ok"]
+    assert pool.contribute("alice", "300", "a2", principal=OP)["ok"]
+    assert pool.withdraw("alice", "100", "a3", principal=OP)["ok"]
     assert pool.apply_trade("t-1", D("17.00"), D("1"), D("100"))["ok"]
-    assert pool.contribute("bob", "200", "b2")["ok"]
+    assert pool.contribute("bob", "200", "b2", principal=OP)["ok"]
 
 
 _MOVE_ALICE_TO_BOB = """
@@ -193,7 +195,7 @@ def test_a_rewrite_with_every_hash_recomputed_is_caught_by_a_head_kept_elsewhere
     _history(pool)
     kept = pool.status(use_cache=False)["ledger"]["hash"]
     assert cli("capital", "verify", "--head", kept).exit_code == 0
-    pool.contribute("carol", "100", "c1")
+    pool.contribute("carol", "100", "c1", principal=OP)
     assert pool.verify(head=kept)["ok"]  # later entries leave an earlier head provable
     with _sql(pool) as conn:
         conn.execute(_MOVE_ALICE_TO_BOB)
@@ -265,12 +267,12 @@ def test_the_chain_stays_linear_under_concurrent_writers(capital_settings: Setti
             for i in range(20):
                 if n % 2 and i % 5 == 0:  # odd members also send batches
                     out = ledger.apply_batch([("contribute", user, "100", f"b{i}-{j}")
-                                              for j in range(3)])  # fmt: skip
+                                              for j in range(3)], principal=OP)  # fmt: skip
                     assert all(r["ok"] for r in out), out
                 elif i % 4 == 3:
-                    assert ledger.withdraw(user, "50", f"w{i}")["ok"]
+                    assert ledger.withdraw(user, "50", f"w{i}", principal=OP)["ok"]
                 else:
-                    assert ledger.contribute(user, "200", f"c{i}")["ok"]
+                    assert ledger.contribute(user, "200", f"c{i}", principal=OP)["ok"]
         except BaseException as exc:
             errors.append(exc)
         finally:
@@ -367,9 +369,9 @@ def test_migration_0004_hashes_a_0003_ledger_in_order_and_scopes_its_keys(
         assert owners == [("alice", "k1"), ("bob", "k2"), ("operator/system", "allocate:run-1")]
         assert pool.verify() == {"ok": True, "problems": []}
         # Old keys still replay for their owner; another member's use is fresh.
-        assert pool.contribute("alice", "1000", "k1")["replayed"]
+        assert pool.contribute("alice", "1000", "k1", principal=OP)["replayed"]
         assert pool.ledger.allocate("run-1", None)["replayed"]
-        fresh = pool.contribute("bob", "100", "k1")
+        fresh = pool.contribute("bob", "100", "k1", principal=OP)
         assert fresh["ok"] and "replayed" not in fresh
         links = _links(pool)
         assert links[-1][0] == 4 and links[-1][1] == links[-2][2]

@@ -21,6 +21,8 @@ from tests.conftest import DATA, ROOT
 from tests.integration.workers import running_workers
 
 pytestmark = pytest.mark.integration
+#: The principal audited for the actions of these tests.
+OP = "operator:tests"
 
 #: Trade on small signals so a few cycles open and close positions.
 EAGER = TradingConfig(strategy={"prediction_threshold": "0.00001", "exit_band": "0.000001"})
@@ -35,7 +37,7 @@ def _count(settings: Settings, sql: str) -> int:
 def test_cycles_trade_every_instrument_and_move_the_pools_nav(
     capital_settings: Settings, pool: CapitalPool
 ) -> None:
-    pool.contribute("alice", "10000", "a-1")
+    pool.contribute("alice", "10000", "a-1", principal=OP)
     t = Trading(capital_settings, EAGER)
     try:
         summaries = []
@@ -66,7 +68,7 @@ def test_a_cycle_fans_out_across_celery_workers(
     capital_settings: Settings, pool: CapitalPool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COREC_CONFIG", str(DATA / "trading_config.json"))
-    pool.contribute("alice", "10000", "a-1")
+    pool.contribute("alice", "10000", "a-1", principal=OP)
     with running_workers(["trade1", "trade2"], tmp_path, concurrency=2):
         run = [sys.executable, "-m", "corec_tasks.cli", "trading", "cycle", "--key", "w",
                "--cycles", "3", "--json"]  # fmt: skip

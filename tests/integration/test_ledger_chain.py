@@ -270,7 +270,10 @@ def test_the_chain_stays_linear_under_concurrent_writers(capital_settings: Setti
                                               for j in range(3)], principal=OP)  # fmt: skip
                     assert all(r["ok"] for r in out), out
                 elif i % 4 == 3:
-                    assert ledger.withdraw(user, "50", f"w{i}", principal=OP)["ok"]
+                    # The operator's allocations may leave no free cash at that moment:
+                    # a refusal by that rule is a legal outcome (and writes no entry).
+                    out = ledger.withdraw(user, "50", f"w{i}", principal=OP)
+                    assert out["ok"] or "free cash" in out["error"], out
                 else:
                     assert ledger.contribute(user, "200", f"c{i}", principal=OP)["ok"]
         except BaseException as exc:

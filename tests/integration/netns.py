@@ -1,7 +1,7 @@
 """Worker nodes as Linux network namespaces, with links the test can cut.
 
 The servers stay in the test's own namespace; each node is a namespace joined to it
-by a veth pair (node ``k``: 10.213.k.2, the servers' side 10.213.k.1). Cutting a
+by a veth pair (node ``k``: 10.N.k.2, the servers' side 10.N.k.1, N free here). Cutting a
 node's link sets the servers' end down: packets vanish with no reset, as in a real
 partition. PostgreSQL is reached through a small TCP relay bound to each link, so a
 cut takes PostgreSQL away from the node too. Needs root (CI runs as root).
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import subprocess
 import threading
 import uuid
@@ -59,16 +60,26 @@ class Node:
         return ["ip", "netns", "exec", self.netns, *cmd]
 
 
+def _free_net() -> int:
+    """A second octet for 10.N.k.0/30 links that no interface here uses yet, so two
+    runs at once (two checkouts on one machine) never share an address."""
+    used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True,
+                          timeout=20).stdout  # fmt: skip
+    free = [n for n in range(100, 250) if f" 10.{n}." not in used]
+    return random.choice(free)
+
+
 @contextlib.contextmanager
 def nodes(count: int) -> Iterator[list[Node]]:
     """``count`` node namespaces linked to this one; all removed afterwards."""
     tag = uuid.uuid4().hex[:5]
+    net = _free_net()
     made: list[Node] = []
     try:
         for k in range(1, count + 1):
             ns, host_if = f"corec-{tag}-n{k}", f"cx{tag}{k}"
             _ip("netns", "add", ns)
-            node = Node(k, ns, host_if, f"10.213.{k}.2", f"10.213.{k}.1")
+            node = Node(k, ns, host_if, f"10.{net}.{k}.2", f"10.{net}.{k}.1")
             made.append(node)
             _ip("link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", ns)
             _ip("addr", "add", f"{node.server}/30", "dev", host_if)

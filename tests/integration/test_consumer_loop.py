@@ -240,7 +240,7 @@ def test_batches_read_ahead_are_given_back_when_a_dependency_goes_away(
 def test_capital_consumer_dead_letters_poison_results_and_applies_the_rest(
     pool: CapitalPool,
 ) -> None:
-    pool.contribute("alice", "1000", "a1")
+    pool.contribute("alice", "1000", "a1", principal="operator:test")
     long_id = "t-" + "x" * 300  # capital_trade_results.trade_id is varchar(200)
     with StreamBus(pool.settings) as bus:
         ids = [

@@ -99,7 +99,7 @@ def test_one_scrape_after_a_cycle_shows_every_family(
 ) -> None:  # fmt: skip
     monkeypatch.setenv("COREC_CONFIG", str(DATA / "trading_config.json"))
     settings = load_settings()
-    pool.contribute("alice", "10000", "a-1")
+    pool.contribute("alice", "10000", "a-1", principal="operator:test")
     trading = Trading(settings, EAGER)
     try:
         for i in range(6):

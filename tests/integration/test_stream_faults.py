@@ -222,7 +222,7 @@ def test_postgres_outage_dead_letters_no_valid_trading_result(
     assert settings.env.stream_max_deliveries == 5  # the shipped default
     config = load_config()
     owner = CapitalPool(settings, config)
-    assert owner.contribute("alice", "100000", "a1")["ok"]
+    assert owner.contribute("alice", "100000", "a1", principal="operator:test")["ok"]
     consumer_pool = CapitalPool(settings, config)
     total: list[ConsumeStats] = []
     crashes: list[BaseException] = []

@@ -28,7 +28,7 @@ EAGER = {"prediction_threshold": "0.00001", "exit_band": "0.000001"}
 @pytest.fixture()
 def trading(capital_settings: Settings, pool: CapitalPool) -> Iterator[Any]:
     """A factory of trading layers on a funded pool; each is closed after the test."""
-    pool.contribute("alice", "10000", "a-1")
+    pool.contribute("alice", "10000", "a-1", principal="operator:test")
     made: list[Trading] = []
 
     def make(**config: Any) -> Trading:

@@ -41,6 +41,7 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from corec_tasks.strict import USER_ID_MAX, USER_ID_PATTERN, Key, MoneyText, UserId, reason_of
 from plugins.aaa.errors import AAAError, AuthenticationError, AuthorizationError, TokenError
@@ -291,6 +292,8 @@ def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
 #: The statuses each kind of route answers besides 200 and FastAPI's own 422.
 AUTHED = (401, 403)
 CAPITAL_MOVE = _errors(400, *AUTHED, 404, 500, 503)
+#: FastAPI's answer to a body it cannot decode (found by schemathesis).
+_UNPARSED = (400, "There was an error parsing the body")
 #: Routes not counted in /metrics: their statuses would count failed logins.
 _UNMETERED = {"/login", "/logout", "/password"}
 
@@ -363,9 +366,11 @@ def create_app(
         # One sentence, the input cut short: never FastAPI's echo of the whole body.
         return JSONResponse({"ok": False, "error": reason_of(exc.errors())}, status_code=422)
 
-    @app.exception_handler(HTTPException)
-    async def _http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        return JSONResponse({"ok": False, "error": exc.detail}, status_code=exc.status_code,
+    @app.exception_handler(StarletteHTTPException)  # FastAPI's own are Starlette's
+    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # A body FastAPI cannot decode (not UTF-8) is invalid input like any other: 422.
+        code = 422 if (exc.status_code, exc.detail) == _UNPARSED else exc.status_code
+        return JSONResponse({"ok": False, "error": exc.detail}, status_code=code,
                             headers=exc.headers)  # fmt: skip
 
     @app.exception_handler(CapitalTaskFailed)

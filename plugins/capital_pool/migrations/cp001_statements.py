@@ -1,0 +1,82 @@
+"""capital_pool's daily settlement: member statements and the pool's day, on the
+plugin's own Alembic branch (it depends on the framework's ledger revision 0004).
+
+- ``capital_statements``: one row per ``(user_id, day)``, written once by the daily
+  settlement (``settlement.py``), never updated: units, value, the day's and the
+  to-date contributions and withdrawals, and the ROI for the day and to date.
+- ``capital_pool_days``: one row per day, the pool at the end of that day (UTC): NAV
+  per unit, equity, units, and ``seq``, the last ledger entry the day includes.
+
+Both refuse UPDATE and DELETE (a statement sent is a statement kept).
+
+Revision ID: cp001_statements
+Depends on: 0004
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "cp001_statements"
+down_revision: str | None = None
+branch_labels: str | Sequence[str] | None = ("capital_pool",)
+depends_on: str | Sequence[str] | None = "0004"
+
+_MONEY = sa.Numeric(20, 2)
+_UNITS = sa.Numeric(28, 8)
+_RATIO = sa.Numeric(20, 8)
+_NAV = sa.Numeric(30, 10)
+
+
+def upgrade() -> None:
+    op.create_table(
+        "capital_pool_days",
+        sa.Column("day", sa.Date(), primary_key=True),
+        sa.Column("seq", sa.BigInteger(), nullable=False),
+        sa.Column("nav", _NAV, nullable=False),
+        sa.Column("equity", _MONEY, nullable=False),
+        sa.Column("units", _UNITS, nullable=False),
+        sa.Column("members", sa.Integer(), nullable=False),
+        sa.Column("settled_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
+                  nullable=False),
+    )
+    op.create_table(
+        "capital_statements",
+        sa.Column("user_id", sa.String(128), primary_key=True),
+        sa.Column("day", sa.Date(), primary_key=True),
+        sa.Column("units", _UNITS, nullable=False),
+        sa.Column("nav", _NAV, nullable=False),
+        sa.Column("value_start", _MONEY, nullable=False),
+        sa.Column("value", _MONEY, nullable=False),
+        sa.Column("contributed_day", _MONEY, nullable=False),
+        sa.Column("withdrawn_day", _MONEY, nullable=False),
+        sa.Column("contributed", _MONEY, nullable=False),
+        sa.Column("withdrawn", _MONEY, nullable=False),
+        sa.Column("profit_day", _MONEY, nullable=False),
+        sa.Column("roi_day", _RATIO, nullable=True),
+        sa.Column("roi_to_date", _RATIO, nullable=True),
+        sa.Column("settled_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
+                  nullable=False),
+    )
+    op.create_index("ix_capital_statements_day", "capital_statements", ["day"])
+    op.execute(
+        """
+        CREATE FUNCTION capital_settled_keep() RETURNS trigger LANGUAGE plpgsql AS $$
+        BEGIN
+            RAISE EXCEPTION '% is written once by the settlement: % refused',
+                TG_TABLE_NAME, TG_OP;
+        END $$
+        """
+    )
+    for table in ("capital_pool_days", "capital_statements"):
+        op.execute(
+            f"CREATE TRIGGER {table}_keep BEFORE UPDATE OR DELETE OR TRUNCATE ON {table} "
+            "FOR EACH STATEMENT EXECUTE FUNCTION capital_settled_keep()"
+        )
+
+
+def downgrade() -> None:
+    op.drop_table("capital_statements")
+    op.drop_table("capital_pool_days")
+    op.execute("DROP FUNCTION IF EXISTS capital_settled_keep()")

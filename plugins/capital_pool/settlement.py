@@ -39,6 +39,8 @@ GRACE = timedelta(minutes=5)
 #: How many past days each beat run looks back for a day not yet settled.
 BACKFILL_DAYS = 7
 RATIO = Decimal("0.00000001")
+#: First key of the per-day advisory lock (the second is the day's ordinal).
+LOCK_CLASS = 0x63617053
 
 _DAY_END = "SELECT max(seq) FROM capital_ledger WHERE created_at < %s"
 _POOL_AT = ("SELECT equity_after, cash_after, active_after, units_after FROM capital_ledger "
@@ -127,7 +129,7 @@ def _pool_at(conn: Conn, seq: int | None) -> Pool:
 def statements_for(conn: Conn, day: date) -> tuple[Pool, int, list[Statement]] | None:
     """The pool at the day's close, its last ``seq`` and every member's statement
     (members holding units at the close, or who moved money that day); None when the
-    ledger had no entry by then. Reads only; call inside one snapshot."""
+    ledger had no entry by then. Reads only; call inside one transaction."""
     end_row = conn.execute(_DAY_END, (_midnight(day + timedelta(days=1)),)).fetchone()
     start_row = conn.execute(_DAY_END, (_midnight(day),)).fetchone()
     seq_end = end_row[0] if end_row else None
@@ -159,7 +161,12 @@ def settle_day(conn: Conn, day: date, now: datetime | None = None) -> dict[str, 
         return {"ok": False, "day": day.isoformat(),
                 "error": f"{day} is not over (days settle {GRACE} after midnight UTC)"}
     with conn.transaction():
-        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        # Settlers of one day take turns (READ COMMITTED, so the second sees the first's
+        # rows); every row read is an old, append-only ledger entry, so reads agree.
+        conn.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_CLASS, day.toordinal()))
+        if conn.execute("SELECT 1 FROM capital_pool_days WHERE day = %s", (day,)).fetchone():
+            return {"ok": True, "day": day.isoformat(), "statements": 0, "pool": 0,
+                    "skipped": "already settled"}  # fmt: skip
         found = statements_for(conn, day)
         if found is None:
             return {"ok": True, "day": day.isoformat(), "statements": 0, "pool": 0,
@@ -181,15 +188,19 @@ def settle_day(conn: Conn, day: date, now: datetime | None = None) -> dict[str, 
 
 def settle_missing(conn: Conn, now: datetime | None = None,
                    days: int = BACKFILL_DAYS) -> list[dict[str, Any]]:  # fmt: skip
-    """Settle every finished day of the last ``days`` that has no pool row yet, oldest
-    first (what beat runs)."""
+    """Settle every finished day of the last ``days`` that has no pool row yet and is not
+    before the ledger's first entry, oldest first (what beat runs)."""
     now = now or datetime.now(UTC)
     last = (now - GRACE).date() - timedelta(days=1)
     wanted = [last - timedelta(days=i) for i in range(days - 1, -1, -1)]
     done = {r[0] for r in conn.execute(
         "SELECT day FROM capital_pool_days WHERE day >= %s", (wanted[0],)).fetchall()}  # fmt: skip
+    first = conn.execute("SELECT min(created_at) FROM capital_ledger").fetchone()
     conn.commit()
-    return [settle_day(conn, d, now) for d in wanted if d not in done]
+    if first is None or first[0] is None:  # no pool yet: nothing to settle
+        return []
+    opened = first[0].astimezone(UTC).date()
+    return [settle_day(conn, d, now) for d in wanted if d not in done and d >= opened]
 
 
 def statement(conn: Conn, user_id: str, day: date | None = None) -> Statement | None:

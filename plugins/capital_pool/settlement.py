@@ -43,8 +43,9 @@ RATIO = Decimal("0.00000001")
 LOCK_CLASS = 0x63617053
 
 _DAY_END = "SELECT max(seq) FROM capital_ledger WHERE created_at < %s"
-_POOL_AT = ("SELECT equity_after, cash_after, active_after, units_after FROM capital_ledger "
-            "WHERE seq = %s")
+_POOL_AT = (
+    "SELECT equity_after, cash_after, active_after, units_after FROM capital_ledger WHERE seq = %s"
+)
 _MEMBERS = """
 SELECT user_id,
        coalesce(sum(units_delta) FILTER (WHERE seq <= %(start)s), 0),
@@ -93,6 +94,7 @@ class Statement:
 
     def to_json(self) -> dict[str, Any]:
         """Money and ratios as strings (they travel as strings)."""
+
         def ratio(x: Decimal | None) -> str | None:
             return None if x is None else f"{x.quantize(RATIO):f}"
 
@@ -158,8 +160,11 @@ def settle_day(conn: Conn, day: date, now: datetime | None = None) -> dict[str, 
     """
     now = now or datetime.now(UTC)
     if _midnight(day + timedelta(days=1)) + GRACE > now:
-        return {"ok": False, "day": day.isoformat(),
-                "error": f"{day} is not over (days settle {GRACE} after midnight UTC)"}
+        return {
+            "ok": False,
+            "day": day.isoformat(),
+            "error": f"{day} is not over (days settle {GRACE} after midnight UTC)",
+        }
     with conn.transaction():
         # Settlers of one day take turns (READ COMMITTED, so the second sees the first's
         # rows); every row read is an old, append-only ledger entry, so reads agree.
@@ -223,8 +228,14 @@ def pool_day(conn: Conn, day: date) -> dict[str, Any] | None:
     conn.commit()
     if row is None:
         return None
-    return {"day": row[0].isoformat(), "seq": row[1], "nav": f"{row[2].quantize(NAV_SHOWN):f}",
-            "equity": money_str(row[3]), "units": units_str(row[4]), "members": row[5]}
+    return {
+        "day": row[0].isoformat(),
+        "seq": row[1],
+        "nav": f"{row[2].quantize(NAV_SHOWN):f}",
+        "equity": money_str(row[3]),
+        "units": units_str(row[4]),
+        "members": row[5],
+    }
 
 
 def connect(database_url: str) -> Conn:

@@ -46,8 +46,13 @@ def statement(user_id: str, day: date | None, as_json: bool) -> None:
     if as_json:
         print_json(out)
         return
-    console.print(table(f"statement {user_id} {out['day']}", ["field", "value"],
-                        [(k, "-" if v is None else str(v)) for k, v in out.items()]))
+    console.print(
+        table(
+            f"statement {user_id} {out['day']}",
+            ["field", "value"],
+            [(k, "-" if v is None else str(v)) for k, v in out.items()],
+        )
+    )
 
 
 @capital.command("settle")

@@ -30,7 +30,10 @@ DAY1, DAY2 = TODAY - timedelta(days=2), TODAY - timedelta(days=1)
 
 @pytest.fixture()
 def settle_settings(
-    servers: dict[str, str], run_id: str, settings: Settings, monkeypatch: pytest.MonkeyPatch,
+    servers: dict[str, str],
+    run_id: str,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> Iterator[Settings]:
     """A fresh database migrated with capital_pool enabled (so its own branch runs)."""

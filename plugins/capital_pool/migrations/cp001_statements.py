@@ -38,8 +38,9 @@ def upgrade() -> None:
         sa.Column("equity", _MONEY, nullable=False),
         sa.Column("units", _UNITS, nullable=False),
         sa.Column("members", sa.Integer(), nullable=False),
-        sa.Column("settled_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
-                  nullable=False),
+        sa.Column(
+            "settled_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
     )
     op.create_table(
         "capital_statements",
@@ -56,8 +57,9 @@ def upgrade() -> None:
         sa.Column("profit_day", _MONEY, nullable=False),
         sa.Column("roi_day", _RATIO, nullable=True),
         sa.Column("roi_to_date", _RATIO, nullable=True),
-        sa.Column("settled_at", sa.DateTime(timezone=True), server_default=sa.func.now(),
-                  nullable=False),
+        sa.Column(
+            "settled_at", sa.DateTime(timezone=True), server_default=sa.func.now(), nullable=False
+        ),
     )
     op.create_index("ix_capital_statements_day", "capital_statements", ["day"])
     op.execute(

@@ -36,7 +36,7 @@ def settle_settings(
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> Iterator[Settings]:
-    """A fresh database migrated with capital_pool enabled (so its own branch runs)."""
+    """A fresh migrated database, with capital_pool enabled (its `corec capital` commands)."""
     from corec_tasks.storage.migrate import current, upgrade
 
     config = json.loads((ROOT / "tests/data/small_config.json").read_text())
@@ -52,7 +52,7 @@ def settle_settings(
     url = make_url(servers["database_url"]).set(database=name).render_as_string(False)
     try:
         upgrade(url)
-        assert "cp001_statements" in (current(url) or "")
+        assert "0005_settlement" in (current(url) or "")
         monkeypatch.setenv("DATABASE_URL", url)
         get_settings.cache_clear()
         yield load_settings()

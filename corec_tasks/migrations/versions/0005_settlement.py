@@ -1,27 +1,35 @@
-"""capital_pool's daily settlement: member statements and the pool's day, on the
-plugin's own Alembic branch (it depends on the framework's ledger revision 0004).
+"""The capital pool's daily settlement: member statements and the pool's day.
+
+Here, not on a branch of the plugin's own: a plugin branch is only known to Alembic
+while the plugin is enabled, so a database upgraded once with capital_pool enabled
+could no longer be upgraded with it disabled ("Can't locate revision"). The capital
+pool's other tables are framework migrations too (``0002``, ``0004``).
 
 - ``capital_statements``: one row per ``(user_id, day)``, written once by the daily
-  settlement (``settlement.py``), never updated: units, value, the day's and the
-  to-date contributions and withdrawals, and the ROI for the day and to date.
+  settlement (``plugins/capital_pool/settlement.py``), never updated: units, value,
+  the day's and the to-date contributions and withdrawals, the ROI for the day and to
+  date.
 - ``capital_pool_days``: one row per day, the pool at the end of that day (UTC): NAV
   per unit, equity, units, and ``seq``, the last ledger entry the day includes.
 
 Both refuse UPDATE and DELETE (a statement sent is a statement kept).
 
-Revision ID: cp001_statements
-Depends on: 0004
+Revision ID: 0005_settlement
+Revises: 0004
+Create Date: 2026-11-30
 """
+
+from __future__ import annotations
 
 from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "cp001_statements"
-down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = ("capital_pool",)
-depends_on: str | Sequence[str] | None = "0004"
+revision: str = "0005_settlement"
+down_revision: str | None = "0004"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 _MONEY = sa.Numeric(20, 2)
 _UNITS = sa.Numeric(28, 8)

@@ -22,6 +22,7 @@ from celery import chord, group
 from corec_tasks.celery import app
 from corec_tasks.settings import get_settings
 from plugins.pipeline.cycle import Trading, summarise
+from plugins.trading import statistics
 
 log = logging.getLogger(__name__)
 
@@ -106,4 +107,10 @@ def finish_cycle(cycle: str, jobs: list[dict[str, Any]], started: float) -> dict
     """The cycle's summary, from every asset's stored result."""
     t = trading()
     results = [t.stored(job) for job in jobs]
-    return summarise(cycle, results, started)
+    summary = summarise(cycle, results, started)
+    try:  # once per cycle: the rows are stamped with the cycle's start
+        statistics.record(t.sessions, statistics.stamp(started),
+                          statistics.trading_cycle(summary, results))  # fmt: skip
+    except TRANSIENT as exc:
+        log.warning("trading: cycle %s statistics not written: %s", cycle, exc)
+    return summary

@@ -1,0 +1,114 @@
+"""Block-cycle statistics: ``trading.block_stats`` (beat, every minute) writes each
+finished block cycle's figures to ``statistics``, stamped with the cycle's timestamp.
+
+The framework records each cycle in Redis (``corec:cycle:<n>``: blocks, ran, persisted,
+wall time) and lands its blocks in ``bloques``; this task reads both (the framework
+imports no plugin, so the plugin comes to it). It looks at the last ``WINDOW`` cycles
+and skips those already written, so a cycle finishing late is still counted and a
+rerun writes nothing twice (``statistics.record``).
+
+Keys: ``block.blocks``, ``block.ran``, ``block.persisted``, ``block.fitness`` (mean),
+``block.load`` (mean ``carga``), ``block.errors`` (sum), ``block.redirected`` (blocks
+whose entity count differs from their previous cycle's: redirections, splits and
+merges), ``block.wall_s``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import redis
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from corec_tasks.celery import app
+from corec_tasks.redis_conn import redis_client
+from corec_tasks.settings import Settings, get_settings
+from plugins.trading import statistics
+from plugins.trading.db import make_trading_engine, session_factory
+from plugins.trading.models import Statistics
+
+#: How many of the latest cycles each run looks at.
+WINDOW = 20
+
+# One index probe per channel (ix_bloques_canal_timestamp), in the cycle's partition.
+_ROWS = text("""
+SELECT b.id, b.num_entidades, b.fitness, b.carga, b.errores
+FROM generate_series(0, 255) AS c(canal)
+CROSS JOIN LATERAL (
+    SELECT id, num_entidades, fitness, carga, errores FROM bloques
+    WHERE bloques.canal = c.canal AND bloques.timestamp = :ts AND bloques.ciclo = :n
+) AS b
+""")
+
+
+@lru_cache(maxsize=1)
+def _db() -> tuple[Engine, sessionmaker[Session]]:
+    engine = make_trading_engine(get_settings().database_url)
+    return engine, session_factory(engine)
+
+
+def _rows(sessions: sessionmaker[Session], cycle: int, ts: float) -> list[Any]:
+    with sessions() as s:
+        return list(s.execute(_ROWS, {"ts": ts, "n": cycle}).all())
+
+
+def cycle_values(record: dict[str, str], rows: list[Any], previous: list[Any]) -> dict[str, float]:
+    """One cycle's figures from its Redis record and its ``bloques`` rows (and the
+    previous cycle's, for redirections)."""
+    fitness = [float(r[2]) for r in rows if r[2] is not None]
+    load = [float(r[3]) for r in rows if r[3] is not None]
+    before = {r[0]: r[1] for r in previous}
+    moved = sum(1 for r in rows if r[0] in before and before[r[0]] != r[1])
+    return {
+        "block.blocks": float(record.get("blocks", 0)),
+        "block.ran": float(record.get("ran", 0)),
+        "block.persisted": float(len(rows)),
+        "block.fitness": sum(fitness) / len(fitness) if fitness else 0.0,
+        "block.load": sum(load) / len(load) if load else 0.0,
+        "block.errors": float(sum(int(r[4] or 0) for r in rows)),
+        "block.redirected": float(moved),
+        "block.wall_s": float(record.get("wall_s", 0.0)),
+    }
+
+
+def _s(x: bytes | str) -> str:
+    return x.decode() if isinstance(x, bytes) else x
+
+
+def write_block_stats(settings: Settings, r: redis.Redis,
+                      sessions: sessionmaker[Session]) -> dict[str, int]:  # fmt: skip
+    """Write the figures of every recent finished cycle not yet written."""
+    last = r.get(settings.key("corec:cycle:last"))
+    if last is None:
+        return {"cycles": 0, "rows": 0}
+    written = cycles = 0
+    for n in range(max(1, int(last) - WINDOW + 1), int(last) + 1):
+        raw = r.hgetall(settings.key(f"corec:cycle:{n}"))
+        ts = r.get(settings.key(f"corec:cycle:ts:{n}"))
+        if not raw or ts is None:
+            continue  # not finished (yet), or forgotten
+        at = statistics.stamp(float(ts))
+        with sessions() as s:
+            if s.query(Statistics.id).filter(Statistics.key == "block.wall_s",
+                                             Statistics.timestamp == at).first():  # fmt: skip
+                continue
+        record = {_s(k): _s(v) for k, v in raw.items()}
+        prev_ts = r.get(settings.key(f"corec:cycle:ts:{n - 1}"))
+        previous = _rows(sessions, n - 1, float(prev_ts)) if prev_ts is not None else []
+        values = cycle_values(record, _rows(sessions, n, float(ts)), previous)
+        written += statistics.record(sessions, at, values)
+        cycles += 1
+    return {"cycles": cycles, "rows": written}
+
+
+@app.task(name="trading.block_stats", ignore_result=True)
+def block_stats() -> dict[str, int]:
+    """Beat: the latest block cycles' statistics, once each."""
+    settings = get_settings()
+    client = redis_client(settings)
+    try:
+        return write_block_stats(settings, client, _db()[1])
+    finally:
+        client.close()

@@ -1,0 +1,209 @@
+"""The daily settlement on real PostgreSQL: one statement per member and day however
+often it runs, the worked example of the README, the CLI, the beat entry."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal as D
+from pathlib import Path
+
+import psycopg
+import pytest
+from click.testing import CliRunner
+from sqlalchemy.engine import make_url
+
+from corec_tasks.db import libpq_url
+from corec_tasks.settings import Settings, get_settings, load_settings
+from plugins.capital_pool import settlement
+from plugins.capital_pool.config import load_config
+from plugins.capital_pool.service import CapitalPool
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+TODAY = datetime.now(UTC).date()
+DAY1, DAY2 = TODAY - timedelta(days=2), TODAY - timedelta(days=1)
+
+
+@pytest.fixture()
+def settle_settings(
+    servers: dict[str, str],
+    run_id: str,
+    settings: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> Iterator[Settings]:
+    """A fresh migrated database, with capital_pool enabled (its `corec capital` commands)."""
+    from corec_tasks.storage.migrate import current, upgrade
+
+    config = json.loads((ROOT / "tests/data/small_config.json").read_text())
+    config["plugins"].append({"name": "capital_pool", "enabled": True, "config_path":
+                              str(ROOT / "plugins/capital_pool/capital_pool.yaml")})  # fmt: skip
+    path = tmp_path / "corec_config.json"
+    path.write_text(json.dumps(config))
+    monkeypatch.setenv("COREC_CONFIG", str(path))
+    admin = libpq_url(servers["database_url"])
+    name = f"corec_t_{run_id}_{uuid.uuid4().hex[:6]}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(servers["database_url"]).set(database=name).render_as_string(False)
+    try:
+        upgrade(url)
+        assert "0005_settlement" in (current(url) or "")
+        monkeypatch.setenv("DATABASE_URL", url)
+        get_settings.cache_clear()
+        yield load_settings()
+    finally:
+        get_settings.cache_clear()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture()
+def pool(settle_settings: Settings) -> Iterator[CapitalPool]:
+    p = CapitalPool(settle_settings, load_config())
+    yield p
+    p.close()
+
+
+def _move_to(settings: Settings, day: date, after_seq: int) -> None:
+    """Date the ledger's entries after ``after_seq`` to noon of ``day``: a test cannot
+    wait for midnight. (This rewrites hashed fields, so the chain no longer verifies in
+    this throwaway database; the settlement reads balances, not the chain.)"""
+    with psycopg.connect(libpq_url(settings.database_url)) as conn:
+        conn.execute("ALTER TABLE capital_ledger DISABLE TRIGGER capital_ledger_append_only")
+        conn.execute("UPDATE capital_ledger SET created_at = %s + seq * interval '1 second' "
+                     "WHERE seq > %s",
+                     (datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=12),
+                      after_seq))  # fmt: skip
+        conn.execute("ALTER TABLE capital_ledger ENABLE TRIGGER capital_ledger_append_only")
+
+
+def _worked_example(pool: CapitalPool) -> None:
+    """Day 1: alice puts in 1000, bob 3000. Day 2: a trade makes 400 (NAV 1.00 -> 1.10),
+    then alice takes out 110 (100 units)."""
+    assert pool.contribute("alice", "1000.00", "a1")["ok"]
+    assert pool.contribute("bob", "3000.00", "b1")["ok"]
+    _move_to(pool.settings, DAY1, 0)
+    assert pool.apply_trade("t1", D("400.00"), D("1"), D("1"))["ok"]
+    assert pool.withdraw("alice", "110.00", "a2")["ok"]
+    _move_to(pool.settings, DAY2, 2)
+
+
+def _count(settings: Settings) -> tuple[int, int]:
+    with psycopg.connect(libpq_url(settings.database_url)) as conn:
+        a = conn.execute("SELECT count(*) FROM capital_statements").fetchone()
+        b = conn.execute("SELECT count(*) FROM capital_pool_days").fetchone()
+    assert a and b
+    return a[0], b[0]
+
+
+def test_the_worked_example_and_a_rerun_writes_nothing(pool: CapitalPool) -> None:
+    _worked_example(pool)
+    with settlement.connect(pool.settings.database_url) as conn:
+        first = settlement.settle_missing(conn)
+        assert [r["day"] for r in first] == [str(DAY1), str(DAY2)]
+        assert _count(pool.settings) == (4, 2)
+        # Twice more, and one day by name: nothing new, nothing changed.
+        again = settlement.settle_missing(conn)
+        assert again == []  # every finished day has its pool row
+        assert settlement.settle_day(conn, DAY2)["statements"] == 0
+        assert _count(pool.settings) == (4, 2)
+        a1 = settlement.statement(conn, "alice", DAY1)
+        a2 = settlement.statement(conn, "alice", DAY2)
+        b2 = settlement.statement(conn, "bob", DAY2)
+        latest = settlement.statement(conn, "alice")
+        day2 = settlement.pool_day(conn, DAY2)
+    assert a1 and a2 and b2 and latest == a2
+    assert a1.to_json() | {"day": "-"} == {
+        "user_id": "alice", "day": "-", "units": "1000.00000000", "nav": "1.0000000000",
+        "value_start": "0.00", "value": "1000.00", "contributed_day": "1000.00",
+        "withdrawn_day": "0.00", "contributed": "1000.00", "withdrawn": "0.00",
+        "profit_day": "0.00", "roi_day": "0.00000000", "roi_to_date": "0.00000000"}  # fmt: skip
+    assert a2.to_json() | {"day": "-"} == {
+        "user_id": "alice", "day": "-", "units": "900.00000000", "nav": "1.1000000000",
+        "value_start": "1000.00", "value": "990.00", "contributed_day": "0.00",
+        "withdrawn_day": "110.00", "contributed": "1000.00", "withdrawn": "110.00",
+        "profit_day": "100.00", "roi_day": "0.10000000", "roi_to_date": "0.10000000"}  # fmt: skip
+    assert (b2.value, b2.profit_day, b2.roi_day) == (D("3300.00"), D("300.00"), D("0.1"))
+    assert day2 == {"day": str(DAY2), "seq": 4, "nav": "1.1000000000", "equity": "4290.00",
+                    "units": "3900.00000000", "members": 2}  # fmt: skip
+
+
+def test_a_day_is_settled_once_even_by_two_at_once(pool: CapitalPool) -> None:
+    """Two connections settle the same day concurrently: one statement per member."""
+    import threading
+
+    _worked_example(pool)
+    results: list[dict[str, object]] = []
+
+    def run() -> None:
+        with settlement.connect(pool.settings.database_url) as conn:
+            results.append(settlement.settle_day(conn, DAY2))
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) == 4 and sum(int(str(r["statements"])) for r in results) == 2
+    assert _count(pool.settings) == (2, 1)
+
+
+def test_today_is_not_settled_and_a_statement_cannot_be_changed(pool: CapitalPool) -> None:
+    assert pool.contribute("alice", "1000.00", "a1")["ok"]
+    with settlement.connect(pool.settings.database_url) as conn:
+        out = settlement.settle_day(conn, TODAY)
+        assert not out["ok"] and "is not over" in out["error"]
+        # Shortly after midnight, within the grace, yesterday is not settled either.
+        just_after = datetime.combine(TODAY, datetime.min.time(), UTC) + timedelta(minutes=1)
+        assert not settlement.settle_day(conn, DAY2, now=just_after)["ok"]
+        # A day before the pool existed: nothing to write.
+        assert settlement.settle_day(conn, DAY1)["skipped"]
+    _move_to(pool.settings, DAY2, 0)
+    with settlement.connect(pool.settings.database_url) as conn:
+        assert settlement.settle_day(conn, DAY2)["statements"] == 1
+        with pytest.raises(psycopg.errors.RaiseException, match="written once"):
+            conn.execute("UPDATE capital_statements SET value = 0")
+        conn.rollback()
+        with pytest.raises(psycopg.errors.RaiseException, match="written once"):
+            conn.execute("DELETE FROM capital_pool_days")
+
+
+def test_cli_statement_json_and_the_task(pool: CapitalPool) -> None:
+    from corec_tasks.cli import main
+    from plugins.capital_pool.settlement_tasks import settle
+
+    _worked_example(pool)
+    assert settle("2026-13-01") == {"ok": False, "error": "day '2026-13-01' is not a date"}
+    assert not settle("yesterday")["ok"]
+    out = settle()
+    assert out["ok"] and [d["statements"] for d in out["days"]] == [2, 2]
+    runner = CliRunner()
+    shown = runner.invoke(main, ["capital", "statement", "alice", "--day", str(DAY2), "--json"])
+    assert shown.exit_code == 0, shown.output
+    got = json.loads(shown.output)
+    assert (got["value"], got["roi_day"], got["roi_to_date"]) == ("990.00", "0.10000000",
+                                                                  "0.10000000")  # fmt: skip
+    table = runner.invoke(main, ["capital", "statement", "bob"])
+    assert table.exit_code == 0 and "3300.00" in table.output
+    missing = runner.invoke(main, ["capital", "statement", "carol", "--day", str(DAY2)])
+    assert missing.exit_code == 1 and "no statement for carol" in missing.output
+    bad = runner.invoke(main, ["capital", "statement", "alice", "--day", "2026-1-1"])
+    assert bad.exit_code == 2 and "YYYY-MM-DD" in bad.output
+    rerun = runner.invoke(main, ["capital", "settle", "--day", str(DAY2), "--json"])
+    assert rerun.exit_code == 0 and json.loads(rerun.output)["days"][0]["statements"] == 0
+
+
+def test_the_shipped_beat_entry_settles_every_15_minutes(settle_settings: Settings) -> None:
+    from corec_tasks.discovery import enabled
+    from corec_tasks.wiring import beat_entries
+
+    entries = beat_entries(settle_settings, enabled(settle_settings))
+    entry = entries["capital-settle"]
+    assert entry["task"] == "capital_pool.settle"
+    assert float(entry["schedule"]) == 900.0 and entry["options"]["expires"] == 900.0
+    assert timedelta(minutes=5) == settlement.GRACE and settlement.BACKFILL_DAYS == 7

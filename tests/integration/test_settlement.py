@@ -85,11 +85,11 @@ def _move_to(settings: Settings, day: date, after_seq: int) -> None:
 def _worked_example(pool: CapitalPool) -> None:
     """Day 1: alice puts in 1000, bob 3000. Day 2: a trade makes 400 (NAV 1.00 -> 1.10),
     then alice takes out 110 (100 units)."""
-    assert pool.contribute("alice", "1000.00", "a1")["ok"]
-    assert pool.contribute("bob", "3000.00", "b1")["ok"]
+    assert pool.contribute("alice", "1000.00", "a1", principal="operator:test")["ok"]
+    assert pool.contribute("bob", "3000.00", "b1", principal="operator:test")["ok"]
     _move_to(pool.settings, DAY1, 0)
     assert pool.apply_trade("t1", D("400.00"), D("1"), D("1"))["ok"]
-    assert pool.withdraw("alice", "110.00", "a2")["ok"]
+    assert pool.withdraw("alice", "110.00", "a2", principal="operator:test")["ok"]
     _move_to(pool.settings, DAY2, 2)
 
 
@@ -154,7 +154,7 @@ def test_a_day_is_settled_once_even_by_two_at_once(pool: CapitalPool) -> None:
 
 
 def test_today_is_not_settled_and_a_statement_cannot_be_changed(pool: CapitalPool) -> None:
-    assert pool.contribute("alice", "1000.00", "a1")["ok"]
+    assert pool.contribute("alice", "1000.00", "a1", principal="operator:test")["ok"]
     with settlement.connect(pool.settings.database_url) as conn:
         out = settlement.settle_day(conn, TODAY)
         assert not out["ok"] and "is not over" in out["error"]

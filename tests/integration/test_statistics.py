@@ -94,7 +94,7 @@ def test_redirected_counts_blocks_whose_entities_changed() -> None:
 def test_trading_cycles_write_orders_fills_and_profit_once(
     capital_settings: Settings, pool: CapitalPool
 ) -> None:
-    pool.contribute("alice", "10000", "a-1")
+    pool.contribute("alice", "10000", "a-1", principal="operator:test")
     t = Trading(capital_settings, EAGER)
     get_settings.cache_clear()
     tasks.trading.cache_clear()

@@ -23,37 +23,67 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 LOCK_KEY = 0x636F7265_634D0001
 
 
-def plugin_version_dirs() -> list[Path]:
+def plugin_version_dirs(every: bool = False) -> list[Path]:
     """The Alembic version folders of the enabled plugins (``migrations`` in their
     plugin.json): each an Alembic branch whose first revision depends on the framework's.
-    None when the config cannot be read (``corec config check`` says why)."""
-    from corec_tasks.discovery import enabled
+    With ``every``, those of every plugin that can be found, enabled or not. None when
+    the config cannot be read (``corec config check`` says why)."""
+    from corec_tasks.discovery import available, enabled
     from corec_tasks.errors import ConfigurationError
+    from corec_tasks.manifest import read_manifest
     from corec_tasks.settings import load_settings
 
     try:
-        specs = enabled(load_settings())
+        settings = load_settings()
+        dirs = [p.folder / p.manifest.migrations for p in enabled(settings)
+                if p.manifest.migrations]  # fmt: skip
+        if every:
+            for folder in available(settings).values():
+                try:
+                    manifest = read_manifest(folder)
+                except (ConfigurationError, OSError, ValueError):
+                    continue  # a broken manifest: `corec config check` names it
+                if manifest.migrations and folder / manifest.migrations not in dirs:
+                    dirs.append(folder / manifest.migrations)
     except ConfigurationError:
         return []
-    return [p.folder / p.manifest.migrations for p in specs if p.manifest.migrations]
+    return dirs
 
 
 def alembic_config() -> Config:
-    """An Alembic Config on the packaged migrations and the enabled plugins' branches."""
+    """An Alembic Config on the packaged migrations and every known plugin's branch.
+
+    Every plugin's branch, not only the enabled ones: a database upgraded while a
+    plugin was enabled holds that branch's revision, and Alembic must be able to locate
+    it after the plugin is disabled. Which branches are upgraded is ``targets()``.
+    """
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
-    dirs = [MIGRATIONS_DIR / "versions", *plugin_version_dirs()]
+    dirs = [MIGRATIONS_DIR / "versions", *plugin_version_dirs(every=True)]
     cfg.set_main_option("path_separator", "os")
     cfg.set_main_option("version_locations", os.pathsep.join(str(d) for d in dirs))
     return cfg
 
 
+def targets(cfg: Config | None = None) -> list[str]:
+    """The heads to upgrade to: the framework's and each enabled plugin's branch."""
+    script = ScriptDirectory.from_config(cfg or alembic_config())
+    wanted = [(MIGRATIONS_DIR / "versions").resolve(),
+              *(d.resolve() for d in plugin_version_dirs())]  # fmt: skip
+    out = []
+    for rev in script.get_heads():
+        path = Path(script.get_revision(rev).path).resolve()
+        if any(path.is_relative_to(d) for d in wanted):
+            out.append(rev)
+    return sorted(out)
+
+
 def head() -> str:
     """The newest revision of each branch (the framework's, each enabled plugin's)."""
-    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    heads = targets()
     if not heads:  # only if the package was shipped without its versions/
         raise StorageError(f"no migrations found under {MIGRATIONS_DIR}")
-    return ", ".join(sorted(heads))
+    return ", ".join(heads)
 
 
 def upgrade(database_url: str, revision: str = "heads") -> None:
@@ -67,7 +97,10 @@ def upgrade(database_url: str, revision: str = "heads") -> None:
             conn.commit()
             cfg = alembic_config()
             cfg.attributes["connection"] = conn
-            command.upgrade(cfg, revision)
+            # "heads": the framework's and the enabled plugins' branches, not a disabled
+            # plugin's (its scripts are known only so its applied revision is found).
+            for target in targets(cfg) if revision == "heads" else [revision]:
+                command.upgrade(cfg, target)
     except CommandError as exc:
         raise StorageError(f"cannot upgrade to {revision!r}: {exc}") from exc
     except SQLAlchemyError as exc:

@@ -254,3 +254,25 @@ def test_no_command_of_a_disabled_plugin(settings: Settings, echo_off: Path) -> 
         assert "echo_plugin" not in registry_for(nucleus).targets()
     finally:
         get_settings.cache_clear()
+
+
+def test_a_disabled_plugins_applied_branch_does_not_break_upgrades(
+    settings: Settings, echo_on: Path, fresh_db: str, tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """Upgraded once with the plugin on, the database holds its branch's revision; with
+    the plugin off, `db upgrade` still finds that revision (and upgrades only the rest)."""
+    from corec_tasks.storage.migrate import current, head, upgrade
+
+    upgrade(fresh_db)
+    assert "e001_echo" in (current(fresh_db) or "")
+    config = json.loads(echo_on.read_text())
+    for entry in config["plugins"]:
+        if entry["name"] == "echo_plugin":
+            entry.update(enabled=False, config_path=None)
+    off = tmp_path / "off.json"
+    off.write_text(json.dumps(config))
+    monkeypatch.setenv("COREC_CONFIG", str(off))
+    upgrade(fresh_db)  # "Can't locate revision" before
+    assert "e001_echo" not in head()
+    assert "echo_words" in _tables(fresh_db)  # left as it was, not dropped

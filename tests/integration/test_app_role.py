@@ -4,10 +4,14 @@ through the owner's function, tables of later migrations covered by default gran
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -180,3 +184,37 @@ def test_a_bad_application_url_is_a_storage_error(migrated: dict[str, str]) -> N
     bad = make_url(migrated["app"]).set(username="corec_no_such_role").render_as_string(False)
     with pytest.raises(StorageError, match="corec_no_such_role"):
         migrate.upgrade(migrated["owner"], app_url=bad)
+
+
+def test_the_compose_init_script_creates_a_plain_login_role(
+    servers: dict[str, str], run_id: str
+) -> None:
+    """deploy/postgres/initdb's script, run with psql as the postgres image would."""
+    psql = shutil.which("psql")
+    if psql is None:
+        pytest.skip("psql is not installed")
+    script = Path(__file__).resolve().parents[2] / "deploy/postgres/initdb/10-corec-app-role.sh"
+    url = make_url(servers["database_url"])
+    role = f"corec_app_init_{run_id}_{uuid.uuid4().hex[:6]}".lower()
+    env = {**os.environ, "POSTGRES_USER": url.username or "postgres",
+           "POSTGRES_DB": url.database or "postgres", "POSTGRES_APP_USER": role,
+           "POSTGRES_APP_PASSWORD": "it's a secret", "PGPASSWORD": url.password or "",
+           "PGHOST": str(url.host or url.query.get("host") or ""),
+           "PGPORT": str(url.port or 5432)}  # fmt: skip
+    admin = libpq_url(servers["database_url"])
+    try:
+        for _ in range(2):  # rerunning it by hand on an existing volume is fine
+            done = subprocess.run([str(script)], env=env, capture_output=True, text=True,
+                                  timeout=60)  # fmt: skip
+            assert done.returncode == 0, done.stderr
+        with psycopg.connect(admin) as conn:
+            row = conn.execute(
+                "SELECT rolcanlogin, rolsuper, rolcreatedb, rolcreaterole, rolreplication, "
+                "rolbypassrls FROM pg_roles WHERE rolname = %s", (role,)).fetchone()  # fmt: skip
+        assert row == (True, False, False, False, False, False)
+        missing = subprocess.run([str(script)], env={**env, "POSTGRES_APP_PASSWORD": ""},
+                                 capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert missing.returncode != 0 and "POSTGRES_APP_PASSWORD" in missing.stderr
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP ROLE IF EXISTS "{role}"')

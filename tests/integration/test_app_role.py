@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from plugins.capital_pool.config import load_config
 from plugins.capital_pool.ledger import Ledger
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -97,8 +99,8 @@ def test_update_and_delete_of_append_only_tables_are_refused(
     migrated: dict[str, str], table: str
 ) -> None:
     with _app(migrated) as conn:
-        for statement in (f"UPDATE {table} SET id = id" if table == "audit_log"
-                          else f"UPDATE {table} SET seq = seq", f"DELETE FROM {table}"):  # fmt: skip
+        column = "id" if table == "audit_log" else "seq"
+        for statement in (f"UPDATE {table} SET {column} = {column}", f"DELETE FROM {table}"):
             with pytest.raises(errors.RaiseException, match="append-only"):
                 conn.execute(statement)
 
@@ -169,7 +171,9 @@ def test_tables_of_later_migrations_are_granted_by_default(migrated: dict[str, s
     assert migrate.upgrade(migrated["owner"], app_url=migrated["app"]) == []
 
 
-def test_a_superuser_app_role_is_reported(migrated: dict[str, str], servers: dict[str, str]) -> None:
+def test_a_superuser_app_role_is_reported(
+    migrated: dict[str, str], servers: dict[str, str]
+) -> None:
     superuser = make_url(servers["database_url"]).set(
         database=make_url(migrated["owner"]).database).render_as_string(False)  # fmt: skip
     with psycopg.connect(libpq_url(superuser)) as conn:
@@ -193,7 +197,7 @@ def test_the_compose_init_script_creates_a_plain_login_role(
     psql = shutil.which("psql")
     if psql is None:
         pytest.skip("psql is not installed")
-    script = Path(__file__).resolve().parents[2] / "deploy/postgres/initdb/10-corec-app-role.sh"
+    script = ROOT / "deploy/postgres/initdb/10-corec-app-role.sh"
     url = make_url(servers["database_url"])
     role = f"corec_app_init_{run_id}_{uuid.uuid4().hex[:6]}".lower()
     env = {**os.environ, "POSTGRES_USER": url.username or "postgres",
@@ -218,3 +222,56 @@ def test_the_compose_init_script_creates_a_plain_login_role(
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+
+
+@pytest.mark.embedded
+def test_the_embedded_default_runs_the_app_as_corec_app(tmp_path: Path) -> None:
+    from corec_tasks import services
+    from corec_tasks.settings import load_settings
+
+    data = tmp_path / "data"
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
+    env["COREC_DATA_DIR"] = str(data)
+    state = services.up(data)
+    try:
+        assert make_url(state.database_url).username == services.APP_ROLE
+        assert make_url(state.owner_database_url).username == "postgres"
+        secret = data / "postgres" / "app_password"
+        assert secret.stat().st_mode & 0o777 == 0o600
+        wrong = make_url(state.database_url).set(password="wrong").render_as_string(False)
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(libpq_url(wrong)).close()
+        corec = Path(sys.executable).with_name("corec")
+        done = subprocess.run([str(corec), "db", "upgrade"], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "warning" not in done.stdout, done.stdout
+        config = ROOT / "corec_config.json"
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("COREC_DATA_DIR", str(data))
+            mp.delenv("DATABASE_URL", raising=False)
+            resolved = load_settings(config)
+            assert resolved.database_url == state.database_url
+            assert resolved.migrate_database_url == state.owner_database_url
+            mp.setenv("COREC_MIGRATE_DATABASE_URL", "postgresql://o@h/d")
+            assert load_settings(config).migrate_database_url == "postgresql://o@h/d"
+            mp.setenv("DATABASE_URL", "postgresql://a@h/d")  # not the embedded server's
+            mp.delenv("COREC_MIGRATE_DATABASE_URL")
+            assert load_settings(config).migrate_database_url == "postgresql://a@h/d"
+        with psycopg.connect(libpq_url(state.database_url), autocommit=True) as conn:
+            assert conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user"
+                                ).fetchone() == (False,)  # fmt: skip
+            with pytest.raises(errors.InsufficientPrivilege):
+                conn.execute("SET session_replication_role = replica")
+            with pytest.raises(errors.RaiseException, match="append-only"):
+                conn.execute("DELETE FROM capital_ledger")
+        engine = make_engine(state.database_url)
+        try:
+            assert ensure_partitions(engine, months_ahead=0, now=datetime(2035, 7, 1)) == [
+                "bloques_2035_07", "eventos_2035_07"]
+        finally:
+            engine.dispose()
+        again = services.up(data)  # reused: same role, same password
+        assert again.database_url == state.database_url
+    finally:
+        services.down(data)

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -225,11 +226,13 @@ def test_the_compose_init_script_creates_a_plain_login_role(
 
 
 @pytest.mark.embedded
-def test_the_embedded_default_runs_the_app_as_corec_app(tmp_path: Path) -> None:
+def test_the_embedded_default_runs_the_app_as_corec_app() -> None:
     from corec_tasks import services
     from corec_tasks.settings import load_settings
 
-    data = tmp_path / "data"
+    # Not under pytest's tmp_path: another pytest run may chmod its root 0700, and the
+    # embedded server runs as another user when started by root (as conftest does).
+    data = Path(tempfile.mkdtemp(prefix="corec-test-roles-")) / "data"
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}
     env["COREC_DATA_DIR"] = str(data)
     state = services.up(data)
@@ -275,3 +278,4 @@ def test_the_embedded_default_runs_the_app_as_corec_app(tmp_path: Path) -> None:
         assert again.database_url == state.database_url
     finally:
         services.down(data)
+        shutil.rmtree(data.parent, ignore_errors=True)

@@ -82,11 +82,11 @@ def upgrade(database_url: str, revision: str = "heads", app_url: str | None = No
             cfg = alembic_config()
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, revision)
-            owner = str(conn.execute(text("SELECT current_user")).scalar_one())
-            if app is not None and app[0] != owner:
+            me = _whoami(conn)
+            if app is not None and app[0] != me[0]:
                 grant_app_role(conn, app[0])
                 conn.commit()
-            return _warnings(conn, owner, app)
+            return _warnings(conn, app or me)
     except CommandError as exc:
         raise StorageError(f"cannot upgrade to {revision!r}: {exc}") from exc
     except SQLAlchemyError as exc:
@@ -122,37 +122,43 @@ def grant_app_role(conn: Connection, role: str) -> None:
         conn.execute(text(f"GRANT EXECUTE ON FUNCTION {schema}.{sig} TO {r}"))
 
 
+def _whoami(conn: Connection) -> tuple[str, bool]:
+    row = conn.execute(
+        text("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user")
+    ).one()
+    return str(row[0]), bool(row[1])
+
+
 def _role_of(url: str) -> tuple[str, bool]:
     """The role ``url`` logs in as, and whether it is a superuser."""
     engine = _engine(url)
     try:
         with _connect(engine, url) as conn:
-            row = conn.execute(
-                text("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user")
-            ).one()
-            return str(row[0]), bool(row[1])
+            return _whoami(conn)
     except SQLAlchemyError as exc:
         raise StorageError(f"cannot read the application role: {exc}") from exc
     finally:
         engine.dispose()
 
 
-def _warnings(conn: Connection, owner: str, app: tuple[str, bool] | None) -> list[str]:
-    """Why the append-only triggers could still be bypassed by the application."""
-    if app is None or app[0] == owner:
-        role = app[0] if app else owner
-        return [f"the application connects as {role}, the tables' owner: it could disable "
-                "the append-only triggers; set DATABASE_URL to a separate role and "
-                "COREC_MIGRATE_DATABASE_URL to the owner (README, Database roles)"]  # fmt: skip
+def _warnings(conn: Connection, app: tuple[str, bool]) -> list[str]:
+    """Why the application role ``app`` could still get around the append-only triggers."""
+    owner = conn.execute(
+        text("SELECT pg_get_userbyid(relowner) FROM pg_class "
+             "WHERE oid = to_regclass('alembic_version')")  # fmt: skip
+    ).scalar()
     out = []
+    if app[0] == owner:
+        out.append(f"the application connects as {owner}, the tables' owner: it could "
+                   "disable the append-only triggers; set DATABASE_URL to a separate role "
+                   "and COREC_MIGRATE_DATABASE_URL to the owner (README, Database roles)")  # fmt: skip
+    elif owner and conn.execute(
+        text("SELECT pg_has_role(:a, :o, 'MEMBER')"), {"a": app[0], "o": owner}
+    ).scalar():
+        out.append(f"the application role {app[0]} is a member of the owner {owner}")
     if app[1]:
         out.append(f"the application role {app[0]} is a superuser: it could bypass the "
                    "append-only triggers (session_replication_role)")  # fmt: skip
-    member = conn.execute(
-        text("SELECT pg_has_role(:a, :o, 'MEMBER')"), {"a": app[0], "o": owner}
-    ).scalar()
-    if member:
-        out.append(f"the application role {app[0]} is a member of the owner {owner}")
     return out
 
 

@@ -170,6 +170,22 @@ def test_tables_of_later_migrations_are_granted_by_default(migrated: dict[str, s
             conn.execute("DROP TABLE later_words")
     # A rerun of the upgrade (any node) changes nothing and stays quiet.
     assert migrate.upgrade(migrated["owner"], app_url=migrated["app"]) == []
+    # A node that only knows the app role (`make workers` runs `corec db upgrade`) at
+    # head: nothing to migrate, nothing to grant, no warning.
+    assert migrate.upgrade(migrated["app"], app_url=migrated["app"]) == []
+
+
+def test_a_pending_migration_as_the_app_role_is_refused(migrated: dict[str, str]) -> None:
+    with _app(migrated) as conn:
+        version = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+    with psycopg.connect(libpq_url(migrated["owner"]), autocommit=True) as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '0004'")
+    try:
+        with pytest.raises(StorageError, match="must be owner|permission denied"):
+            migrate.upgrade(migrated["app"], app_url=migrated["app"])
+    finally:
+        with psycopg.connect(libpq_url(migrated["owner"]), autocommit=True) as conn:
+            conn.execute("UPDATE alembic_version SET version_num = %s", version[0])
 
 
 def test_a_superuser_app_role_is_reported(

@@ -143,15 +143,14 @@ def _role_of(url: str) -> tuple[str, bool]:
 
 def _warnings(conn: Connection, app: tuple[str, bool]) -> list[str]:
     """Why the application role ``app`` could still get around the append-only triggers."""
-    owner = conn.execute(
-        text("SELECT pg_get_userbyid(relowner) FROM pg_class "
-             "WHERE oid = to_regclass('alembic_version')")  # fmt: skip
-    ).scalar()
+    owner_of_tables = "SELECT pg_get_userbyid(relowner) FROM pg_class " \
+        "WHERE oid = to_regclass('alembic_version')"  # fmt: skip
+    owner = conn.execute(text(owner_of_tables)).scalar()
     out = []
     if app[0] == owner:
         out.append(f"the application connects as {owner}, the tables' owner: it could "
                    "disable the append-only triggers; set DATABASE_URL to a separate role "
-                   "and COREC_MIGRATE_DATABASE_URL to the owner (README, Database roles)")  # fmt: skip
+                   "and COREC_MIGRATE_DATABASE_URL to the owner (README: Database roles)")
     elif owner and conn.execute(
         text("SELECT pg_has_role(:a, :o, 'MEMBER')"), {"a": app[0], "o": owner}
     ).scalar():

@@ -181,7 +181,7 @@ def test_a_pending_migration_as_the_app_role_is_refused(migrated: dict[str, str]
     with psycopg.connect(libpq_url(migrated["owner"]), autocommit=True) as conn:
         conn.execute("UPDATE alembic_version SET version_num = '0004'")
     try:
-        with pytest.raises(StorageError, match="must be owner|permission denied"):
+        with pytest.raises(StorageError, match=r"must be owner|permission denied"):
             migrate.upgrade(migrated["app"], app_url=migrated["app"])
     finally:
         with psycopg.connect(libpq_url(migrated["owner"]), autocommit=True) as conn:

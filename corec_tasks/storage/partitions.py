@@ -2,8 +2,8 @@
 
 Partitions are ``<table>_YYYY_MM`` with bounds in epoch seconds of the UTC month
 starts; each table also has ``<table>_default`` so no row is ever refused. Once
-migration 0005 is applied, months are created through the owner's SECURITY DEFINER
-function, so the application role (not the tables' owner) can run upkeep too.
+migration 0005_app_role is applied, months are created through the owner's SECURITY
+DEFINER function, so the application role (not the tables' owner) can run upkeep too.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from corec_tasks.errors import StorageError
 PARTITIONED_TABLES: tuple[str, ...] = ("bloques", "eventos")
 PARTITION_KEY = "timestamp"
 
-#: The owner's SECURITY DEFINER function (migration 0005) that creates one month's
-#: partition, so an application role that does not own the tables can run upkeep.
+#: The owner's SECURITY DEFINER function (migration 0005_app_role) that creates one
+#: month's partition, so an application role that does not own the tables can run upkeep.
 PARTITION_FUNCTION = "corec_create_month_partition"
 
 #: pg_advisory_xact_lock key serialising every partition change (any node, any worker).
@@ -265,7 +265,7 @@ def _children(conn: Connection, table: str) -> set[str]:
 
 
 def _has_function(conn: Connection) -> bool:
-    """Whether migration 0005's partition function exists (not before that revision)."""
+    """Whether migration 0005_app_role's partition function exists (not before it)."""
     sig = f"{PARTITION_FUNCTION}(text, integer, integer)"
     return conn.execute(text("SELECT to_regprocedure(:s)"), {"s": sig}).scalar() is not None
 

@@ -9,7 +9,7 @@ month (bounds are computed here, never passed in). It does what
 rows out of DEFAULT, attach it. EXECUTE is revoked from PUBLIC; ``storage.migrate``
 grants it to the application role.
 
-Revision ID: 0005
+Revision ID: 0005_app_role
 Revises: 0004
 Create Date: 2026-11-30
 """
@@ -23,7 +23,7 @@ from alembic import context, op
 
 from corec_tasks.storage import partitions
 
-revision: str = "0005"
+revision: str = "0005_app_role"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None

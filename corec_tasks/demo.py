@@ -112,7 +112,8 @@ def _run(settings: Settings, events: int, cycles: int, timeout: float, seed: int
     from corec_tasks.storage.partitions import ensure_partitions
 
     console.rule("[bold]2. migrate")
-    upgrade(settings.database_url)
+    # As the owner; then upkeep as the application role, the way beat runs it.
+    upgrade(settings.migrate_database_url, app_url=settings.database_url)
     engine = make_engine(settings.database_url)
     try:
         created = ensure_partitions(engine, months_ahead=settings.env.partitions_ahead)

@@ -7,6 +7,13 @@ data directory). Redis requires a password, generated once and kept in
 there; ``down`` stops them. Their URLs (the Redis one carries the password) are
 written to ``<data_dir>/services.json`` (mode 0600), which Settings reads when
 ``REDIS_URL`` / ``DATABASE_URL`` are unset.
+
+PostgreSQL has two roles: ``postgres`` (the bootstrap superuser) owns the tables and
+runs the migrations (``owner_database_url``); the application connects as
+``corec_app`` (``database_url``): LOGIN only, no superuser, CREATEDB or CREATEROLE,
+so it cannot disable the append-only triggers. Its password is generated once into
+``<data_dir>/postgres/app_password`` (mode 0600) and checked (scram-sha-256) on the
+socket, where the owner keeps the embedded server's trust authentication.
 """
 
 from __future__ import annotations
@@ -27,6 +34,8 @@ from corec_tasks.errors import ServiceError
 from corec_tasks.settings import EMBEDDED_STATE
 
 DATABASE = "corec"
+#: The application's role in the embedded PostgreSQL (not the tables' owner).
+APP_ROLE = "corec_app"
 
 
 @dataclass
@@ -37,6 +46,8 @@ class EmbeddedState:
     database_url: str
     redis_pid: int
     postgres_pid: int
+    #: The tables' owner, for migrations (COREC_MIGRATE_DATABASE_URL's default here).
+    owner_database_url: str = ""
 
 
 def _pid_alive(pid: int) -> bool:
@@ -138,8 +149,10 @@ def _wait_redis(url: str, timeout: float = 20.0) -> None:
             time.sleep(0.05)
 
 
-def _postgres_up(data_dir: Path) -> tuple[str, int]:
+def _postgres_up(data_dir: Path) -> tuple[str, str, int]:
+    """Start (or reuse) the server; returns the app URL, the owner URL and the pid."""
     import psycopg
+    from psycopg import sql
 
     with warnings.catch_warnings():
         # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI); harmless.
@@ -154,19 +167,47 @@ def _postgres_up(data_dir: Path) -> tuple[str, int]:
         pid = int(server.get_pid() or 0)
     except Exception as exc:
         raise ServiceError(f"embedded PostgreSQL failed to start in {pgdata}: {exc}") from exc
+    secrets_dir = (data_dir / "postgres").resolve()
+    secrets_dir.mkdir(parents=True, exist_ok=True)
+    password = _secret(secrets_dir / "app_password")
+    _require_app_password(pgdata)
     with psycopg.connect(admin_url, autocommit=True) as conn:
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
         if exists.fetchone() is None:
             conn.execute(f'CREATE DATABASE "{DATABASE}"')
-    return admin_url.replace("/postgres?", f"/{DATABASE}?"), pid
+        role = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (APP_ROLE,))
+        verb = "ALTER" if role.fetchone() else "CREATE"
+        conn.execute(
+            sql.SQL("{} ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION "
+                    "NOBYPASSRLS PASSWORD {}").format(
+                sql.SQL(verb), sql.Identifier(APP_ROLE), sql.Literal(password))
+        )  # fmt: skip
+        conn.execute("SELECT pg_reload_conf()")
+    owner_url = admin_url.replace("/postgres?", f"/{DATABASE}?")
+    scheme, rest = owner_url.split("://", 1)
+    app_url = f"{scheme}://{APP_ROLE}:{password}@{rest.split('@', 1)[1]}"
+    return app_url, owner_url, pid
+
+
+def _require_app_password(pgdata: Path) -> None:
+    """Make the server check the app role's password on its socket (first match wins)."""
+    hba = pgdata / "pg_hba.conf"
+    line = f"local all {APP_ROLE} scram-sha-256\n"
+    try:
+        text = hba.read_text()
+        if line not in text:
+            hba.write_text(line + text)
+    except OSError as exc:
+        raise ServiceError(f"cannot update {hba}: {exc}") from exc
 
 
 def up(data_dir: Path) -> EmbeddedState:
-    """Start (or reuse) both embedded servers and write their URLs to services.json."""
+    """Start (or reuse) both embedded servers and write their URLs to services.json
+    (the app URL as ``database_url``, the owner's as ``owner_database_url``)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     redis_url, redis_pid = _redis_up(data_dir)
-    database_url, pg_pid = _postgres_up(data_dir)
-    state = EmbeddedState(redis_url, database_url, redis_pid, pg_pid)
+    database_url, owner_url, pg_pid = _postgres_up(data_dir)
+    state = EmbeddedState(redis_url, database_url, redis_pid, pg_pid, owner_url)
     # The URLs carry the Redis password: only this user may read them.
     path = data_dir / EMBEDDED_STATE
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -28,6 +28,9 @@ class Env(BaseSettings):
     config_path: Path = Field(Path("corec_config.json"), alias="COREC_CONFIG")
     redis_url: str | None = Field(None, alias="REDIS_URL")
     database_url: str | None = Field(None, alias="DATABASE_URL")
+    #: The tables' owner, for `corec db upgrade` only; default DATABASE_URL. The
+    #: application (DATABASE_URL) then runs as a role that cannot bypass triggers.
+    migrate_database_url: str | None = Field(None, alias="COREC_MIGRATE_DATABASE_URL")
     instance_id: str | None = Field(None, alias="CORE_INSTANCE_ID")
     data_dir: Path = Field(Path(".corec"), alias="COREC_DATA_DIR")
     #: Prefix for every Redis key CoreC and Celery write; tests use one per run.
@@ -139,6 +142,18 @@ class Settings:
                 "no PostgreSQL configured: export DATABASE_URL, or run `corec services up` "
                 f"to start the embedded one under {self.data_dir}"
             )
+        return url
+
+    @property
+    def migrate_database_url(self) -> str:
+        """The owner's URL, which migrations use: COREC_MIGRATE_DATABASE_URL, else the
+        embedded server's owner when DATABASE_URL is the embedded one, else DATABASE_URL."""
+        if self.env.migrate_database_url:
+            return self.env.migrate_database_url
+        url = self.database_url
+        state = self.embedded_state()
+        if url == state.get("database_url") and state.get("owner_database_url"):
+            return state["owner_database_url"]
         return url
 
     @property

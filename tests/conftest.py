@@ -40,7 +40,8 @@ def servers() -> Iterator[dict[str, str]]:
     try:
         yield {
             "redis_url": redis_url or state.redis_url,
-            "database_url": database_url or state.database_url,
+            # The owner: the fixtures create and drop databases.
+            "database_url": database_url or state.owner_database_url,
         }
     finally:
         services.down(data_dir)

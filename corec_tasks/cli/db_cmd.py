@@ -20,23 +20,28 @@ def db() -> None:
               help="Target revision (heads: the framework's and each enabled plugin's branch).")
 @handle_errors
 def upgrade(revision: str) -> None:
-    """Apply migrations (safe to run from many nodes at once) and partition upkeep."""
+    """Apply migrations as the owner (COREC_MIGRATE_DATABASE_URL, default DATABASE_URL),
+    grant the application role (DATABASE_URL) its privileges, then partition upkeep.
+    Safe to run from many nodes at once."""
     from corec_tasks.storage.migrate import current
     from corec_tasks.storage.migrate import upgrade as do_upgrade
     from corec_tasks.storage.partitions import ensure_partitions
 
     s = settings()
-    do_upgrade(s.database_url, revision)
-    engine = make_engine(s.database_url)
+    owner_url = s.migrate_database_url
+    warnings = do_upgrade(owner_url, revision, app_url=s.database_url)
+    engine = make_engine(owner_url)
     try:
         created = ensure_partitions(engine, months_ahead=s.env.partitions_ahead)
     finally:
         engine.dispose()
     console.print(
-        f"database {redact(s.database_url)} at revision {current(s.database_url)}"
+        f"database {redact(owner_url)} at revision {current(owner_url)}"
         + (f"; created {', '.join(created)}" if created else ""),
         highlight=False,
     )
+    for warning in warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
 
 
 def _when(ts: float | None) -> str:

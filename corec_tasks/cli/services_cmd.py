@@ -25,6 +25,7 @@ def up() -> None:
     console.print(f"[green]embedded services running[/] under {data_dir}", highlight=False)
     click.echo(f"export REDIS_URL={shlex.quote(state.redis_url)}")
     click.echo(f"export DATABASE_URL={shlex.quote(state.database_url)}")
+    click.echo(f"export COREC_MIGRATE_DATABASE_URL={shlex.quote(state.owner_database_url)}")
 
 
 @services.command("down")

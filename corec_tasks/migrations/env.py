@@ -1,7 +1,8 @@
 """Alembic environment: runs on the connection ``storage.migrate`` hands over.
 
 Without one (the ``alembic`` command line), it connects to ``sqlalchemy.url`` from the
-Alembic config, or else to the deployment's DATABASE_URL from the CoreC settings.
+Alembic config, or else to the deployment's owner URL from the CoreC settings
+(COREC_MIGRATE_DATABASE_URL, default DATABASE_URL).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _database_url() -> str:
         return url
     from corec_tasks.settings import get_settings
 
-    return get_settings().database_url
+    return get_settings().migrate_database_url
 
 
 def _run(connection: Connection) -> None:

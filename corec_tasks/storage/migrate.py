@@ -1,4 +1,14 @@
-"""Run the schema migrations from code (no alembic.ini): ``upgrade`` and ``current``."""
+"""Run the schema migrations from code (no alembic.ini): ``upgrade`` and ``current``.
+
+Migrations run as the tables' owner (``COREC_MIGRATE_DATABASE_URL``, default
+``DATABASE_URL``). When the application connects as another role (``DATABASE_URL``),
+``upgrade`` grants that role what the running system needs and nothing more: CONNECT,
+USAGE on the schema, SELECT/INSERT/UPDATE/DELETE on the tables, USAGE on sequences,
+EXECUTE on the partition function; the same as default privileges, so tables a later
+revision (or a plugin's branch) creates are covered too. Not being the owner nor a
+superuser, that role can neither disable the append-only triggers nor set
+``session_replication_role``.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +20,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util import CommandError
-from sqlalchemy import Connection, Engine, text
+from sqlalchemy import Connection, Engine, quoted_name, text
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
@@ -86,8 +96,12 @@ def head() -> str:
     return ", ".join(heads)
 
 
-def upgrade(database_url: str, revision: str = "heads") -> None:
-    """Migrate the database to ``revision``; concurrent callers wait for each other."""
+def upgrade(database_url: str, revision: str = "heads", app_url: str | None = None) -> list[str]:
+    """Migrate the database to ``revision`` as ``database_url``'s role (the owner); then
+    grant ``app_url``'s role its privileges when it is another role. Concurrent callers
+    wait for each other. Returns warnings about the application role (empty when fine).
+    """
+    app = _role_of(app_url) if app_url and app_url != database_url else None
     engine = _engine(database_url)
     try:
         with _connect(engine, database_url) as conn:
@@ -101,12 +115,83 @@ def upgrade(database_url: str, revision: str = "heads") -> None:
             # plugin's (its scripts are known only so its applied revision is found).
             for target in targets(cfg) if revision == "heads" else [revision]:
                 command.upgrade(cfg, target)
+            me = _whoami(conn)
+            if app is not None and app[0] != me[0]:
+                grant_app_role(conn, app[0])
+                conn.commit()
+            return _warnings(conn, app or me)
     except CommandError as exc:
         raise StorageError(f"cannot upgrade to {revision!r}: {exc}") from exc
     except SQLAlchemyError as exc:
         raise StorageError(f"migration to {revision!r} failed: {exc}") from exc
     finally:
         engine.dispose()
+
+
+def grant_app_role(conn: Connection, role: str) -> None:
+    """Grant ``role`` what the application needs on this database (idempotent).
+
+    Run as the owner: ALTER DEFAULT PRIVILEGES applies to objects the current role
+    creates later, which is what migrations and the partition function do.
+    """
+    from corec_tasks.storage.partitions import PARTITION_FUNCTION
+
+    q = conn.dialect.identifier_preparer.quote
+    r = q(quoted_name(role, quote=True))
+    db = q(quoted_name(str(conn.execute(text("SELECT current_database()")).scalar_one()), True))
+    schema = q(quoted_name(str(conn.execute(text("SELECT current_schema()")).scalar_one()), True))
+    dml = "SELECT, INSERT, UPDATE, DELETE"
+    for stmt in (
+        f"GRANT CONNECT ON DATABASE {db} TO {r}",
+        f"GRANT USAGE ON SCHEMA {schema} TO {r}",
+        f"GRANT {dml} ON ALL TABLES IN SCHEMA {schema} TO {r}",
+        f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA {schema} TO {r}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT {dml} ON TABLES TO {r}",
+        f"ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT USAGE ON SEQUENCES TO {r}",
+    ):
+        conn.execute(text(stmt))
+    sig = f"{PARTITION_FUNCTION}(text, integer, integer)"
+    if conn.execute(text("SELECT to_regprocedure(:s)"), {"s": sig}).scalar() is not None:
+        conn.execute(text(f"GRANT EXECUTE ON FUNCTION {schema}.{sig} TO {r}"))
+
+
+def _whoami(conn: Connection) -> tuple[str, bool]:
+    row = conn.execute(
+        text("SELECT current_user, rolsuper FROM pg_roles WHERE rolname = current_user")
+    ).one()
+    return str(row[0]), bool(row[1])
+
+
+def _role_of(url: str) -> tuple[str, bool]:
+    """The role ``url`` logs in as, and whether it is a superuser."""
+    engine = _engine(url)
+    try:
+        with _connect(engine, url) as conn:
+            return _whoami(conn)
+    except SQLAlchemyError as exc:
+        raise StorageError(f"cannot read the application role: {exc}") from exc
+    finally:
+        engine.dispose()
+
+
+def _warnings(conn: Connection, app: tuple[str, bool]) -> list[str]:
+    """Why the application role ``app`` could still get around the append-only triggers."""
+    owner_of_tables = "SELECT pg_get_userbyid(relowner) FROM pg_class " \
+        "WHERE oid = to_regclass('alembic_version')"  # fmt: skip
+    owner = conn.execute(text(owner_of_tables)).scalar()
+    out = []
+    if app[0] == owner:
+        out.append(f"the application connects as {owner}, the tables' owner: it could "
+                   "disable the append-only triggers; set DATABASE_URL to a separate role "
+                   "and COREC_MIGRATE_DATABASE_URL to the owner (README: Database roles)")
+    elif owner and conn.execute(
+        text("SELECT pg_has_role(:a, :o, 'MEMBER')"), {"a": app[0], "o": owner}
+    ).scalar():
+        out.append(f"the application role {app[0]} is a member of the owner {owner}")
+    if app[1]:
+        out.append(f"the application role {app[0]} is a superuser: it could bypass the "
+                   "append-only triggers (session_replication_role)")  # fmt: skip
+    return out
 
 
 def current(database_url: str) -> str | None:

@@ -1,7 +1,9 @@
 """Monthly range partitions of ``bloques`` and ``eventos``: naming, bounds and upkeep.
 
 Partitions are ``<table>_YYYY_MM`` with bounds in epoch seconds of the UTC month
-starts; each table also has ``<table>_default`` so no row is ever refused.
+starts; each table also has ``<table>_default`` so no row is ever refused. Once
+migration 0005_app_role is applied, months are created through the owner's SECURITY
+DEFINER function, so the application role (not the tables' owner) can run upkeep too.
 """
 
 from __future__ import annotations
@@ -18,6 +20,10 @@ from corec_tasks.errors import StorageError
 
 PARTITIONED_TABLES: tuple[str, ...] = ("bloques", "eventos")
 PARTITION_KEY = "timestamp"
+
+#: The owner's SECURITY DEFINER function (migration 0005_app_role) that creates one
+#: month's partition, so an application role that does not own the tables can run upkeep.
+PARTITION_FUNCTION = "corec_create_month_partition"
 
 #: pg_advisory_xact_lock key serialising every partition change (any node, any worker).
 LOCK_KEY = 0x636F7265_63500001
@@ -142,11 +148,21 @@ def _ensure(
     timeout = f"{max(1, int(lock_timeout_s * 1000))}ms"
     conn.execute(text("SELECT set_config('lock_timeout', :v, true)"), {"v": timeout})
     created: list[str] = []
+    via_function = _has_function(conn)
     for table in tables:
         existing = _children(conn, table)
         for year, month in months:
             name = partition_name(table, year, month)
             if name in existing:
+                continue
+            if via_function:
+                # The owner's function: works whether or not this role owns the tables.
+                made = conn.execute(
+                    text(f"SELECT {PARTITION_FUNCTION}(:t, :y, :m)"),
+                    {"t": table, "y": year, "m": month},
+                ).scalar()
+                if made:
+                    created.append(str(made))
                 continue
             if _exists(conn, name):
                 raise StorageError(
@@ -246,6 +262,12 @@ def _children(conn: Connection, table: str) -> set[str]:
         {"p": parent},
     ).scalars()
     return set(names)
+
+
+def _has_function(conn: Connection) -> bool:
+    """Whether migration 0005_app_role's partition function exists (not before it)."""
+    sig = f"{PARTITION_FUNCTION}(text, integer, integer)"
+    return conn.execute(text("SELECT to_regprocedure(:s)"), {"s": sig}).scalar() is not None
 
 
 def _exists(conn: Connection, name: str) -> bool:

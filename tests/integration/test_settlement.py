@@ -52,7 +52,7 @@ def settle_settings(
     url = make_url(servers["database_url"]).set(database=name).render_as_string(False)
     try:
         upgrade(url)
-        assert "0005_settlement" in (current(url) or "")
+        assert "0006_settlement" in (current(url) or "")
         monkeypatch.setenv("DATABASE_URL", url)
         get_settings.cache_clear()
         yield load_settings()

@@ -73,3 +73,34 @@ def test_make_flower_binds_loopback_by_default() -> None:
     text = (ROOT / "Makefile").read_text()
     assert re.search(r"^FLOWER_ADDRESS \?= 127\.0\.0\.1$", text, re.M)
     assert "--address=$(FLOWER_ADDRESS)" in text
+
+
+def _postgres_user(url: str) -> str:
+    match = re.match(r"postgresql://(\$\{[^}]*\}|[^:@]+)", url)
+    assert match, url
+    return match[1]
+
+
+def test_compose_app_connects_as_the_app_role_and_only_migrate_as_the_owner() -> None:
+    services = compose()["services"]
+    app_user = "${POSTGRES_APP_USER:-corec_app}"
+    owner_user = "${POSTGRES_USER:-corec}"
+    init = ROOT / "deploy" / "postgres" / "initdb"
+    pg = services["postgres"]
+    assert f"./{init.relative_to(ROOT)}:/docker-entrypoint-initdb.d:ro" in pg["volumes"]
+    assert pg["environment"]["POSTGRES_APP_PASSWORD"].startswith("${POSTGRES_APP_PASSWORD:?")
+    script = (init / "10-corec-app-role.sh").read_text()
+    assert "NOSUPERUSER NOCREATEDB NOCREATEROLE" in script and "GRANT" not in script
+    assert (init / "10-corec-app-role.sh").stat().st_mode & 0o111
+    for name, svc in services.items():
+        env = svc.get("environment") or {}
+        if "DATABASE_URL" not in env:
+            continue
+        assert _postgres_user(env["DATABASE_URL"]) == app_user, name
+        assert "${POSTGRES_APP_PASSWORD:?" in env["DATABASE_URL"], name
+        owner_url = env.get("COREC_MIGRATE_DATABASE_URL")
+        if name == "migrate":
+            assert owner_url and _postgres_user(owner_url) == owner_user
+            assert svc["command"] == ["corec", "db", "upgrade"]
+        else:  # nothing but migrate holds the owner's password
+            assert owner_url is None and "POSTGRES_PASSWORD" not in str(env), name

@@ -14,8 +14,8 @@ pool's other tables are framework migrations too (``0002``, ``0004``).
 
 Both refuse UPDATE and DELETE (a statement sent is a statement kept).
 
-Revision ID: 0005_settlement
-Revises: 0004
+Revision ID: 0006_settlement
+Revises: 0005_app_role
 Create Date: 2026-11-30
 """
 
@@ -26,8 +26,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_settlement"
-down_revision: str | None = "0004"
+revision: str = "0006_settlement"
+down_revision: str | None = "0005_app_role"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

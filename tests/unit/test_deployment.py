@@ -73,3 +73,13 @@ def test_make_flower_binds_loopback_by_default() -> None:
     text = (ROOT / "Makefile").read_text()
     assert re.search(r"^FLOWER_ADDRESS \?= 127\.0\.0\.1$", text, re.M)
     assert "--address=$(FLOWER_ADDRESS)" in text
+
+
+def test_compose_worker_scales_with_scale_flag() -> None:
+    """`docker compose up --scale worker=N` needs replicas that can coexist: no fixed
+    container name, hostname or host port, and no fixed node name (each replica is
+    celery@<its container id>); the file's replica count is only the default."""
+    worker = compose()["services"]["worker"]
+    assert not {"container_name", "hostname", "ports", "scale"} & set(worker), worker
+    assert "-n" not in worker["command"] and "--hostname" not in worker["command"]
+    assert re.fullmatch(r"\$\{WORKER_REPLICAS:-1\}", str(worker["deploy"]["replicas"]))

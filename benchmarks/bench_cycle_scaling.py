@@ -50,18 +50,24 @@ def main() -> None:
             assert record["ran"] == BLOCKS and record["persisted"] == BLOCKS, record
             return float(record["client_wall_s"])
 
+        # Rounds interleave the process counts, so load from other jobs on the machine
+        # drifts over all of them alike instead of biasing whichever ran last.
+        walls: dict[int, dict[int, list[float]]] = {n: {} for n in PROCESSES}
+        for _ in range(RUNS):
+            for n in PROCESSES:
+                with tempfile.TemporaryDirectory() as logs, managed(
+                    worker_cmd(f"scale{n}", concurrency=n), Path(logs) / "worker.log"
+                ):
+                    wait_for_workers(1)
+                    wall(chunk_sizes(n)[0])  # warm-up: imports, the processes' first fit
+                    for size in chunk_sizes(n):
+                        walls[n].setdefault(size, []).append(wall(size))
         best: dict[int, list[float]] = {}
         for n in PROCESSES:
-            with tempfile.TemporaryDirectory() as logs, managed(
-                worker_cmd(f"scale{n}", concurrency=n), Path(logs) / "worker.log"
-            ):
-                wait_for_workers(1)
-                wall(chunk_sizes(n)[0])  # warm-up: imports, every process's first fit
-                by_chunk = {size: [wall(size) for _ in range(RUNS)] for size in chunk_sizes(n)}
-            for size, values in by_chunk.items():
+            for size, values in walls[n].items():
                 print(f"  {n}p chunk {size:>4}: median {statistics.median(values):.3f} s "
                       f"({', '.join(f'{v:.3f}' for v in values)})", file=sys.stderr)  # fmt: skip
-            best[n] = min(by_chunk.values(), key=statistics.median)
+            best[n] = min(walls[n].values(), key=statistics.median)
         for n in PROCESSES:
             emit(f"cycle_scaling_{n}p", best[n], "s", best[1])
 

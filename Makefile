@@ -7,6 +7,9 @@ STAMP  := $(VENV)/.installed-stamp
 # make workers: WORKERS processes serving QUEUES (the seed's five channels, and Celery's
 # default queue `celery` where a plain client's send_task lands, by default).
 WORKERS ?= 2
+# AUTOSCALE=max,min: the pool grows to max processes under load and shrinks to min when
+# idle (`celery worker --autoscale`), instead of a fixed WORKERS; empty means fixed.
+AUTOSCALE ?=
 QUEUES  ?= generic,security,analysis,alerts,generation,celery
 NODE    ?= corec-$(shell hostname)-%n@%h
 LOGLEVEL ?= INFO
@@ -47,7 +50,7 @@ _ensure_servers: install
 	$(BIN)/corec db upgrade
 
 workers: _ensure_servers
-	$(BIN)/celery -A corec_tasks worker --concurrency $(WORKERS) -Q $(QUEUES) \
+	$(BIN)/celery -A corec_tasks worker $(if $(AUTOSCALE),--autoscale $(AUTOSCALE),--concurrency $(WORKERS)) -Q $(QUEUES) \
 		-n $(NODE) --loglevel $(LOGLEVEL)
 
 beat: _ensure_servers

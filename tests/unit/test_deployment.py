@@ -104,3 +104,13 @@ def test_compose_app_connects_as_the_app_role_and_only_migrate_as_the_owner() ->
             assert svc["command"] == ["corec", "db", "upgrade"]
         else:  # nothing but migrate holds the owner's password
             assert owner_url is None and "POSTGRES_PASSWORD" not in str(env), name
+
+
+def test_compose_worker_scales_with_scale_flag() -> None:
+    """`docker compose up --scale worker=N` needs replicas that can coexist: no fixed
+    container name, hostname or host port, and no fixed node name (each replica is
+    celery@<its container id>); the file's replica count is only the default."""
+    worker = compose()["services"]["worker"]
+    assert not {"container_name", "hostname", "ports", "scale"} & set(worker), worker
+    assert "-n" not in worker["command"] and "--hostname" not in worker["command"]
+    assert re.fullmatch(r"\$\{WORKER_REPLICAS:-1\}", str(worker["deploy"]["replicas"]))

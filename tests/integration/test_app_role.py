@@ -109,8 +109,8 @@ def test_update_and_delete_of_append_only_tables_are_refused(
 def test_capital_actions_work_as_the_app_role(migrated: dict[str, str]) -> None:
     ledger = Ledger(migrated["app"], load_config())
     try:
-        assert ledger.contribute("alice", "4000.00", "a1")["ok"]
-        assert ledger.withdraw("alice", "250.50", "a2")["ok"]
+        assert ledger.contribute("alice", "4000.00", "a1", principal="operator:test")["ok"]
+        assert ledger.withdraw("alice", "250.50", "a2", principal="operator:test")["ok"]
         pool, holdings, _ = ledger.snapshot()
         assert pool.equity == Decimal("3749.50") and "alice" in holdings
         assert ledger.verify() == []

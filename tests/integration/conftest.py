@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -17,14 +18,10 @@ from plugins.capital_pool.config import load_config
 from plugins.capital_pool.service import CapitalPool
 
 
-@pytest.fixture()
-def capital_settings(
-    servers: dict[str, str], run_id: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Settings]:
-    """Settings whose DATABASE_URL is a fresh database migrated to head."""
+@contextmanager
+def fresh_migrated_database(servers: dict[str, str], run_id: str) -> Iterator[str]:
+    """A new database migrated to head (its URL); dropped afterwards."""
     from sqlalchemy.engine import make_url
-
-    from corec_tasks.storage.migrate import upgrade
 
     admin = libpq_url(servers["database_url"])
     name = f"corec_t_{run_id}_{uuid.uuid4().hex[:6]}"
@@ -32,12 +29,21 @@ def capital_settings(
         conn.execute(f'CREATE DATABASE "{name}"')
     url = make_url(servers["database_url"]).set(database=name).render_as_string(False)
     try:
-        upgrade(url)
-        monkeypatch.setenv("DATABASE_URL", url)
-        yield load_settings()
+        migrate.upgrade(url)
+        yield url
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture()
+def capital_settings(
+    servers: dict[str, str], run_id: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Settings]:
+    """Settings whose DATABASE_URL is a fresh database migrated to head."""
+    with fresh_migrated_database(servers, run_id) as url:
+        monkeypatch.setenv("DATABASE_URL", url)
+        yield load_settings()
 
 
 @pytest.fixture()

@@ -4,7 +4,6 @@ often it runs, the worked example of the README, the CLI, the beat entry."""
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
@@ -13,13 +12,13 @@ from pathlib import Path
 import psycopg
 import pytest
 from click.testing import CliRunner
-from sqlalchemy.engine import make_url
 
 from corec_tasks.db import libpq_url
 from corec_tasks.settings import Settings, get_settings, load_settings
 from plugins.capital_pool import settlement
 from plugins.capital_pool.config import load_config
 from plugins.capital_pool.service import CapitalPool
+from tests.integration.conftest import fresh_migrated_database
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +36,7 @@ def settle_settings(
     tmp_path: Path,
 ) -> Iterator[Settings]:
     """A fresh migrated database, with capital_pool enabled (its `corec capital` commands)."""
-    from corec_tasks.storage.migrate import current, upgrade
+    from corec_tasks.storage.migrate import current
 
     config = json.loads((ROOT / "tests/data/small_config.json").read_text())
     config["plugins"].append({"name": "capital_pool", "enabled": True, "config_path":
@@ -45,21 +44,14 @@ def settle_settings(
     path = tmp_path / "corec_config.json"
     path.write_text(json.dumps(config))
     monkeypatch.setenv("COREC_CONFIG", str(path))
-    admin = libpq_url(servers["database_url"])
-    name = f"corec_t_{run_id}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(servers["database_url"]).set(database=name).render_as_string(False)
-    try:
-        upgrade(url)
+    with fresh_migrated_database(servers, run_id) as url:
         assert "0006_settlement" in (current(url) or "")
         monkeypatch.setenv("DATABASE_URL", url)
         get_settings.cache_clear()
-        yield load_settings()
-    finally:
-        get_settings.cache_clear()
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        try:
+            yield load_settings()
+        finally:
+            get_settings.cache_clear()
 
 
 @pytest.fixture()

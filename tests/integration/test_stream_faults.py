@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
@@ -32,67 +31,23 @@ from plugins.capital_pool.config import load_config
 from plugins.capital_pool.consumer import GROUP as CAPITAL_GROUP
 from plugins.capital_pool.consumer import ConsumeStats, consume_once
 from plugins.capital_pool.service import CapitalPool
+from tests.integration.own_redis import OwnRedis
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_SERVER = ROOT / ".venv" / "bin" / "redis-server"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class OwnRedis:
-    """A redis-server of this test's own (AOF on), killed and restarted at will."""
-
-    def __init__(self) -> None:
-        self.dir = Path(tempfile.mkdtemp(prefix="corec-redis-"))
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        binary = REDIS_SERVER if REDIS_SERVER.exists() else Path(shutil.which("redis-server") or "")
-        self.proc = subprocess.Popen(
-            [str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.dir),
-             "--appendonly", "yes", "--save", "", "--logfile", str(self.dir / "log")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.RedisError:  # refused, or LOADING the AOF
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        client.close()
-
-    def kill(self) -> None:
-        if self.proc is not None:
-            self.proc.kill()  # SIGKILL: no shutdown, no final AOF rewrite
-            self.proc.wait(10)
-            self.proc = None
-
-    def cleanup(self) -> None:
-        self.kill()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture()
-def own_redis(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iterator[OwnRedis]:
-    server = OwnRedis()
+def own_redis(monkeypatch: pytest.MonkeyPatch, settings: Settings, tmp_path: Path
+              ) -> Iterator[OwnRedis]:  # fmt: skip
+    server = OwnRedis(tmp_path / "redis")
     server.start()
     monkeypatch.setenv("REDIS_URL", server.url)
     try:
         yield server
     finally:
-        server.cleanup()
+        server.kill()
 
 
 def test_publishers_ride_out_a_redis_kill_and_restart(own_redis: OwnRedis) -> None:

@@ -35,7 +35,6 @@ from tests.integration.own_redis import OwnRedis
 
 pytestmark = pytest.mark.integration
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()

@@ -13,8 +13,8 @@ from celery.exceptions import Reject
 
 from corec_tasks.block_store import VersionConflict
 from corec_tasks.celery import app
-from corec_tasks.cycle import DEFAULT_CHUNK, close_cycle
-from corec_tasks.engine import landed, persist_block_results
+from corec_tasks.cycle import DEFAULT_CHUNK, close_cycle, rescue_stalled
+from corec_tasks.engine import landed_stats, persist_block_results
 from corec_tasks.nucleus import worker_nucleus
 from corec_tasks.streams.names import ALERTS
 
@@ -67,7 +67,7 @@ LAND_WAIT_S = 10.0
 @app.task(name="corec.blocks.finish_cycle", bind=True)
 def finish_cycle(
     self: Any, results: list[list[dict[str, Any]]], cycle: int, blocks: int, started: float,
-    ts: float,
+    ts: float, rescue: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Chord callback: land the cycle's results in ``bloques`` and record the cycle.
 
@@ -75,50 +75,63 @@ def finish_cycle(
     the callback waits (briefly) until every result of the cycle is in ``bloques``.
     A cycle whose blocks did not all land (a task came back after later cycles had
     run its blocks) is recorded ``complete: false`` and raises one alert.
+
+    ``rescue`` (from :func:`corec_tasks.cycle.rescue_stalled`): ``results`` are only the
+    blocks sent again, so the record counts what landed in ``bloques`` instead.
     """
-    return with_retry(self, lambda: _finish(results, cycle, blocks, started, ts))
+    return with_retry(self, lambda: _finish(results, cycle, blocks, started, ts, rescue))
 
 
 def _finish(
-    results: list[list[dict[str, Any]]], cycle: int, blocks: int, started: float, ts: float
-) -> dict[str, Any]:
+    results: list[list[dict[str, Any]]], cycle: int, blocks: int, started: float, ts: float,
+    rescue: dict[str, Any] | None = None,
+) -> dict[str, Any]:  # fmt: skip
     n = worker_nucleus()
     summaries = [s for chunk in results for s in chunk]
     done = [s for s in summaries if not s.get("skipped")]
     overtaken = sorted(s["block_id"] for s in summaries if s.get("skipped") == "overtaken")
     merged = sum(1 for s in summaries if s.get("skipped") == "merged")
+    if rescue is not None:
+        merged += int(rescue.get("merged", 0))
+    # Rows to wait for: the chord's own blocks, or (a rescue) every block of the cycle.
+    expected = len(done) if rescue is None else blocks - merged - len(overtaken)
     deadline = time.monotonic() + LAND_WAIT_S
     while True:
         persist_block_results(n.settings, n.store.r)
-        rows = landed(n.settings, cycle, ts)
-        if rows >= len(done) or time.monotonic() > deadline:
+        rows, mean = landed_stats(n.settings, cycle, ts)
+        if rows >= expected or time.monotonic() > deadline:
             break
         time.sleep(0.02)
     fitness = [float(s["fitness"]) for s in done if s.get("fitness") is not None]
     # An overtaken block may still have landed, if it ran for this cycle before the
     # later one: complete means every block that still exists is in ``bloques``.
     complete = rows + merged >= blocks
-    record = {
+    record: dict[str, Any] = {
         "cycle": cycle,
         "blocks": blocks,
-        "ran": len(done),
+        "ran": len(done) if rescue is None else rows,
         "persisted": rows,
         "overtaken": len(overtaken),
         "complete": complete,
         "mean_fitness": round(sum(fitness) / len(fitness), 4) if fitness else None,
         "wall_s": round(time.time() - started, 4),
     }
+    if rescue is not None:
+        record["rescued"] = int(rescue.get("blocks", 0))
+        record["mean_fitness"] = None if mean is None else round(mean, 4)
     key = n.settings.key(f"corec:cycle:{cycle}")
     n.store.r.hset(key, mapping={k: str(v) for k, v in record.items()})
     n.store.r.expire(key, 7 * 86400)
     n.store.r.set(n.settings.key("corec:cycle:last"), cycle)
     close_cycle(n.settings, n.store.r, cycle, complete)
     if not complete:
-        _alert_incomplete(n, record, overtaken)
+        _alert_incomplete(n, record, overtaken, (rescue or {}).get("never_ran", []))
     return record
 
 
-def _alert_incomplete(n: Any, record: dict[str, Any], overtaken: list[str]) -> None:
+def _alert_incomplete(
+    n: Any, record: dict[str, Any], overtaken: list[str], never_ran: list[str]
+) -> None:
     """One ``corec_alerts`` error per incomplete cycle (a marker dedups a rerun)."""
     cycle = record["cycle"]
     if not n.store.r.set(n.settings.key(f"corec:cycle:alerted:{cycle}"), 1, nx=True,
@@ -128,13 +141,16 @@ def _alert_incomplete(n: Any, record: dict[str, Any], overtaken: list[str]) -> N
     shown = ", ".join(overtaken[:10]) + (" ..." if len(overtaken) > 10 else "")
     message = (f"cycle {cycle} incomplete: {missing} of {record['blocks']} blocks not in "
                f"bloques; {len(overtaken)} overtaken by later cycles ({shown})")  # fmt: skip
+    if never_ran:
+        message += (f"; {len(never_ran)} never ran after every rescue "
+                    f"({', '.join(never_ran[:10])}{' ...' if len(never_ran) > 10 else ''})")
     log.error("[cycle] %s", message)
     from corec_tasks.streams.bus import StreamBus
 
     StreamBus(n.settings, n.store.r).publish(ALERTS, {
         "level": "error", "source": "cycle", "message": message, "cycle": cycle,
         "blocks": record["blocks"], "persisted": record["persisted"],
-        "overtaken": overtaken[:100]})  # fmt: skip
+        "overtaken": overtaken[:100], "never_ran": never_ran[:100]})  # fmt: skip
 
 
 @app.task(name="corec.blocks.cycle", bind=True)
@@ -150,10 +166,13 @@ def cycle(self: Any, interval: float | None = None, chunk: int = DEFAULT_CHUNK) 
 
 
 @app.task(name="corec.blocks.persist", ignore_result=True)
-def persist() -> dict[str, int]:
-    """Safety net on beat: land any block result a chord callback did not."""
+def persist() -> dict[str, Any]:
+    """Safety net on beat: land any block result a chord callback did not, and send
+    again the blocks of a cycle whose task messages the broker lost."""
     n = worker_nucleus()
-    return persist_block_results(n.settings, n.store.r)
+    report: dict[str, Any] = dict(persist_block_results(n.settings, n.store.r))
+    report["rescue"] = rescue_stalled(n.settings, n.store.r, n.store, n.plugin_groups)
+    return report
 
 
 def _exclusive(module: str) -> dict[str, Any]:

@@ -5,10 +5,20 @@ message, since Celery costs about a millisecond per message) routed to the queue
 of their channel, and a ``finish_cycle`` callback that lands the results in
 ``bloques``. Plugin blocks go first, then channels by the seed's priority
 (security, alerts, analysis, generation, generic).
+
+Kombu's Redis transport can lose a message outright: a worker pops it (``BRPOP``)
+and only then records it as unacknowledged, so a worker killed, or a Redis stopped,
+between the two drops it (celery/kombu#305, celery/celery#4354), and the chord then
+never finishes. :func:`rescue_stalled` (on beat, with the persister) is the safety net:
+a cycle whose blocks have stopped running with some not yet run is sent those blocks
+again, after the broker's own redelivery has had its chance. Running a block twice for
+one cycle is harmless (the engine skips and republishes), so nothing runs twice.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,6 +29,7 @@ import redis
 from corec_tasks.config import queue_for_channel
 from corec_tasks.settings import Settings
 
+log = logging.getLogger(__name__)
 #: The seed's priorities: 2 security, 4 critical alerts, 3 analysis, 5 generation, 1 generic.
 CHANNEL_PRIORITY = {2: 0, 4: 1, 3: 2, 5: 3, 1: 4}
 #: Blocks per Celery message by default (chosen with `make bench ONLY=cycle_wall_s`).
@@ -104,8 +115,12 @@ def dispatch(
     blocks = sum(len(c.block_ids) for c in chunks)
     if not header:
         return {"cycle": number, "blocks": 0, "tasks": 0, "task_id": None}
-    _open_cycle(settings, client, number)
-    result = chord(header)(finish_cycle.s(number, blocks, time.time(), ts))
+    started = time.time()
+    ids = [b for c in chunks for b in c.block_ids]
+    _open_cycle(settings, client, number, {"ids": json.dumps(ids), "blocks": blocks,
+                                           "started": repr(started), "ts": repr(ts),
+                                           "chunk": chunk})  # fmt: skip
+    result = chord(header)(finish_cycle.s(number, blocks, started, ts))
     return {"cycle": number, "blocks": blocks, "tasks": len(header), "task_id": result.id}
 
 
@@ -124,10 +139,24 @@ INCOMPLETE_CYCLES = "corec:cycles:incomplete"
 CYCLE_MEMORY_S = 7 * 86400
 
 
-def _open_cycle(settings: Settings, client: redis.Redis, number: int) -> None:
+def _plan_key(settings: Settings, number: int) -> str:
+    """A cycle's plan while it is open: its block ids and what its finish needs."""
+    return settings.key(f"corec:cycle:plan:{number}")
+
+
+def _watch_key(settings: Settings, number: int) -> str:
+    """What :func:`rescue_stalled` saw of an open cycle: blocks missing, since when."""
+    return settings.key(f"corec:cycle:watch:{number}")
+
+
+def _open_cycle(
+    settings: Settings, client: redis.Redis, number: int, plan: dict[Any, Any]
+) -> None:
     now = time.time()
     pipe = client.pipeline(transaction=False)
     pipe.zadd(settings.key(OPEN_CYCLES), {str(number): now}, nx=True)
+    pipe.hset(_plan_key(settings, number), mapping=plan)
+    pipe.expire(_plan_key(settings, number), CYCLE_MEMORY_S)
     for name in (OPEN_CYCLES, INCOMPLETE_CYCLES):
         pipe.zremrangebyscore(settings.key(name), "-inf", now - CYCLE_MEMORY_S)
     pipe.execute()
@@ -137,6 +166,7 @@ def close_cycle(settings: Settings, client: redis.Redis, number: int, complete: 
     """Mark cycle ``number`` finished; remember it if it is incomplete."""
     pipe = client.pipeline(transaction=False)
     pipe.zrem(settings.key(OPEN_CYCLES), str(number))
+    pipe.delete(_plan_key(settings, number), _watch_key(settings, number))
     if not complete:
         pipe.zadd(settings.key(INCOMPLETE_CYCLES), {str(number): time.time()})
     pipe.execute()
@@ -152,3 +182,94 @@ def cycle_health(settings: Settings, client: redis.Redis) -> dict[str, Any]:
         "overdue": [int(c) for c in overdue[-20:]],
         "incomplete": [int(c) for c in incomplete],
     }
+
+
+def _strings(raw: Any) -> dict[str, str]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+#: Open cycles younger than this are not looked at (a healthy cycle takes about 1 s).
+WATCH_AFTER_S = 10.0
+#: A cycle is rescued only after this long without one more of its blocks running
+#: (or a quarter of COREC_CYCLE_RESCUE_S, if that is shorter).
+QUIET_S = 15.0
+#: Rescues of one cycle before it is recorded incomplete (a block that kills its
+#: worker every time, say) instead of being retried for ever.
+RESCUE_TRIES = 3
+
+
+def rescue_stalled(
+    settings: Settings, client: redis.Redis, store: Any, plugin_groups: set[str],
+    *, now: float | None = None,
+) -> dict[str, Any]:  # fmt: skip
+    """Send again the blocks of open cycles that stopped progressing; return a report.
+
+    A cycle is rescued when it was dispatched at least ``COREC_CYCLE_RESCUE_S`` ago (by
+    then a dead worker's tasks have come back through the broker, if they were going
+    to), some of its blocks have not run for it, and none has run for ``QUIET_S``. The
+    blocks missing go out again as a chord of their own, whose callback records the
+    cycle (``rescued`` in its record) and one ``warning`` goes to ``corec_alerts``.
+    After ``RESCUE_TRIES`` rescues the cycle is recorded incomplete instead.
+    """
+    from celery import chord
+
+    from corec_tasks.alerts import alert
+    from corec_tasks.block_tasks import finish_cycle, run_chunk
+
+    now = time.time() if now is None else now
+    rescue_after = settings.env.cycle_rescue_s
+    quiet = min(QUIET_S, rescue_after / 4)
+    report: dict[str, Any] = {"watched": 0, "rescued": {}, "given_up": {}}
+    opened: Any = client.zrangebyscore(settings.key(OPEN_CYCLES), "-inf", now - WATCH_AFTER_S,
+                                       withscores=True)  # fmt: skip
+    for raw, dispatched in opened:
+        number = int(raw)
+        plan = _strings(client.hgetall(_plan_key(settings, number)))
+        if "ids" not in plan:
+            continue  # closed meanwhile, or dispatched by a version that kept no plan
+        report["watched"] += 1
+        ids: list[str] = json.loads(plan["ids"])
+        metas = store.metas(ids)
+        merged = len(ids) - len(metas)  # merged away since dispatch: nothing to run
+        missing = [m for m in metas if int(m.get("last_cycle", -1)) < number]
+        watch_key = _watch_key(settings, number)
+        seen = _strings(client.hgetall(watch_key))
+        tries = int(seen.get("tries", 0))
+        if not seen or len(missing) < int(seen["missing"]):
+            client.hset(watch_key, mapping={"missing": len(missing), "since": repr(now),
+                                            "tries": tries})  # fmt: skip
+            client.expire(watch_key, CYCLE_MEMORY_S)
+            continue
+        if now - float(dispatched) < rescue_after or now - float(seen["since"]) < quiet:
+            continue
+        # One rescuer per window, even if two persist tasks overlap.
+        if not client.set(settings.key(f"corec:cycle:rescuing:{number}"), 1, nx=True,
+                          ex=int(rescue_after)):  # fmt: skip
+            continue
+        client.hset(watch_key, mapping={"missing": len(missing), "since": repr(now),
+                                        "tries": tries + 1})  # fmt: skip
+        blocks, started, ts = int(plan["blocks"]), float(plan["started"]), float(plan["ts"])
+        missing_ids = sorted(m["spec"]["id"] for m in missing)
+        shown = ", ".join(missing_ids[:10]) + (" ..." if len(missing_ids) > 10 else "")
+        if tries >= RESCUE_TRIES:
+            rescue = {"merged": merged, "blocks": 0, "never_ran": missing_ids[:100]}
+            finish_cycle.delay([], number, blocks, started, ts, rescue=rescue)
+            report["given_up"][number] = len(missing_ids)
+            log.error("[cycle] %d: %d blocks never ran after %d rescues (%s)", number,
+                      len(missing_ids), tries, shown)  # fmt: skip
+            continue
+        rescue = {"merged": merged, "blocks": len(missing_ids)}
+        chunks = plan_chunks(missing, plugin_groups, int(plan["chunk"]))
+        header = [run_chunk.s(list(c.block_ids), number, ts).set(queue=c.queue) for c in chunks]
+        if header:
+            chord(header)(finish_cycle.s(number, blocks, started, ts, rescue=rescue))
+        else:  # every block ran, but the chord's callback never came: record the cycle
+            finish_cycle.delay([], number, blocks, started, ts, rescue=rescue)
+        report["rescued"][number] = len(missing_ids)
+        message = (f"cycle {number}: {len(missing_ids)} of {blocks} blocks had not run "
+                   f"{now - float(dispatched):.0f} s after dispatch, none running for "
+                   f"{now - float(seen['since']):.0f} s; sent again (rescue {tries + 1} of "
+                   f"{RESCUE_TRIES}): {shown}")  # fmt: skip
+        alert(settings, client, "warning", "cycle.rescue", f"{number}.{tries + 1}", message,
+              {"cycle": number, "blocks": missing_ids[:100]})  # fmt: skip
+    return report

@@ -32,7 +32,7 @@ from corec_tasks.streams.names import BLOCK_RESULTS
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RESULTS_GROUP", "Engine", "landed", "persist_block_results"]
+__all__ = ["RESULTS_GROUP", "Engine", "landed_stats", "persist_block_results"]
 #: A run that loses its compare-and-set (a redirection moved entities meanwhile)
 #: re-reads and runs again, at most this many times, then Celery retries the task.
 CAS_ATTEMPTS = 10
@@ -184,10 +184,13 @@ def _summary(stored: StoredBlock) -> dict[str, Any]:
                                   "inputs")}  # fmt: skip
 
 
-def landed(settings: Settings, cycle: int, ts: float) -> int:
-    """Rows of ``cycle`` (dispatched at ``ts``) now in ``bloques``."""
+def landed_stats(settings: Settings, cycle: int, ts: float) -> tuple[int, float | None]:
+    """Rows of ``cycle`` (dispatched at ``ts``) now in ``bloques``, and their mean fitness."""
     with psycopg.connect(libpq_url(settings.database_url)) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM bloques WHERE ciclo = %s AND timestamp = %s", (cycle, ts)
+            "SELECT count(*), avg(fitness) FROM bloques WHERE ciclo = %s AND timestamp = %s",
+            (cycle, ts),
         ).fetchone()
-    return int(row[0]) if row else 0
+    if not row:
+        return 0, None
+    return int(row[0]), None if row[1] is None else float(row[1])

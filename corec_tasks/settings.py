@@ -8,6 +8,7 @@ that ``corec services up`` started under the data directory.
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from pathlib import Path
 
@@ -49,6 +50,13 @@ class Env(BaseSettings):
     unacked_heartbeat_s: float | None = Field(None, gt=0, alias="COREC_UNACKED_HEARTBEAT_S")
     #: ``corec status`` reports a dispatched cycle with no finish record after this long.
     cycle_overdue_s: int = Field(900, ge=10, alias="COREC_CYCLE_OVERDUE_S")
+    #: A cycle still missing blocks this long after dispatch, none of them running for
+    #: a while, has those blocks sent again (corec_tasks/cycle.py:rescue_stalled): the
+    #: Redis transport can lose a message a worker popped as it died. Default: the
+    #: broker's own redelivery time (visibility timeout + restore sweep + heartbeat)
+    #: plus 10 s, at least 60 s.
+    cycle_rescue_after_s: int | None = Field(None, ge=5, le=86_400,
+                                             alias="COREC_CYCLE_RESCUE_S")  # fmt: skip
     #: How often a worker sweeps for tasks whose worker died (older than the visibility
     #: timeout) and requeues them.
     restore_interval_s: int = Field(10, ge=1, le=3600, alias="COREC_RESTORE_INTERVAL_S")
@@ -71,6 +79,18 @@ class Env(BaseSettings):
     def heartbeat_s(self) -> float:
         """Seconds between refreshes of a worker's unacknowledged tasks."""
         return self.unacked_heartbeat_s or self.visibility_timeout_s / 4
+
+    @property
+    def redelivery_s(self) -> float:
+        """Longest wait for a dead worker's task to come back through the broker."""
+        return self.visibility_timeout_s + self.restore_interval_s + self.heartbeat_s
+
+    @property
+    def cycle_rescue_s(self) -> float:
+        """Seconds after dispatch before a stalled cycle's missing blocks are sent again."""
+        if self.cycle_rescue_after_s is not None:
+            return float(self.cycle_rescue_after_s)
+        return max(60.0, math.ceil(self.redelivery_s) + 10.0)
 
 
 class Settings:
@@ -174,6 +194,12 @@ def load_env() -> Env:
         problem = ("COREC_VISIBILITY_TIMEOUT", f"must be at least 3 x the unacked heartbeat "
                    f"({env.heartbeat_s:g} s), or a task still running on a live worker could "
                    "be delivered a second time")  # fmt: skip
+        raise ConfigurationError([problem], "environment")
+    rescue = env.cycle_rescue_after_s
+    if rescue is not None and rescue <= env.redelivery_s:
+        problem = ("COREC_CYCLE_RESCUE_S", f"must exceed the broker's redelivery time "
+                   f"({env.redelivery_s:g} s: visibility timeout + restore interval + "
+                   "heartbeat), or a rescue would race a dead worker's tasks coming back")
         raise ConfigurationError([problem], "environment")
     return env
 

@@ -53,11 +53,27 @@ def defaults(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return s
 
 
+class Beat:
+    """What beat's ``persist-block-results`` entry does, every 5 s (its default): the
+    test's loops call :meth:`tick`; a worker runs the task (landing results, and
+    rescuing a cycle whose task message the broker lost, as a Redis restart or a
+    worker killed just after its ``BRPOP`` can)."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.every, self.last = every, 0.0
+
+    def tick(self) -> None:
+        if time.monotonic() - self.last >= self.every:
+            self.last = time.monotonic()
+            celery("call", "corec.blocks.persist")
+
+
 def _task_ids(log: Path, state: str) -> set[str]:
     pattern = rf"Task corec\.blocks\.run_chunk\[([0-9a-f-]+)\] {state}"
     return set(re.findall(pattern, log.read_text(errors="replace")))
 
 
+@pytest.mark.timeout(240)  # the test allows 120 s after the kill, plus its set-up
 def test_killed_node_tasks_done_elsewhere_within_2_minutes_at_defaults(
     defaults: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -95,7 +111,9 @@ def test_killed_node_tasks_done_elsewhere_within_2_minutes_at_defaults(
         assert status["delivery"]["unacked"]["count"] >= 1, status["delivery"]
 
         landed_at = None
+        beat = Beat()
         while time.monotonic() - killed < 120:
+            beat.tick()
             persist_block_results(settings, client, claim_idle_ms=500)
             if cycle_rows(settings, cycle)[0] >= blocks:
                 landed_at = time.monotonic() - killed
@@ -103,6 +121,7 @@ def test_killed_node_tasks_done_elsewhere_within_2_minutes_at_defaults(
             time.sleep(0.5)
         record_at = None
         while time.monotonic() - killed < 120:
+            beat.tick()
             if client.hget(settings.key(f"corec:cycle:{cycle}"), "complete") == b"True":
                 record_at = time.monotonic() - killed
                 break
@@ -121,6 +140,107 @@ def test_killed_node_tasks_done_elsewhere_within_2_minutes_at_defaults(
     assert record_at is not None, "the cycle's chord never finished"
     assert lost, "the victim held no task when killed"
     print(f"\nlanded {landed_at:.1f}s after SIGKILL; {len(lost)} tasks redelivered")
+
+
+@pytest.mark.timeout(240)
+def test_lost_task_message_is_rescued_at_defaults(
+    defaults: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A chunk's message lost by the broker (what a worker killed, or a Redis stopped,
+    between ``BRPOP`` and kombu's unacked bookkeeping leaves: the message is gone from
+    the queue and from ``unacked``): beat's persister sends those blocks again once the
+    cycle has stalled for COREC_CYCLE_RESCUE_S (60 s by default), the cycle is recorded
+    complete, every block once, with one warning on corec_alerts."""
+    assert defaults.env.cycle_rescue_s == 60
+    monkeypatch.setenv("COREC_CONFIG", str(DATA / "node_loss_config.json"))
+    settings = load_settings()
+    upgrade(settings.database_url)
+    nucleus = Nucleus(settings)
+    nucleus.initialize()
+    nucleus.modules["registry"].run()
+    blocks = nucleus.store.count()
+    client = redis.Redis.from_url(settings.redis_url)
+    queue = settings.key("generic")  # where the `lento` blocks' chunks go (channel 1)
+    # A dispatcher that serves every queue but the blocks': the chunks wait in theirs.
+    with managed(worker_cmd("dispatcher", 1, "alerts,celery"), tmp_path / "d.log"):
+        wait_for_nodes(1, tmp_path)
+        call = celery("call", "corec.blocks.cycle", "--kwargs", '{"chunk": 8}')
+        assert call.returncode == 0, call.stderr
+        dispatched = time.monotonic()
+        deadline = dispatched + 60
+        while client.llen(queue) < blocks // 8:
+            assert time.monotonic() < deadline, "the cycle was never dispatched"
+            time.sleep(0.05)
+        lost = json.loads(client.rpop(queue) or b"{}")  # the next message a worker would take
+        assert lost["headers"]["task"] == "corec.blocks.run_chunk", lost
+        cycle = int(client.get(settings.key("corec:cycle:seq")) or 0)
+        with managed(worker_cmd("w", 2), tmp_path / "w.log"):
+            beat, record = Beat(), {}
+            while time.monotonic() - dispatched < 150:
+                beat.tick()
+                record = {k.decode(): v.decode() for k, v in
+                          client.hgetall(settings.key(f"corec:cycle:{cycle}")).items()}
+                if record.get("complete") == "True":
+                    break
+                time.sleep(0.5)
+            took = time.monotonic() - dispatched
+    persist_block_results(settings, client, claim_idle_ms=0)
+    alerts = [a["payload"] for a in StreamBus(settings).tail(ALERTS, 50)
+              if a["payload"].get("source") == "cycle.rescue"]  # fmt: skip
+    client.close()
+    assert record.get("complete") == "True", (record, took)
+    assert record["rescued"] == "8" and record["persisted"] == str(blocks), record
+    assert cycle_rows(settings, cycle) == (blocks, blocks)  # each block once
+    assert 60 <= took < 100, took  # not before the broker's own redelivery had its chance
+    assert len(alerts) == 1 and alerts[0]["level"] == "warning", alerts
+    assert "8 of 200 blocks" in alerts[0]["message"], alerts[0]
+    print(f"\nrescued {took:.1f}s after dispatch")
+
+
+def test_cycle_whose_blocks_never_run_is_given_up_after_three_rescues(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """No worker serves the blocks' queue, so neither the chunks nor their rescues ever
+    run: after three rescues the cycle is recorded incomplete, naming the blocks, with
+    one error alert, instead of being sent again for ever. (Short delivery settings;
+    the default rescue is the test above.)"""
+    for name, value in (("COREC_VISIBILITY_TIMEOUT", "3"), ("COREC_UNACKED_HEARTBEAT_S", "1"),
+                        ("COREC_RESTORE_INTERVAL_S", "1"), ("COREC_CYCLE_RESCUE_S", "6")):
+        monkeypatch.setenv(name, value)  # fmt: skip
+    settings = load_settings()
+    upgrade(settings.database_url)
+    nucleus = Nucleus(settings)
+    nucleus.initialize()
+    nucleus.modules["registry"].run()
+    blocks = nucleus.store.count()
+    client = redis.Redis.from_url(settings.redis_url)
+    with managed(worker_cmd("dispatcher", 1, "alerts,celery"), tmp_path / "d.log"):
+        wait_for_nodes(1, tmp_path)
+        call = celery("call", "corec.blocks.cycle", "--kwargs", '{"chunk": 4}')
+        assert call.returncode == 0, call.stderr
+        started = time.monotonic()
+        queues = [settings.key(q) for q in ("generic", "security")]  # channels 1 and 2
+        while not (chunks := sum(client.llen(q) for q in queues)):
+            assert time.monotonic() - started < 30, "the cycle was never dispatched"
+            time.sleep(0.05)
+        beat, record = Beat(every=2), {}
+        while time.monotonic() - started < 100 and "complete" not in record:
+            beat.tick()
+            cycle = int(client.get(settings.key("corec:cycle:seq")) or 0)
+            record = {k.decode(): v.decode() for k, v in
+                      client.hgetall(settings.key(f"corec:cycle:{cycle}")).items()}
+            time.sleep(0.5)
+        queued = sum(client.llen(q) for q in queues)
+    alerts = [a["payload"] for a in StreamBus(settings).tail(ALERTS, 50)]
+    client.close()
+    assert record.get("complete") == "False", record
+    assert record["persisted"] == "0" and record["rescued"] == "0", record
+    assert queued == 4 * chunks, (queued, chunks)  # the cycle's chunks, then 3 rescues
+    rescues = [a for a in alerts if a.get("source") == "cycle.rescue"]
+    assert [a["level"] for a in rescues] == ["warning"] * 3, rescues
+    (final,) = [a for a in alerts if a.get("source") == "cycle"]
+    assert final["level"] == "error" and len(final["never_ran"]) == blocks, final
+    assert f"{blocks} never ran after every rescue" in final["message"], final
 
 
 def test_long_task_not_delivered_twice_while_its_worker_lives(
@@ -333,6 +453,7 @@ def _redis_server(port: int, folder: Path) -> subprocess.Popen[bytes]:
         time.sleep(0.1)
 
 
+@pytest.mark.timeout(240)  # the test allows 120 s after the restart, plus its set-up
 def test_redis_restart_mid_cycle_every_block_lands_once(
     defaults: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -366,7 +487,9 @@ def test_redis_restart_mid_cycle_every_block_lands_once(
             server = _redis_server(port, folder)
             back = time.monotonic()
             done_at = None
+            beat = Beat()
             while time.monotonic() - back < 120:
+                beat.tick()
                 with suppress(redis.ConnectionError):
                     persist_block_results(settings, client, claim_idle_ms=500)
                     if client.hget(settings.key(f"corec:cycle:{cycle}"), "complete") == b"True":

@@ -62,6 +62,31 @@ def test_visibility_timeout_must_exceed_heartbeat(monkeypatch: pytest.MonkeyPatc
     assert load_env().visibility_timeout_s == 20
 
 
+def test_cycle_rescue_waits_for_the_brokers_own_redelivery(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """COREC_CYCLE_RESCUE_S defaults to 60 s (30 s visibility + 10 s sweep + 7.5 s
+    heartbeat, plus 10 s), follows a longer visibility timeout, and is refused at or
+    under the broker's redelivery time, naming the key."""
+    from corec_tasks.errors import ConfigurationError
+    from corec_tasks.settings import load_env
+
+    for name in ("COREC_VISIBILITY_TIMEOUT", "COREC_UNACKED_HEARTBEAT_S",
+                 "COREC_RESTORE_INTERVAL_S", "COREC_CYCLE_RESCUE_S"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    assert load_env().cycle_rescue_s == 60
+    monkeypatch.setenv("COREC_VISIBILITY_TIMEOUT", "120")
+    assert load_env().cycle_rescue_s == 120 + 10 + 30 + 10
+    monkeypatch.setenv("COREC_CYCLE_RESCUE_S", "150")
+    with pytest.raises(ConfigurationError, match="COREC_CYCLE_RESCUE_S"):
+        load_env()
+    monkeypatch.setenv("COREC_CYCLE_RESCUE_S", "170")
+    assert load_env().cycle_rescue_s == 170
+    monkeypatch.setenv("COREC_CYCLE_RESCUE_S", "ten")
+    with pytest.raises(ConfigurationError, match="COREC_CYCLE_RESCUE_S"):
+        load_env()
+
+
 def test_rabbitmq_broker(conf, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     """COREC_BROKER_URL=amqp://... makes RabbitMQ the broker with quorum queues; Redis
     stays the result backend."""

@@ -57,6 +57,9 @@ class Channels(_Strict):
 
     publishes: list[Name] = []
     consumes: list[Name] = []
+    #: Streams whose entries this plugin accepts only signed with the deployment's stream
+    #: key (corec_tasks/streams/signing.py); every CoreC publisher then signs them.
+    signed: list[Name] = []
 
 
 class Consumer(_Strict):

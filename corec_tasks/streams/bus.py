@@ -6,6 +6,7 @@ Wire format. Every entry CoreC publishes has three fields, kept minimal for spee
 ``d``  the payload: one JSON object, UTF-8, compact separators
 ``i``  the publishing instance's id (``Settings.instance_id``)
 ``t``  publish time, epoch milliseconds, decimal ASCII
+``s``  on signed streams only: the entry's HMAC (``corec_tasks.streams.signing``)
 =====  =================================================================
 
 The entry id Redis assigns (``<ms>-<seq>``) is the message's identity: consumers
@@ -64,6 +65,7 @@ from corec_tasks.errors import StreamError
 from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings
 from corec_tasks.streams.names import ALERTS, DEAD_LETTER
+from corec_tasks.streams.signing import F_SIG, load_key, sign, signed_streams
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -252,6 +254,8 @@ class StreamBus:
         self._retry_s = settings.env.publish_retry_s
         self._trimmed_at: dict[str, float] = {}
         self._publisher: redis.Redis | None = None
+        self._signed: frozenset[str] | None = None
+        self._stream_key: bytes | None = None
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -311,7 +315,24 @@ class StreamBus:
             ).encode()
         except (TypeError, ValueError) as exc:  # UnicodeEncodeError is a ValueError
             raise StreamError(f"payload for {stream} cannot be sent as JSON: {exc}") from None
-        return {F_DATA: data, F_INSTANCE: self._instance, F_TIME: b"%d" % (time.time() * 1000)}
+        fields = {F_DATA: data, F_INSTANCE: self._instance, F_TIME: b"%d" % (time.time() * 1000)}
+        if stream in self.signed_streams:
+            fields[F_SIG] = sign(self.stream_key, stream, self._instance, fields[F_TIME], data)
+        return fields
+
+    @property
+    def signed_streams(self) -> frozenset[str]:
+        """Streams whose entries this bus signs (declared by the enabled plugins)."""
+        if self._signed is None:
+            self._signed = signed_streams(self.settings)
+        return self._signed
+
+    @property
+    def stream_key(self) -> bytes:
+        """The deployment's stream key (corec_tasks/streams/signing.py), read once."""
+        if self._stream_key is None:
+            self._stream_key = load_key(self.settings)
+        return self._stream_key
 
     def publish(self, stream: str, payload: Mapping[str, Any]) -> str:
         """Append ``payload`` to ``stream``; return the entry id.

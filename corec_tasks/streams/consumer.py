@@ -40,6 +40,7 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
+from corec_tasks.alerts import alert
 from corec_tasks.streams.bus import Entry, StreamBus
 from corec_tasks.streams.handler import (
     Batch,
@@ -53,6 +54,7 @@ from corec_tasks.streams.handler import (
     Verdict,
     first_line,
 )
+from corec_tasks.streams.signing import check
 
 __all__ = [
     "Batch",
@@ -178,8 +180,9 @@ class ConsumerLoop:
                     log.warning("dead-lettered %s %s: %s", stream, e.id, why)
                 gone = {e.id for e in spent}
                 entries = [e for e in entries if e.id not in gone]
-            if entries:
-                self._work(Batch(stream, [], entries, counts), s)
+            batch = self._screen(Batch(stream, [], entries, counts), s) if entries else None
+            if batch is not None:
+                self._work(batch, s)
 
     def _read(self, stream: str, s: RoundStats, max_batches: int) -> None:
         limit = max(1, self.handler.concurrency)
@@ -236,13 +239,45 @@ class ConsumerLoop:
                 s.deferred += len(leftover)
 
     def _next(self, stream: str, s: RoundStats) -> Batch | None:
-        records, others = self.bus.read_wire(stream, self.group, self.consumer, self.batch)
-        if not records and not others:
+        while True:
+            records, others = self.bus.read_wire(stream, self.group, self.consumer, self.batch)
+            if not records and not others:
+                return None
+            s.batches += 1
+            s.read += len(records) + len(others)
+            # Fresh reads were delivered once: no delivery count to look up.
+            batch = self._screen(Batch(stream, records, others), s)
+            if batch is not None:
+                return batch
+
+    def _screen(self, batch: Batch, s: RoundStats) -> Batch | None:
+        """For a ``signed`` handler: dead-letter the entries without a valid signature
+        (corec_tasks/streams/signing.py) before the handler sees them; return the rest,
+        or None if none is left."""
+        if not self.handler.signed:
+            return batch
+        key = self.bus.stream_key
+        good: list[Entry] = []
+        bad: list[tuple[Entry, str, int]] = []
+        for e in batch.all():
+            why = check(key, batch.stream, e.fields)
+            if why is None:
+                good.append(e)
+            else:
+                bad.append((e, f"{self.group}: {why}", batch.deliveries(e.id)))
+        if bad:
+            self.bus.settle(batch.stream, self.group, [], bad)
+            with self._lock:
+                s.dead_lettered += len(bad)
+            for e, why, _ in bad:
+                log.warning("dead-lettered %s %s: %s", batch.stream, e.id, why)
+            alert(self.bus.settings, self.bus.client, "error", "stream.signature", batch.stream,
+                  f"{len(bad)} entries on {batch.stream} without a valid signature were "
+                  f"dead-lettered by {self.group} (first: {bad[0][0].id}, {bad[0][1]}); "
+                  "someone who is not a CoreC producer writes to Redis")  # fmt: skip
+        if not good:
             return None
-        s.batches += 1
-        s.read += len(records) + len(others)
-        # Fresh reads were delivered once: no delivery count to look up.
-        return Batch(stream, records, others)
+        return Batch(batch.stream, [], good, batch.counts)
 
     # -- one batch -----------------------------------------------------------------------
 

@@ -129,6 +129,9 @@ class Handler:
     start_id: str = "0"
     #: Batches applied at once, each on a worker thread of its own (1: inline).
     concurrency: int = 1
+    #: Only entries signed with the stream key reach the handler; the loop dead-letters
+    #: the others (corec_tasks/streams/signing.py). For handlers that move money.
+    signed: bool = False
 
     def ready(self) -> AbstractContextManager[object]:
         """Connect to the dependencies; raise Unavailable if one is down."""

@@ -5,10 +5,12 @@ ledger's database is reached before anything is claimed, and while it is down no
 is claimed, acknowledged or counted as a delivery (entries wait, uncounted, and are
 applied once it is back).
 
-``trading_results``: each entry is validated (the seed's ``{"data": base64(gzip(json))}``
-or plain JSON with ``trade_id``, ``profit``, ``quantity``, ``price``; optional
-``allocation_id``), applied once per trade id (the entry id stands in for a missing
-``trade_id``: a redelivered entry keeps its id), and acknowledged only after the
+``trading_results``: only entries signed with the stream key reach the handler (the
+consumer loop dead-letters the others: ``corec_tasks.streams.signing``). Each is
+validated (the seed's ``{"data": base64(gzip(json))}`` or plain JSON with ``trade_id``,
+``profit``, ``quantity``, ``price``; optional ``allocation_id``), applied once per trade
+id (the entry's signature stands in for a missing ``trade_id``: a redelivered or copied
+entry keeps it), and acknowledged only after the
 ledger commit. A malformed entry, or one the pool refuses (a loss above the capital at
 risk), goes to ``corec_dead_letter`` with the reason; so does one whose data cannot be
 applied (a decimal overflow, a value PostgreSQL rejects), at once; one that raises
@@ -49,6 +51,7 @@ from corec_tasks.streams.consumer import (
 )
 from corec_tasks.streams.names import MACRO_DATA, TRADING_RESULTS
 from corec_tasks.streams.schemas import PayloadError, trade_result, validate_payload
+from corec_tasks.streams.signing import entry_signature
 from plugins.capital_pool.service import CapitalPool
 
 log = logging.getLogger(__name__)
@@ -77,9 +80,12 @@ class ConsumeStats:
 
 
 class TradeResults(EntryHandler):
-    """Apply each trading result to the ledger, once per trade id."""
+    """Apply each trading result to the ledger, once per trade id. Profits move the
+    NAV: only entries signed with the stream key are applied (others are dead-lettered
+    by the consumer loop)."""
 
     group = GROUP
+    signed = True
 
     def __init__(self, pool: CapitalPool) -> None:
         self.pool = pool
@@ -105,7 +111,10 @@ class TradeResults(EntryHandler):
             return Dead(f"{GROUP}: {reason}")
         extra: dict[str, Any] = trade.model_extra or {}
         allocation_id = payload.get("allocation_id") or extra.get("allocation_id")
-        trade_id = trade.trade_id or payload.get("trade_id") or f"{TRADING_RESULTS}:{entry.id}"
+        # Without a trade id, the signature identifies the result: a copy of the entry
+        # (a new entry id, the same signature) is a duplicate, not a second profit.
+        stands_in = entry_signature(entry.fields) or entry.id
+        trade_id = trade.trade_id or payload.get("trade_id") or f"{TRADING_RESULTS}:{stands_in}"
         result = self.pool.apply_trade(str(trade_id), Decimal(trade.profit),
                                        Decimal(trade.quantity), Decimal(trade.price),
                                        allocation_id and str(allocation_id),

@@ -23,11 +23,8 @@ the same task after a worker died), which the ledger's idempotency key makes har
 from __future__ import annotations
 
 import os
-import secrets
-import tempfile
 import uuid
 from collections.abc import Mapping
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -37,13 +34,13 @@ from typing import Any
 import jwt
 import redis
 
-from corec_tasks.errors import ConfigurationError, CorecError
+from corec_tasks.errors import CorecError
+from corec_tasks.keyfile import env_key, key_file
 from corec_tasks.settings import Settings
 from plugins.capital_pool.audit import OPERATOR
 
 KEY_ENV = "COREC_GRANT_KEY"
 KEY_FILE = "grant.key"
-MIN_KEY_BYTES = 32
 TTL_S = 60
 ALGORITHM = "HS256"
 AUDIENCE = "corec:capital-grant"
@@ -80,52 +77,14 @@ class Principal:
 def load_key(settings: Settings | None = None, environ: Mapping[str, str] | None = None) -> bytes:
     """The grant key: ``COREC_GRANT_KEY``, else ``<data_dir>/grant.key`` (made once)."""
     env = os.environ if environ is None else environ
-    value = env.get(KEY_ENV, "")
-    if value:
-        key = value.encode()
-        if len(key) < MIN_KEY_BYTES:
-            raise ConfigurationError(
-                [(KEY_ENV, f"is {len(key)} bytes, {MIN_KEY_BYTES} are needed; e.g. "
-                           "export COREC_GRANT_KEY=$(openssl rand -hex 32)")], "environment",
-            )  # fmt: skip
-        if key == env.get("COREC_JWT_SECRET", "").encode():
-            raise ConfigurationError(
-                [(KEY_ENV, "must differ from COREC_JWT_SECRET (a grant is not a login)")],
-                "environment",
-            )
+    key = env_key(KEY_ENV, env, differ_from="COREC_JWT_SECRET")
+    if key is not None:
         return key
     if settings is None:
         from corec_tasks.settings import get_settings
 
         settings = get_settings()
-    return key_file(Path(settings.data_dir) / KEY_FILE)
-
-
-def key_file(path: Path) -> bytes:
-    """The key in ``path``, created with 64 random hex digits, mode 0600, if missing.
-
-    Written to a private temporary file then hard-linked into place: the link fails if
-    another process got there first, and then its key is the one read back.
-    """
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".grant-", dir=path.parent)  # mode 0600
-        try:
-            os.write(fd, secrets.token_hex(32).encode())
-            os.fsync(fd)
-            os.close(fd)
-            with suppress(FileExistsError):  # another process made it first: use theirs
-                os.link(tmp, path)
-        finally:
-            os.unlink(tmp)
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        raise ConfigurationError([(str(path), f"has mode {mode:o}; chmod 600 it")], "grant key")
-    key = path.read_bytes().strip()
-    if len(key) < MIN_KEY_BYTES:
-        raise ConfigurationError([(str(path), f"holds {len(key)} bytes, {MIN_KEY_BYTES} needed")],
-                                 "grant key")  # fmt: skip
-    return key
+    return key_file(Path(settings.data_dir) / KEY_FILE, "grant key")
 
 
 def _amount(amount: str | Decimal) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 
 import psycopg
 import pytest
+import redis
 
 from corec_tasks.db import libpq_url
 from corec_tasks.streams.bus import StreamBus
@@ -145,6 +146,47 @@ def test_trading_results_applied_once_and_malformed_ones_dead_lettered(pool: Cap
     assert status["vix"] == "18.0" and status["risk_per_trade"] == "0.0200"
     assert pool.verify()["ok"]
     assert DEAD_LETTER == "corec_dead_letter"
+
+
+def test_only_signed_trading_results_move_the_nav(pool: CapitalPool) -> None:
+    """Anyone who reaches Redis can XADD to trading_results: an unsigned entry, one
+    signed with another key, and a signed one whose data was changed are dead-lettered
+    (one error alert), and a copy of a signed entry (a new id, the same signature,
+    no trade id) is a duplicate; only the genuine result moves the NAV, once."""
+    from corec_tasks.streams.names import ALERTS
+    from corec_tasks.streams.signing import F_SIG, sign
+
+    pool.contribute("alice", "1000", "a1", principal=OP)
+    pool.allocate("r1")
+    client: Any = redis.Redis.from_url(pool.settings.redis_url)
+    key = pool.settings.key(TRADING_RESULTS)
+    forged = json.dumps({"trade_id": "f-1", "profit": "100000", "quantity": "1",
+                         "price": "1"}).encode()  # fmt: skip
+    with StreamBus(pool.settings) as bus:
+        assert TRADING_RESULTS in bus.signed_streams
+        genuine_id = bus.publish(TRADING_RESULTS, {"data": _packed({
+            "profit": 50.0, "quantity": 0.001, "price": 35000.0})})  # fmt: skip
+        (genuine,) = client.xrange(key, genuine_id, genuine_id)
+        fields = genuine[1]
+        assert fields[F_SIG] == sign(bus.stream_key, TRADING_RESULTS, fields[b"i"],
+                                     fields[b"t"], fields[b"d"])  # fmt: skip
+        client.xadd(key, dict(fields))  # a copy: new id, same signature
+        client.xadd(key, {b"d": forged, b"i": b"mallory", b"t": b"1"})  # unsigned
+        other_key = b"k" * 64
+        client.xadd(key, {b"d": forged, b"i": b"mallory", b"t": b"1",
+                          F_SIG: sign(other_key, TRADING_RESULTS, b"mallory", b"1", forged)})
+        client.xadd(key, {**fields, b"d": forged})  # the genuine signature, other data
+        stats = consume_once(pool)
+        assert (stats.applied, stats.duplicates, stats.dead_lettered) == (1, 1, 3), stats
+        reasons = sorted(d["reason"] for d in bus.dead_letters(10))
+        assert reasons == ["capital_pool: bad signature"] * 2 + [
+            "capital_pool: unsigned entry on a signed stream"], reasons
+        alerts = [a["payload"] for a in bus.tail(ALERTS, 20)
+                  if a["payload"].get("source") == "stream.signature"]  # fmt: skip
+        assert len(alerts) == 1 and alerts[0]["level"] == "error", alerts
+    client.close()
+    assert pool.status()["equity"] == "1050.00"  # the genuine +50, once
+    assert pool.verify()["ok"]
 
 
 def test_status_cache_is_invalidated_by_every_change(pool: CapitalPool) -> None:

@@ -158,3 +158,18 @@ def test_operator_grants_name_the_operator_and_never_a_user(
                         "by": "operator:x"}, KEY, algorithm="HS256")  # fmt: skip
     with pytest.raises(GrantError, match="neither a user nor an operator"):
         _verify(mixed, settings, redis_client=redis_client)
+
+
+def test_the_stream_key_is_a_key_of_its_own(settings: Settings) -> None:
+    """COREC_STREAM_KEY (signed streams) follows the grant key's rules, in its own file."""
+    from corec_tasks.streams import signing
+
+    assert signing.load_key(settings, {"COREC_STREAM_KEY": "f" * 32}) == b"f" * 32
+    with pytest.raises(ConfigurationError, match="COREC_STREAM_KEY"):
+        signing.load_key(settings, {"COREC_STREAM_KEY": "short"})
+    with pytest.raises(ConfigurationError, match="must differ from COREC_GRANT_KEY"):
+        signing.load_key(settings, {"COREC_STREAM_KEY": "g" * 40, "COREC_GRANT_KEY": "g" * 40})
+    key = signing.load_key(settings, {})
+    path = Path(settings.data_dir) / "stream.key"
+    assert key == path.read_bytes() and len(key) == 64 and key != load_key(settings, {})
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600

@@ -1,0 +1,96 @@
+"""Signed streams: entries that move money carry an HMAC only key holders can make.
+
+Anyone who can reach Redis can ``XADD``. On a stream a plugin declares signed
+(``channels.signed`` in its ``plugin.json``: the capital pool declares
+``trading_results``, whose profits move the pool's NAV), every CoreC publisher (whichever
+plugins its node enables) adds a
+field ``s`` = hex HMAC-SHA256, under the deployment's *stream key*, of
+
+    b"corec-stream-v1\\n" + stream + b"\\n" + i + b"\\n" + t + b"\\n" + d
+
+(the unprefixed stream name and the entry's ``i``, ``t`` and ``d`` fields, see
+``corec_tasks.streams.bus``), and a consumer whose handler is ``signed`` dead-letters an
+entry without a valid one (reason ``unsigned`` or ``bad signature``) with one ``error``
+alert per stream and hour, before its handler sees it. A copied entry carries the same
+signature: handlers derive their idempotency key from the payload's own id, or else
+from the signature (:func:`entry_signature`), never from the new entry id.
+
+The stream key is ``COREC_STREAM_KEY`` (at least 32 bytes), else ``<data_dir>/stream.key``
+(made once, 0600). Every node that publishes or consumes a signed stream must share it;
+a producer outside CoreC signs with the recipe above.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from corec_tasks.keyfile import env_key, key_file
+from corec_tasks.settings import Settings
+
+KEY_ENV = "COREC_STREAM_KEY"
+KEY_FILE = "stream.key"
+#: The entry field holding the signature.
+F_SIG = b"s"
+_DOMAIN = b"corec-stream-v1\n"
+
+
+def load_key(settings: Settings, environ: Mapping[str, str] | None = None) -> bytes:
+    """The stream key: ``COREC_STREAM_KEY``, else ``<data_dir>/stream.key`` (made once)."""
+    env = os.environ if environ is None else environ
+    key = env_key(KEY_ENV, env, differ_from="COREC_GRANT_KEY")
+    if key is not None:
+        return key
+    return key_file(Path(settings.data_dir) / KEY_FILE, "stream key")
+
+
+def sign(key: bytes, stream: str, i: bytes, t: bytes, d: bytes) -> bytes:
+    """The hex signature of one entry of ``stream`` (unprefixed)."""
+    msg = b"".join((_DOMAIN, stream.encode(), b"\n", i, b"\n", t, b"\n", d))
+    return hmac.new(key, msg, hashlib.sha256).hexdigest().encode()
+
+
+def check(key: bytes, stream: str, fields: Mapping[bytes, bytes]) -> str | None:
+    """None if ``fields`` carry a valid signature for ``stream``, else why not."""
+    given = fields.get(F_SIG)
+    if not given:
+        return "unsigned entry on a signed stream"
+    d, i, t = (fields.get(f) for f in (b"d", b"i", b"t"))
+    if d is None or i is None or t is None:
+        return "bad signature (fields d, i and t are required)"
+    if not hmac.compare_digest(sign(key, stream, i, t, d), given):
+        return "bad signature"
+    return None
+
+
+def entry_signature(fields: Mapping[bytes, bytes]) -> str | None:
+    """The entry's signature, as text (an idempotency key a copied entry keeps)."""
+    raw = fields.get(F_SIG)
+    return raw.decode("ascii", "replace")[:64] if raw else None
+
+
+_SIGNED: dict[tuple[str, str], frozenset[str]] = {}
+
+
+def signed_streams(settings: Settings) -> frozenset[str]:
+    """The streams the plugins declare signed (``channels.signed``), read once per
+    config file and plugin path. Every plugin found counts, enabled or not: a node that
+    runs only the producer still signs for a consumer enabled on another node."""
+    from corec_tasks.discovery import available
+    from corec_tasks.errors import ConfigurationError
+    from corec_tasks.manifest import read_manifest
+
+    cache_key = (str(settings.config_path), settings.env.plugin_path)
+    found = _SIGNED.get(cache_key)
+    if found is None:
+        names: set[str] = set()
+        for folder in available(settings).values():
+            try:
+                names.update(read_manifest(folder).channels.signed)
+            except ConfigurationError:
+                continue  # a broken manifest fails where that plugin is enabled
+        found = _SIGNED[cache_key] = frozenset(names)
+    return found

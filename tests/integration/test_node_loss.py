@@ -33,6 +33,7 @@ from corec_tasks.settings import Settings, load_settings
 from corec_tasks.storage.migrate import upgrade
 from corec_tasks.streams.bus import StreamBus
 from corec_tasks.streams.names import ALERTS, BLOCK_RESULTS
+from tests.integration.own_redis import OwnRedis
 from tests.integration.test_cycle import _corec
 from tests.integration.workers import celery, cycle_rows, running_workers, wait_for_nodes
 
@@ -433,38 +434,16 @@ def test_rabbitmq_broker_returns_a_killed_workers_task_at_once(
     print(f"\nredelivered {back_after:.2f}s after SIGKILL")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _redis_server(port: int, folder: Path) -> subprocess.Popen[bytes]:
-    """A redis-server of this test's own (AOF on), answering PING."""
-    binary = Path(sys.executable).parent / "redis-server"
-    proc = start([str(binary), "--port", str(port), "--bind", "127.0.0.1", "--appendonly",
-                  "yes", "--dir", str(folder), "--save", ""], folder / "redis.log")  # fmt: skip
-    deadline = time.monotonic() + 20
-    while True:
-        with suppress(redis.ConnectionError):
-            if redis.Redis(port=port).ping():
-                return proc
-        assert time.monotonic() < deadline, (folder / "redis.log").read_text()
-        time.sleep(0.1)
-
-
 @pytest.mark.timeout(240)  # the test allows 120 s after the restart, plus its set-up
 def test_redis_restart_mid_cycle_every_block_lands_once(
     defaults: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     """The Redis that is broker and block store restarts (5 s down) mid-cycle: chunks that
     hit the outage are retried or requeued, not failed; every block lands once."""
-    port = _free_port()
-    folder = tmp_path / "redis"
-    folder.mkdir()
-    server = _redis_server(port, folder)
+    server = OwnRedis(tmp_path / "redis")
+    server.start()
     try:
-        monkeypatch.setenv("REDIS_URL", f"redis://127.0.0.1:{port}/0")
+        monkeypatch.setenv("REDIS_URL", server.url)
         monkeypatch.setenv("COREC_CONFIG", str(DATA / "node_loss_config.json"))
         settings = load_settings()
         upgrade(settings.database_url)
@@ -481,10 +460,9 @@ def test_redis_restart_mid_cycle_every_block_lands_once(
                 assert time.monotonic() < deadline, "the cycle never started"
                 time.sleep(0.02)
             cycle = int(client.get(settings.key("corec:cycle:seq")) or 0)
-            os.killpg(server.pid, signal.SIGTERM)  # a clean stop: AOF flushed
-            server.wait()
+            server.stop()  # a clean stop: clients dropped, AOF flushed
             time.sleep(5)
-            server = _redis_server(port, folder)
+            server.start()
             back = time.monotonic()
             done_at = None
             beat = Beat()
@@ -505,6 +483,4 @@ def test_redis_restart_mid_cycle_every_block_lands_once(
         print(f"\ncycle complete {done_at:.1f}s after Redis came back; retried "
               f"{logs.count('Retry in')}, requeued {logs.count('celery.exceptions.Reject')}")
     finally:
-        with suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
+        server.kill()

@@ -62,7 +62,9 @@ def bench_env() -> Iterator[BenchEnv]:
         tmp = Path(tempfile.mkdtemp(prefix="corec-bench-"))
         state = services.up(tmp)
         redis_url = redis_url or state.redis_url
-        database_url = database_url or state.database_url
+        # The owner: a benchmark creates its own database and migrates it, which the
+        # application role (corec_app, no CREATEDB) may not.
+        database_url = database_url or state.owner_database_url or state.database_url
     run = uuid.uuid4().hex[:8]
     dbname = f"corec_bench_{run}"
     admin = libpq_url(database_url)

@@ -535,7 +535,39 @@ def create_app(
         with sessions() as session:
             return [_row(p, cols) for p in session.scalars(query)]
 
+    _document_invalid_input(app)
     return app
+
+
+#: What a 422 answers (``_bad_request``): FastAPI documents its own ``{"detail": [...]}``.
+_INVALID = "invalid input: one sentence naming the field and why (the input is cut short)"
+
+
+def _document_invalid_input(app: FastAPI) -> None:
+    """Make the OpenAPI document say what a 422 really is: ``ErrorOut``, like every other
+    refusal, instead of FastAPI's ``HTTPValidationError`` (whose ``detail`` is optional,
+    so any body passed for it and schemathesis could not tell)."""
+    from fastapi.openapi.utils import get_openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(title=app.title, version=app.version, routes=app.routes,
+                                 description=app.description)  # fmt: skip
+            error = {"$ref": "#/components/schemas/ErrorOut"}
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    invalid = operation.get("responses", {}).get("422")
+                    if invalid is not None:
+                        invalid["description"] = _INVALID
+                        invalid["content"] = {"application/json": {"schema": error}}
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.pop("HTTPValidationError", None)
+            components.pop("ValidationError", None)
+            components.setdefault("ErrorOut", ErrorOut.model_json_schema())
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _answer(result: dict[str, Any]) -> JSONResponse:

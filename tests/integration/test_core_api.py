@@ -186,6 +186,16 @@ def test_openapi_lists_every_status_and_metrics_hide_logins(
     assert documented == expected
     error = paths["/capital/contribute"]["post"]["responses"]["503"]
     assert error["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorOut")
+    # A 422 is documented as what it is: ErrorOut, not FastAPI's {"detail": [...]}.
+    document = client.get("/openapi.json").json()
+    for (path, method), codes in documented.items():
+        if "422" in codes:
+            invalid = paths[path][method]["responses"]["422"]
+            assert invalid["content"]["application/json"]["schema"] == {
+                "$ref": "#/components/schemas/ErrorOut"}, (path, invalid)
+    assert "HTTPValidationError" not in document["components"]["schemas"]
+    answer = client.post("/login", json={"username": "bob"})
+    assert answer.status_code == 422 and set(answer.json()) == {"ok", "error"}
 
 
 def test_direct_capital_refuses_an_action_without_a_caller_and_audits_it(

@@ -157,6 +157,8 @@ class CapitalData(StreamPayload):
     amount: MoneyStr | None = None
     units: DecimalStr | None = None
     nav: DecimalStr | None = None
+    #: A contribution's or withdrawal's key (default: the entry's signature).
+    idempotency_key: Key | None = None
 
     @model_validator(mode="after")
     def _has_action_or_kind(self) -> CapitalData:

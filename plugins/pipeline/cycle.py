@@ -436,9 +436,11 @@ class Trading:
 class AllocationBook(EntryHandler):
     """``capital_data`` -> the allocation book (consumer group ``trading``), deduplicated
     by ``allocation_id``; other capital messages are passed over (the persister keeps
-    them, and dead-letters what does not parse)."""
+    them, and dead-letters what does not parse). Allocations send the broker orders:
+    only signed entries get here (the consumer loop dead-letters the others)."""
 
     group = GROUP
+    signed = True
 
     def __init__(self, trading: Trading) -> None:
         self.trading = trading

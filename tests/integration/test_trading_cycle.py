@@ -81,3 +81,33 @@ def test_a_cycle_fans_out_across_celery_workers(
     assert [s["assets"] for s in summaries] == [2, 2, 2]
     assert not [e for s in summaries for e in s["errors"]], summaries
     assert _count(load_settings(), "SELECT count(*) FROM orders") == orders  # replayed
+
+
+def test_a_forged_allocation_never_reaches_the_book(
+    capital_settings: Settings, pool: CapitalPool
+) -> None:
+    """Allocations send orders to the broker: one appended to capital_data by someone
+    without the stream key is dead-lettered by the pipeline's group, while the pool's
+    own (signed) allocations fill the book."""
+    import redis
+
+    from corec_tasks.streams.bus import StreamBus
+
+    pool.contribute("alice", "10000", "a-1", principal=OP)
+    forged = {"kind": "allocation", "allocation_id": "forged-1", "amount": "5000.00",
+              "symbol": "BTC/USDT"}  # fmt: skip
+    client = redis.Redis.from_url(capital_settings.redis_url)
+    client.xadd(capital_settings.key("capital_data"),
+                {"d": json.dumps(forged), "i": "mallory", "t": "1"})  # fmt: skip
+    client.close()
+    published = pool.allocate("r1")["published"]
+    t = Trading(capital_settings, EAGER)
+    try:
+        assert t.sync_allocations() == published > 0
+        book = [json.loads(x) for x in t.r.lrange(t.key("allocations", "book"), 0, -1)]
+        assert "forged-1" not in {a["allocation_id"] for a in book}
+    finally:
+        t.close()
+    with StreamBus(capital_settings) as bus:
+        reasons = [d["reason"] for d in bus.dead_letters(10)]
+    assert reasons == ["trading: unsigned entry on a signed stream"], reasons

@@ -57,11 +57,10 @@ def collect(s: Settings, worker_timeout: float = 1.0) -> dict[str, Any]:
         "postgres": _postgres(s),
     }
     if out["redis"]["ok"]:
-        from corec_tasks.streams.names import PERSISTED
-        from corec_tasks.streams.persister import lag
+        from corec_tasks.streams.persister import default_streams, lag
 
         try:
-            out["streams"] = lag(s, list(PERSISTED))
+            out["streams"] = lag(s, list(default_streams(s)))
         except Exception as exc:
             out["streams"] = {"error": str(exc)}
         out["workers"] = _workers(worker_timeout)

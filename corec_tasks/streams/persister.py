@@ -123,6 +123,23 @@ def entry_row(stream: str, entry: Entry, default_instance: str) -> EventRow:
     )
 
 
+_DEFAULT_STREAMS: dict[tuple[str, str], tuple[str, ...]] = {}
+
+
+def default_streams(settings: Settings) -> tuple[str, ...]:
+    """What the persister lands by default: the framework's ``PERSISTED``, then the
+    streams the enabled plugins list in ``persisted`` (read once per config file)."""
+    cache_key = (str(settings.config_path), settings.env.plugin_path)
+    found = _DEFAULT_STREAMS.get(cache_key)
+    if found is None:
+        from corec_tasks.discovery import enabled
+        from corec_tasks.wiring import persisted_streams
+
+        extra = [s for s in persisted_streams(enabled(settings)) if s not in PERSISTED]
+        found = _DEFAULT_STREAMS[cache_key] = (*PERSISTED, *dict.fromkeys(extra))
+    return found
+
+
 def persist_once(
     settings: Settings,
     streams: Sequence[str] | None = None,
@@ -132,7 +149,7 @@ def persist_once(
     *,
     writer: Writer = write_events,
 ) -> PersistStats:
-    """Persist up to ``max_batches`` batches per stream (default: ``PERSISTED``).
+    """Persist up to ``max_batches`` batches per stream (default: ``default_streams``).
 
     ``streams`` are unprefixed names; ``conn``, if given, must not be inside a
     transaction (each batch commits on it); ``writer`` inserts a batch without
@@ -140,7 +157,7 @@ def persist_once(
     per-stream stats; with PostgreSQL down nothing is claimed and ``unavailable`` says
     why.
     """
-    names = list(PERSISTED if streams is None else streams)
+    names = list(default_streams(settings) if streams is None else streams)
     consumer = consumer or default_consumer()
     stats = PersistStats()
     with _Connections(settings, conn) as dbs, StreamBus(settings) as bus:

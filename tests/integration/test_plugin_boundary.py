@@ -101,7 +101,10 @@ def test_beat_help_and_table_when_enabled(settings: Settings, echo_on: Path, fre
 
 
 def test_nothing_when_disabled(settings: Settings, echo_off: Path, fresh_db: str) -> None:
+    from corec_tasks.streams.persister import default_streams
+
     assert not any(k.startswith(("echo", "consume-echo")) for k in _schedule())
+    assert "echo_events" not in default_streams(load_settings())
     assert "echo " not in CliRunner().invoke(main, ["--help"]).output
     assert CliRunner().invoke(main, ["echo", "hello"]).exit_code != 0
     assert CliRunner().invoke(main, ["db", "upgrade"]).exit_code == 0
@@ -142,6 +145,16 @@ def test_its_block_runs_and_its_consumer_receives(settings: Settings, echo_on: P
     with psycopg.connect(libpq_url(fresh_db)) as conn:
         words = [r[0] for r in conn.execute("SELECT word FROM echo_words ORDER BY id")]
     assert words == ["ping", "pong"]
+    # "persisted": the persister lands the plugin's stream in eventos beside the seeds'
+    # (the entry its schema refuses goes to the dead letter instead).
+    from corec_tasks.streams.persister import default_streams, persist_once
+
+    assert default_streams(echo)[-1] == "echo_events"
+    stats = persist_once(echo)
+    assert stats.streams["echo_events"].inserted == 2, stats.streams["echo_events"]
+    with psycopg.connect(libpq_url(fresh_db)) as conn:
+        landed = conn.execute("SELECT count(*) FROM eventos WHERE canal = 'echo_events'").fetchone()
+    assert landed == (2,)
 
 
 def test_the_framework_names_no_plugin_module() -> None:

@@ -29,6 +29,8 @@ class Env(BaseSettings):
     config_path: Path = Field(Path("corec_config.json"), alias="COREC_CONFIG")
     redis_url: str | None = Field(None, alias="REDIS_URL")
     database_url: str | None = Field(None, alias="DATABASE_URL")
+    #: A PostgreSQL replica for reads that may lag (statements); never the ledger's.
+    database_read_url: str | None = Field(None, max_length=2000, alias="DATABASE_READ_URL")
     #: The tables' owner, for `corec db upgrade` only; default DATABASE_URL. The
     #: application (DATABASE_URL) then runs as a role that cannot bypass triggers.
     migrate_database_url: str | None = Field(None, alias="COREC_MIGRATE_DATABASE_URL")
@@ -163,6 +165,13 @@ class Settings:
                 f"to start the embedded one under {self.data_dir}"
             )
         return url
+
+    @property
+    def read_database_url(self) -> str:
+        """Where reads that may lag go (``DATABASE_READ_URL``, a replica), else
+        ``database_url``. The ledger, and anything that decides on money, never reads
+        here: a replica can be behind."""
+        return self.env.database_read_url or self.database_url
 
     @property
     def migrate_database_url(self) -> str:

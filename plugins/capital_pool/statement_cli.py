@@ -35,12 +35,16 @@ def statement(user_id: str, day: date | None, as_json: bool) -> None:
     from corec_tasks.settings import get_settings
     from plugins.capital_pool import settlement
 
-    with settlement.connect(get_settings().database_url) as conn:
+    # A settled statement never changes: a replica that lags shows it or not yet.
+    s = get_settings()
+    with settlement.connect(s.read_database_url) as conn:
         found = settlement.statement(conn, user_id, day)
     if found is None:
         when = f"for {day}" if day else "yet"
+        lagging = "; read from DATABASE_READ_URL, which may lag" if s.env.database_read_url else ""
         err_console.print(f"no statement for {user_id} {when} (days are settled after "
-                          "midnight UTC; `corec capital settle`)", highlight=False)  # fmt: skip
+                          f"midnight UTC; `corec capital settle`{lagging})",
+                          highlight=False)  # fmt: skip
         sys.exit(1)
     out = found.to_json()
     if as_json:

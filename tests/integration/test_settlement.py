@@ -199,3 +199,55 @@ def test_the_shipped_beat_entry_settles_every_15_minutes(settle_settings: Settin
     assert entry["task"] == "capital_pool.settle"
     assert float(entry["schedule"]) == 900.0 and entry["options"]["expires"] == 900.0
     assert timedelta(minutes=5) == settlement.GRACE and settlement.BACKFILL_DAYS == 7
+
+
+def test_statements_are_read_from_database_read_url_and_the_ledger_never_is(
+    pool: CapitalPool, settle_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DATABASE_READ_URL (a replica) serves `corec capital statement`; contributions
+    and the pool's status still read and write DATABASE_URL. The replica here is a copy
+    of the primary taken after settling, from which alice's statements are then removed,
+    so the answer shows which database it came from."""
+    from corec_tasks.cli import main
+    from plugins.capital_pool.settlement_tasks import settle
+
+    _worked_example(pool)
+    assert settle()["ok"]
+    pool.close()
+    primary = settle_settings.database_url
+    admin = libpq_url(primary).rsplit("/", 1)[0] + "/postgres"
+    name = libpq_url(primary).rsplit("/", 1)[1].split("?")[0]
+    replica = f"{name}_replica"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                     "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))  # fmt: skip
+        conn.execute(f'CREATE DATABASE "{replica}" TEMPLATE "{name}"')
+    replica_url = primary.replace(f"/{name}", f"/{replica}")
+    try:
+        with psycopg.connect(libpq_url(replica_url)) as conn:
+            conn.execute("ALTER TABLE capital_statements DISABLE TRIGGER USER")
+            conn.execute("DELETE FROM capital_statements WHERE user_id = 'alice'")
+        monkeypatch.setenv("DATABASE_READ_URL", replica_url)
+        get_settings.cache_clear()
+        runner = CliRunner()
+        alice = runner.invoke(main, ["capital", "statement", "alice", "--day", str(DAY2)])
+        assert alice.exit_code == 1 and "DATABASE_READ_URL, which may lag" in alice.output
+        bob = runner.invoke(main, ["capital", "statement", "bob", "--day", str(DAY2), "--json"])
+        assert bob.exit_code == 0 and json.loads(bob.output)["value"] == "3300.00", bob.output
+        # The ledger: written and read on the primary only.
+        moved = runner.invoke(main, ["capital", "contribute", "carol", "500.00", "--key", "c1",
+                                     "--json"])  # fmt: skip
+        assert moved.exit_code == 0 and json.loads(moved.output)["ok"], moved.output
+        for url, members in ((primary, 1), (replica_url, 0)):
+            with psycopg.connect(libpq_url(url)) as conn:
+                row = conn.execute("SELECT count(*) FROM capital_members "
+                                   "WHERE user_id = 'carol'").fetchone()  # fmt: skip
+            assert row == (members,), url
+        monkeypatch.delenv("DATABASE_READ_URL")
+        get_settings.cache_clear()
+        again = runner.invoke(main, ["capital", "statement", "alice", "--day", str(DAY2)])
+        assert again.exit_code == 0 and "990.00" in again.output, again.output
+    finally:
+        get_settings.cache_clear()
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{replica}" WITH (FORCE)')

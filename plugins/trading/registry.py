@@ -8,17 +8,27 @@ use, so importing the registry imports no plugin. There is no global registry:
 A plugin that is not built in is named in config by its dotted path, ``"module:Class"``
 (``"strategy": {"name": "my_pkg.strategies:Momentum"}``): the registry imports it,
 checks it against its type's contract (version included) and keeps it under that name.
+
+An installed distribution can also give it a short name through an entry-point group:
+``corec.strategies``, ``corec.portfolios`` or ``corec.brokers``
+(``[project.entry-points."corec.strategies"] momentum = "my_pkg.strategies:Momentum"``
+in its ``pyproject.toml``); the config then says ``"name": "momentum"``. A built-in name
+cannot be taken over that way: the built-in wins and the clash is logged.
 """
 
 from __future__ import annotations
 
 import importlib
+import logging
 from collections.abc import Mapping
+from importlib.metadata import entry_points
 from typing import Any
 
 from corec_tasks.contracts import CONTRACTS, check_contract, contract_for
 from corec_tasks.errors import ConfigurationError, PluginError
 from corec_tasks.plugin_base import BasePlugin, ConfigLoader
+
+log = logging.getLogger(__name__)
 
 #: Plugins shipped with CoreC: type -> name -> "module:Class".
 BUILTIN: dict[str, dict[str, str]] = {
@@ -88,12 +98,28 @@ def _import(name: str, ref: str) -> type[BasePlugin]:
     return cls
 
 
+#: Entry-point groups through which installed distributions name their plugins.
+ENTRY_POINT_GROUPS: dict[str, str] = {
+    "strategy": "corec.strategies",
+    "portfolio": "corec.portfolios",
+    "broker": "corec.brokers",
+}
+
+
 def default_registry() -> PluginRegistry:
-    """A new registry holding CoreC's built-in plugins."""
+    """A new registry holding CoreC's built-in plugins, then the ones installed
+    distributions advertise (``ENTRY_POINT_GROUPS``), imported on first use."""
     registry = PluginRegistry()
     for plugin_type, entries in BUILTIN.items():
         for name, ref in entries.items():
             registry.register(plugin_type, name, ref)
+    for plugin_type, group in ENTRY_POINT_GROUPS.items():
+        for ep in entry_points(group=group):
+            if ep.name in BUILTIN.get(plugin_type, {}):
+                log.warning("entry point %s = %s in %s ignored: %r is a built-in %s",
+                            ep.name, ep.value, group, ep.name, plugin_type)  # fmt: skip
+                continue
+            registry.register(plugin_type, ep.name, ep.value)
     return registry
 
 
@@ -114,4 +140,4 @@ def load_plugin(
     return cls(config, loader=loader, portfolio_id=portfolio_id, asset_id=asset_id, **kwargs)
 
 
-__all__ = ["BUILTIN", "PluginRegistry", "default_registry", "load_plugin"]
+__all__ = ["BUILTIN", "ENTRY_POINT_GROUPS", "PluginRegistry", "default_registry", "load_plugin"]

@@ -26,7 +26,7 @@ from corec_tasks.errors import ConfigurationError, CorecError, PluginError
 from corec_tasks.plugin_base import BasePlugin
 from plugins.pipeline.config import TradingConfig
 from plugins.trading.db import create_schema, make_trading_engine, session_factory
-from plugins.trading.registry import BUILTIN, load_plugin
+from plugins.trading.registry import BUILTIN, default_registry, load_plugin
 
 #: What a built-in needs to be built outside a deployment.
 EXTRA: dict[str, Any] = {
@@ -83,6 +83,27 @@ def test_portfolio_plugin_risk_parity_from_returns() -> None:
 
 
 # -- by name, contracts, versions ------------------------------------------------------------
+
+
+def test_an_installed_distribution_names_its_strategy_by_entry_point(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A distribution advertising ``corec.strategies`` gives its strategy a short name
+    the config can use; it cannot take over a built-in name."""
+    dist = tmp_path / "corec_flip-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: corec-flip\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[corec.strategies]\n"
+        "flip = tests.data.trading_plugins:FlipFlop\n"
+        "prediction_threshold = tests.data.trading_plugins:FlipFlop\n")  # fmt: skip
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = default_registry()
+    assert "flip" in registry.names("strategy")
+    plugin = load_plugin("strategy", "flip", {"fraction": "0.2"}, registry=registry)
+    assert type(plugin).__name__ == "FlipFlop"
+    builtin = load_plugin("strategy", "prediction_threshold", registry=registry)
+    assert type(builtin).__name__ == "PredictionThresholdStrategy"
 
 
 def test_a_dotted_path_loads_a_plugin_from_outside_plugins() -> None:

@@ -23,6 +23,7 @@ from typing import Any
 import redis
 from celery.beat import PersistentScheduler
 
+from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import get_settings
 
 log = logging.getLogger("corec_tasks.beat")
@@ -59,8 +60,8 @@ class LeaderScheduler(PersistentScheduler):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         settings = get_settings()
-        self._redis = redis.Redis.from_url(
-            settings.redis_url,
+        self._redis = redis_client(
+            settings,
             socket_timeout=SOCKET_TIMEOUT_S,
             socket_connect_timeout=SOCKET_TIMEOUT_S,
             socket_keepalive=True,

@@ -29,6 +29,7 @@ import redis
 from corec_tasks.blocks import BlockSpec, BlockTooLarge, SymbioticBlock
 from corec_tasks.entities import EntityArrays
 from corec_tasks.errors import CorecError
+from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings
 
 # KEYS: the index, its sequence, then the block keys.
@@ -112,7 +113,7 @@ class BlockStore:
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
-        self.r = client or redis.Redis.from_url(settings.redis_url)
+        self.r = client or redis_client(settings)
         self._cas = self.r.register_script(_CAS)
         self.index_key = settings.key("corec:blocks")
         self.seq_key = settings.key("corec:blocks:seq")

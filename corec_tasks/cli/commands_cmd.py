@@ -32,9 +32,8 @@ def send_(target: str, command: str, args_json: str | None, wait: bool, timeout:
     every 2 s) or from ``corec commands drain``. Exit status 1 on an error answer,
     2 when --wait times out.
     """
-    import redis
-
     from corec_tasks.commands import last_response_id, send, wait_response
+    from corec_tasks.redis_conn import redis_client
 
     args: Any = None
     if args_json is not None:
@@ -45,7 +44,7 @@ def send_(target: str, command: str, args_json: str | None, wait: bool, timeout:
         if not isinstance(args, dict):
             raise CorecError("--args must be a JSON object")
     s = settings()
-    client = redis.Redis.from_url(s.redis_url)
+    client = redis_client(s)
     since = last_response_id(s, client)
     cid = send(s, client, target, command, args)
     if not wait:
@@ -65,12 +64,11 @@ def send_(target: str, command: str, args_json: str | None, wait: bool, timeout:
 @handle_errors
 def drain_() -> None:
     """Answer the waiting commands once, in this process (no worker needed)."""
-    import redis
-
     from corec_tasks.commands import drain, registry_for
     from corec_tasks.nucleus import Nucleus
+    from corec_tasks.redis_conn import redis_client
 
     s = settings()
     nucleus = Nucleus(s)
     nucleus.initialize()
-    print_json(drain(s, redis.Redis.from_url(s.redis_url), registry_for(nucleus)))
+    print_json(drain(s, redis_client(s), registry_for(nucleus)))

@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from corec_tasks.block_store import BlockStore
 from corec_tasks.cycle import INCOMPLETE_CYCLES, OPEN_CYCLES
 from corec_tasks.metrics import counters
+from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings
 from corec_tasks.streams.names import ALL, DEAD_LETTER
 from corec_tasks.unacked import unacked_stats
@@ -39,8 +40,7 @@ class ClusterMetrics:
 
     def __init__(self, settings: Settings, client: redis.Redis | None = None) -> None:
         self.settings = settings
-        self.r = client or redis.Redis.from_url(settings.redis_url, socket_timeout=5.0,
-                                                socket_connect_timeout=5.0)  # fmt: skip
+        self.r = client or redis_client(settings, socket_timeout=5.0, socket_connect_timeout=5.0)
         self.store = BlockStore(settings, self.r)
         # Dead letters per source stream, counted incrementally from the stream's start:
         # the dead-letter stream is never trimmed, so a restart recounts the same totals.

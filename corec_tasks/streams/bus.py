@@ -273,8 +273,8 @@ class StreamBus:
         alone decides how long a publish waits for Redis (redis-py's default retries
         would add seconds per attempt), and bounded socket timeouts."""
         if self._publisher is None:
-            self._publisher = redis.Redis.from_url(
-                self.settings.redis_url,
+            self._publisher = redis_client(
+                self.settings,
                 retry=Retry(NoBackoff(), 0),
                 socket_connect_timeout=2,
                 socket_timeout=10,

@@ -25,6 +25,7 @@ import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from corec_tasks.metrics.pg import ScrapeConnection
+from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings
 from plugins.capital_pool import accounting as acc
 from plugins.capital_pool.config import CapitalConfig
@@ -47,8 +48,7 @@ class RedisBreakerListener(pybreaker.CircuitBreakerListener):
         self.settings = settings
         self.ttl_s = ttl_s
         self.process = f"{socket.gethostname()}-{os.getpid()}"
-        self.r = redis.Redis.from_url(settings.redis_url, socket_timeout=1.0,
-                                      socket_connect_timeout=1.0)  # fmt: skip
+        self.r = redis_client(settings, socket_timeout=1.0, socket_connect_timeout=1.0)
 
     def state_change(self, cb: pybreaker.CircuitBreaker, old_state: Any, new_state: Any) -> None:
         member = f"{cb.name}|{self.process}"
@@ -88,7 +88,7 @@ class BreakerMetrics:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.r = redis.Redis.from_url(settings.redis_url, socket_timeout=5.0)
+        self.r = redis_client(settings, socket_timeout=5.0)
 
     def collect(self) -> Iterator[Metric]:
         index = self.settings.key(BREAKERS)

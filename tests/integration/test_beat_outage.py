@@ -59,6 +59,7 @@ class _Producer(threading.Thread):
             except Exception:  # an outage: this one was never acknowledged
                 self.failures += 1
             time.sleep(0.02)
+        bus.close()  # its publishing client (publishes do not use ``client``)
         client.close()
 
 

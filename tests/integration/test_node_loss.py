@@ -54,6 +54,16 @@ def defaults(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     return s
 
 
+def _registered(settings: Settings) -> tuple[int, redis.Redis]:
+    """The database migrated and the config's blocks registered: their count, and a
+    client on the test's Redis."""
+    upgrade(settings.database_url)
+    nucleus = Nucleus(settings)
+    nucleus.initialize()
+    nucleus.modules["registry"].run()
+    return nucleus.store.count(), redis.Redis.from_url(settings.redis_url)
+
+
 class Beat:
     """What beat's ``persist-block-results`` entry does, every 5 s (its default): the
     test's loops call :meth:`tick`; a worker runs the task (landing results, and
@@ -80,13 +90,8 @@ def test_killed_node_tasks_done_elsewhere_within_2_minutes_at_defaults(
 ) -> None:
     monkeypatch.setenv("COREC_CONFIG", str(DATA / "node_loss_config.json"))
     settings = load_settings()
-    upgrade(settings.database_url)
-    nucleus = Nucleus(settings)
-    nucleus.initialize()
-    nucleus.modules["registry"].run()
-    blocks = nucleus.store.count()
+    blocks, client = _registered(settings)
     assert blocks == 200
-    client = redis.Redis.from_url(settings.redis_url)
     rescuer = managed(worker_cmd("rescuer", 2), tmp_path / "rescuer.log")
     with rescuer:
         victim = start(worker_cmd("victim", 2), tmp_path / "victim.log")
@@ -155,12 +160,7 @@ def test_lost_task_message_is_rescued_at_defaults(
     assert defaults.env.cycle_rescue_s == 60
     monkeypatch.setenv("COREC_CONFIG", str(DATA / "node_loss_config.json"))
     settings = load_settings()
-    upgrade(settings.database_url)
-    nucleus = Nucleus(settings)
-    nucleus.initialize()
-    nucleus.modules["registry"].run()
-    blocks = nucleus.store.count()
-    client = redis.Redis.from_url(settings.redis_url)
+    blocks, client = _registered(settings)
     queue = settings.key("generic")  # where the `lento` blocks' chunks go (channel 1)
     # A dispatcher that serves every queue but the blocks': the chunks wait in theirs.
     with managed(worker_cmd("dispatcher", 1, "alerts,celery"), tmp_path / "d.log"):
@@ -209,12 +209,7 @@ def test_cycle_whose_blocks_never_run_is_given_up_after_three_rescues(
                         ("COREC_RESTORE_INTERVAL_S", "1"), ("COREC_CYCLE_RESCUE_S", "6")):
         monkeypatch.setenv(name, value)  # fmt: skip
     settings = load_settings()
-    upgrade(settings.database_url)
-    nucleus = Nucleus(settings)
-    nucleus.initialize()
-    nucleus.modules["registry"].run()
-    blocks = nucleus.store.count()
-    client = redis.Redis.from_url(settings.redis_url)
+    blocks, client = _registered(settings)
     with managed(worker_cmd("dispatcher", 1, "alerts,celery"), tmp_path / "d.log"):
         wait_for_nodes(1, tmp_path)
         call = celery("call", "corec.blocks.cycle", "--kwargs", '{"chunk": 4}')
@@ -446,12 +441,7 @@ def test_redis_restart_mid_cycle_every_block_lands_once(
         monkeypatch.setenv("REDIS_URL", server.url)
         monkeypatch.setenv("COREC_CONFIG", str(DATA / "node_loss_config.json"))
         settings = load_settings()
-        upgrade(settings.database_url)
-        nucleus = Nucleus(settings)
-        nucleus.initialize()
-        nucleus.modules["registry"].run()
-        blocks = nucleus.store.count()
-        client = redis.Redis.from_url(settings.redis_url)
+        blocks, client = _registered(settings)
         with running_workers(["r1", "r2"], tmp_path, concurrency=2):
             call = celery("call", "corec.blocks.cycle", "--kwargs", '{"chunk": 1}')
             assert call.returncode == 0, call.stderr

@@ -87,13 +87,10 @@ class ConsumeStats:
         self.unavailable = self.unavailable or s.unavailable
 
 
-class TradeResults(EntryHandler):
-    """Apply each trading result to the ledger, once per trade id. Profits move the
-    NAV: only entries signed with the stream key are applied (others are dead-lettered
-    by the consumer loop)."""
+class _LedgerHandler(EntryHandler):
+    """A handler that writes the ledger: ready once the ledger's database answers."""
 
     group = GROUP
-    signed = True
 
     def __init__(self, pool: CapitalPool) -> None:
         self.pool = pool
@@ -109,6 +106,14 @@ class TradeResults(EntryHandler):
             self.pool.ledger.close()  # a broken connection is replaced on next use
             raise Unavailable(f"the capital database is unreachable: {exc}") from exc
         yield
+
+
+class TradeResults(_LedgerHandler):
+    """Apply each trading result to the ledger, once per trade id. Profits move the
+    NAV: only entries signed with the stream key are applied (others are dead-lettered
+    by the consumer loop)."""
+
+    signed = True
 
     def handle(self, entry: Entry, deliveries: int) -> Verdict:
         try:
@@ -138,7 +143,7 @@ class TradeResults(EntryHandler):
 STREAM_ACTIONS = ("contribute", "withdraw")
 
 
-class CapitalActions(EntryHandler):
+class CapitalActions(_LedgerHandler):
     """Contributions and withdrawals sent on ``capital_data`` (seed 000's channel
     integration: ``{"user_id", "action", "amount"}``, the amount a decimal string).
 
@@ -152,14 +157,7 @@ class CapitalActions(EntryHandler):
     the schema are left to the persister's group, which dead-letters them once.
     """
 
-    group = GROUP
     signed = True
-
-    def __init__(self, pool: CapitalPool) -> None:
-        self.pool = pool
-
-    def ready(self) -> Any:
-        return TradeResults(self.pool).ready()
 
     def handle(self, entry: Entry, deliveries: int) -> Verdict:
         try:

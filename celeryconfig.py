@@ -16,6 +16,7 @@ from beat_schedule import build_beat_schedule
 from corec_tasks.config import CHANNEL_QUEUES
 from corec_tasks.discovery import enabled
 from corec_tasks.procs import CELERY_DEFAULT_QUEUE
+from corec_tasks.redis_conn import sentinel_kwargs
 from corec_tasks.settings import get_settings
 from corec_tasks.wiring import task_modules, task_routes
 
@@ -37,6 +38,11 @@ result_backend_max_retries = 20
 _transport: dict[str, object] = {"visibility_timeout": _env.visibility_timeout_s}
 if _settings.redis_prefix:
     _transport["global_keyprefix"] = _settings.redis_prefix
+# With COREC_REDIS_SENTINELS, redis_url is Celery's sentinel:// list; kombu and the
+# result backend ask the sentinels for the master and follow a failover.
+if _settings.sentinels:
+    _transport["master_name"] = _env.redis_master
+    _transport["sentinel_kwargs"] = sentinel_kwargs(_settings)
 # Tasks of a worker that died are requeued by any live worker's sweep, every
 # restore_interval_s (kombu's default throttle would make that 10x longer), all of
 # them at once (no restore limit). A sweep takes milliseconds; a worker killed during

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -28,6 +30,21 @@ class Env(BaseSettings):
 
     config_path: Path = Field(Path("corec_config.json"), alias="COREC_CONFIG")
     redis_url: str | None = Field(None, alias="REDIS_URL")
+    #: Redis Sentinel (high availability): ``host:port`` of each sentinel, comma-separated.
+    #: Every CoreC client, the broker and the result backend then ask the sentinels for the
+    #: master of ``COREC_REDIS_MASTER`` and follow a failover. REDIS_URL, if set, then gives
+    #: only the password, user and database; its host is not used (no TLS with Sentinel).
+    redis_sentinels: str = Field("", max_length=2000, alias="COREC_REDIS_SENTINELS")
+    redis_master: str = Field("corec", pattern=r"^[A-Za-z0-9._-]{1,64}$",
+                              alias="COREC_REDIS_MASTER")  # fmt: skip
+    #: The sentinels' own password (``requirepass`` in sentinel.conf), if they have one.
+    redis_sentinel_password: str | None = Field(None, max_length=512,
+                                                alias="COREC_REDIS_SENTINEL_PASSWORD")  # fmt: skip
+    #: Replicas that must hold a stream entry before its publish returns an id (Redis
+    #: ``WAIT``): an acknowledged entry then survives the master's loss. Default: 1 with
+    #: sentinels, else 0. A publish the replicas do not confirm in time fails.
+    redis_wait_replicas: int | None = Field(None, ge=0, le=16, alias="COREC_REDIS_WAIT_REPLICAS")
+    redis_wait_ms: int = Field(2000, ge=1, le=60_000, alias="COREC_REDIS_WAIT_MS")
     database_url: str | None = Field(None, alias="DATABASE_URL")
     #: A PostgreSQL replica for reads that may lag (statements); never the ledger's.
     database_read_url: str | None = Field(None, max_length=2000, alias="DATABASE_READ_URL")
@@ -88,11 +105,44 @@ class Env(BaseSettings):
         return self.visibility_timeout_s + self.restore_interval_s + self.heartbeat_s
 
     @property
+    def sentinels(self) -> list[tuple[str, int]]:
+        """The sentinels' addresses from ``COREC_REDIS_SENTINELS`` (empty: no Sentinel)."""
+        return parse_sentinels(self.redis_sentinels)
+
+    @property
+    def wait_replicas(self) -> int:
+        """Replicas a stream publish waits for (``COREC_REDIS_WAIT_REPLICAS``)."""
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return 1 if self.redis_sentinels else 0
+
+    @property
     def cycle_rescue_s(self) -> float:
         """Seconds after dispatch before a stalled cycle's missing blocks are sent again."""
         if self.cycle_rescue_after_s is not None:
             return float(self.cycle_rescue_after_s)
         return max(60.0, math.ceil(self.redelivery_s) + 10.0)
+
+
+_HOST_PORT = re.compile(r"(?:\[([0-9A-Fa-f:.]{2,45})\]|([A-Za-z0-9.-]{1,253})):([0-9]{1,5})\Z")
+
+
+def parse_sentinels(text: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (``[v6]:port`` too) as pairs; ConfigurationError naming
+    COREC_REDIS_SENTINELS for anything else."""
+    out: list[tuple[str, int]] = []
+    for item in text.split(","):
+        item = item.strip(" ")
+        if not item and not text.strip(" "):
+            continue
+        match = _HOST_PORT.match(item)
+        port = int(match.group(3)) if match else 0
+        if not match or not 0 < port < 65536:
+            shown = item if len(item) <= 60 else item[:60] + "..."
+            problem = ("COREC_REDIS_SENTINELS", f"expected host:port[,host:port...], got {shown!r}")
+            raise ConfigurationError([problem], "environment")
+        out.append((match.group(1) or match.group(2), port))
+    return out
 
 
 class Settings:
@@ -141,7 +191,19 @@ class Settings:
         return {k: str(v) for k, v in data.items()}
 
     @property
+    def sentinels(self) -> list[tuple[str, int]]:
+        return self.env.sentinels
+
+    @property
     def redis_url(self) -> str:
+        """The Redis URL Celery uses (broker and result backend). With sentinels, Celery's
+        own form: ``sentinel://[:password@]host:port/db`` per sentinel, ``;``-separated."""
+        if self.sentinels:
+            parts = urlsplit(self.env.redis_url or "redis://")
+            auth = parts.netloc.rpartition("@")[0]
+            auth = f"{auth}@" if auth else ""
+            db = parts.path.strip("/") or "0"
+            return ";".join(f"sentinel://{auth}{_netloc(h, p)}/{db}" for h, p in self.sentinels)
         url = self.env.redis_url or (
             self.config.redis_config.url() if self.config.redis_config else None
         )
@@ -187,9 +249,13 @@ class Settings:
 
     @property
     def uses_embedded(self) -> bool:
-        return not (self.env.redis_url or self.config.redis_config) or not (
+        return not (self.env.redis_url or self.config.redis_config or self.sentinels) or not (
             self.env.database_url or self.config.db_config
         )
+
+
+def _netloc(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def load_env() -> Env:
@@ -203,6 +269,10 @@ def load_env() -> Env:
         problem = ("COREC_VISIBILITY_TIMEOUT", f"must be at least 3 x the unacked heartbeat "
                    f"({env.heartbeat_s:g} s), or a task still running on a live worker could "
                    "be delivered a second time")  # fmt: skip
+        raise ConfigurationError([problem], "environment")
+    if env.sentinels and (env.redis_url or "").startswith("rediss:"):
+        problem = ("COREC_REDIS_SENTINELS", "TLS (rediss://) through Sentinel is not supported; "
+                   "use Sentinel on a private network, or one Redis over TLS")  # fmt: skip
         raise ConfigurationError([problem], "environment")
     rescue = env.cycle_rescue_after_s
     if rescue is not None and rescue <= env.redelivery_s:

@@ -14,6 +14,10 @@ from corec_tasks.settings import Settings, load_settings
 def _redis(s: Settings) -> dict[str, Any]:
     from corec_tasks.redis_conn import redis_client
 
+    url = redact(s.redis_url)
+    if s.sentinels:  # no password shown; the master's address is what Sentinel says now
+        hosts = ",".join(f"{h}:{p}" for h, p in s.sentinels)
+        url = f"sentinel {s.env.redis_master} via {hosts}"
     try:
         client = redis_client(s, decode=True)
         info = client.info("server")
@@ -21,10 +25,10 @@ def _redis(s: Settings) -> dict[str, Any]:
             policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
         except Exception:
             policy = "unknown"
-        return {"url": redact(s.redis_url), "ok": True, "version": info.get("redis_version"),
+        return {"url": url, "ok": True, "version": info.get("redis_version"),
                 "maxmemory_policy": policy}  # fmt: skip
     except Exception as exc:
-        return {"url": redact(s.redis_url), "ok": False, "error": str(exc)}
+        return {"url": url, "ok": False, "error": str(exc)}
 
 
 def _postgres(s: Settings) -> dict[str, Any]:

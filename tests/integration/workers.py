@@ -10,10 +10,10 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import psycopg
-import redis
 
 from corec_tasks.db import libpq_url
 from corec_tasks.procs import ALL_QUEUES, celery_cmd, managed, worker_cmd
+from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings
 
 QUEUES = ALL_QUEUES
@@ -55,7 +55,7 @@ def cycle_rows(settings: Settings, cycle: int) -> tuple[int, int]:
     Rows are told apart from other tests' by the cycle's timestamp, which the
     dispatch fixed in Redis under this test's key prefix.
     """
-    client = redis.Redis.from_url(settings.redis_url)
+    client = redis_client(settings)
     ts = client.get(settings.key(f"corec:cycle:ts:{cycle}"))
     client.close()
     if ts is None:

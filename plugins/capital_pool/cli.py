@@ -26,13 +26,16 @@ from corec_tasks.strict import Key, UserId, shown
 
 
 @contextmanager
-def _pool() -> Iterator[Any]:
+def _pool(read_only: bool = False) -> Iterator[Any]:
+    """The capital pool; ``read_only``: its ledger on DATABASE_READ_URL (which may lag),
+    for reads only."""
     from corec_tasks.settings import get_settings
     from plugins.capital_pool.service import CapitalPool
     from plugins.capital_pool.settings import capital_config
 
     settings = get_settings()
-    pool = CapitalPool(settings, capital_config(settings))
+    url = settings.read_database_url if read_only else None
+    pool = CapitalPool(settings, capital_config(settings), url)
     try:
         yield pool
     finally:
@@ -228,8 +231,9 @@ def member(user: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def history(user: str | None, limit: int, as_json: bool) -> None:
-    """The newest ledger entries (every change of the pool), newest first."""
-    with _pool() as pool:
+    """The newest ledger entries (every change of the pool), newest first. Read from
+    DATABASE_READ_URL when set (a replica: the newest entries may be missing)."""
+    with _pool(read_only=True) as pool:
         result = pool.history(limit, user)
     if as_json or not result.get("ok"):
         _finish(result, True)

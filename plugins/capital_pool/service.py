@@ -70,10 +70,13 @@ def breaker(name: str, config: CapitalConfig) -> pybreaker.CircuitBreaker:
 class CapitalPool:
     """Ledger, cache, macro and publishing for one process."""
 
-    def __init__(self, settings: Settings, config: CapitalConfig) -> None:
+    def __init__(self, settings: Settings, config: CapitalConfig,
+                 database_url: str | None = None) -> None:  # fmt: skip
+        """``database_url``: another database to read (a replica, for history that may
+        lag); default ``settings.database_url``. Nothing that moves money is sent to it."""
         self.settings = settings
         self.config = config
-        self.ledger = Ledger(settings.database_url, config)
+        self.ledger = Ledger(database_url or settings.database_url, config)
         self.redis = redis_client(settings, decode=True)
         self._cache_set = self.redis.register_script(_CACHE_SET)
         self.k_status = settings.key("capital_pool:status")

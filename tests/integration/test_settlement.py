@@ -243,10 +243,17 @@ def test_statements_are_read_from_database_read_url_and_the_ledger_never_is(
                 row = conn.execute("SELECT count(*) FROM capital_members "
                                    "WHERE user_id = 'carol'").fetchone()  # fmt: skip
             assert row == (members,), url
+        # History may lag too: it reads the replica, where carol's entry is not.
+        lagging = runner.invoke(main, ["capital", "history", "--json"])
+        assert lagging.exit_code == 0, lagging.output
+        users = {e["user_id"] for e in json.loads(lagging.output)["entries"]}
+        assert "bob" in users and "carol" not in users, users
         monkeypatch.delenv("DATABASE_READ_URL")
         get_settings.cache_clear()
         again = runner.invoke(main, ["capital", "statement", "alice", "--day", str(DAY2)])
         assert again.exit_code == 0 and "990.00" in again.output, again.output
+        current = runner.invoke(main, ["capital", "history", "--json"])
+        assert "carol" in {e["user_id"] for e in json.loads(current.output)["entries"]}
     finally:
         get_settings.cache_clear()
         with psycopg.connect(admin, autocommit=True) as conn:

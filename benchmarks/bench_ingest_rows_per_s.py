@@ -25,8 +25,8 @@ from corec_tasks.settings import Settings, load_settings
 from corec_tasks.storage.migrate import upgrade
 from corec_tasks.storage.writer import executemany_events, write_events
 from corec_tasks.streams.bus import StreamBus
-from corec_tasks.streams.names import MARKET_DATA
 from corec_tasks.streams.persister import Writer, persist_once
+from plugins.trading.channels import MARKET_DATA
 
 N = int(os.environ.get("BENCH_INGEST_N", "100000"))
 #: Entries per XREADGROUP and per transaction. Larger batches amortise the commit

@@ -41,8 +41,8 @@ def main() -> None:
         from corec_tasks.settings import load_settings
         from corec_tasks.storage.migrate import upgrade
         from corec_tasks.streams.bus import StreamBus
-        from corec_tasks.streams.names import MARKET_DATA
         from corec_tasks.streams.persister import persist_once
+        from plugins.trading.channels import MARKET_DATA
 
         settings = load_settings()
         upgrade(env.database_url)

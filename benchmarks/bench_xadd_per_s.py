@@ -12,7 +12,7 @@ import time
 from benchmarks._common import RUNS, bench_env, emit
 from corec_tasks.settings import load_settings
 from corec_tasks.streams.bus import StreamBus
-from corec_tasks.streams.names import MARKET_DATA
+from plugins.trading.channels import MARKET_DATA
 
 N = int(os.environ.get("BENCH_XADD_N", "50000"))
 N_BASELINE = int(os.environ.get("BENCH_XADD_BASELINE_N", "5000"))

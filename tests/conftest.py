@@ -89,17 +89,22 @@ def settings(
     redis_prefix: str,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
+    request: pytest.FixtureRequest,
 ) -> Settings:
     """Settings on the run's isolated database and key prefix (env set for children too).
 
     Each test gets its own sub-prefix, so streams and locks never leak between tests.
+    The config is tests/data/small_config.json (two blocks, only the ``aaa`` plugin),
+    or the file a ``@pytest.mark.config("name.json")`` marker names.
     """
+    marker = request.node.get_closest_marker("config")
+    config = marker.args[0] if marker else "small_config.json"
     prefix = f"{redis_prefix}{uuid.uuid4().hex[:6]}:"
     monkeypatch.setenv("REDIS_URL", servers["redis_url"])
     monkeypatch.setenv("DATABASE_URL", database_url)
     monkeypatch.setenv("COREC_REDIS_PREFIX", prefix)
     monkeypatch.setenv("COREC_DATA_DIR", str(tmp_path / ".corec"))
-    monkeypatch.setenv("COREC_CONFIG", str(DATA / "small_config.json"))
+    monkeypatch.setenv("COREC_CONFIG", str(DATA / config))
     return load_settings()
 
 

@@ -1,4 +1,7 @@
-"""Stream names, as the seeds spell them (unprefixed; ``Settings.key`` adds the prefix)."""
+"""The framework's stream names, as seed 004 spells them (unprefixed; ``Settings.key``
+adds the prefix). A plugin's channels are the plugin's: it names them in its manifest
+(``channels``, ``schemas``, ``persisted``); the trading ones are in
+``plugins/trading/channels.py``."""
 
 from __future__ import annotations
 
@@ -8,28 +11,16 @@ COMMANDS = "corec_commands"
 RESPONSES = "corec_responses"
 #: Alerts from the nucleus, blocks and the audit module.
 ALERTS = "corec_alerts"
-#: Plugin channels of seed 000 (capital_pool and its neighbours).
-MARKET_DATA = "market_data"
-MACRO_DATA = "macro_data"
-CAPITAL_DATA = "capital_data"
-TRADING_RESULTS = "trading_results"
-#: Per-symbol return forecasts of predictor_temporal (plugins/feeds).
-PREDICTIONS = "predictions"
 #: Per-block cycle results from the block engine; they land in ``bloques``, not ``eventos``.
 BLOCK_RESULTS = "block_results"
 #: Messages that failed validation or delivery, with the reason and the original payload.
 DEAD_LETTER = "corec_dead_letter"
 
-#: Every stream CoreC knows by name.
+#: Every stream the framework itself knows by name.
 ALL: tuple[str, ...] = (
     COMMANDS,
     RESPONSES,
     ALERTS,
-    MARKET_DATA,
-    MACRO_DATA,
-    CAPITAL_DATA,
-    TRADING_RESULTS,
-    PREDICTIONS,
     BLOCK_RESULTS,
     DEAD_LETTER,
 )

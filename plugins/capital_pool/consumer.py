@@ -53,10 +53,18 @@ from corec_tasks.streams.consumer import (
     Unavailable,
     Verdict,
 )
-from corec_tasks.streams.names import CAPITAL_DATA, MACRO_DATA, TRADING_RESULTS
-from corec_tasks.streams.schemas import PayloadError, trade_result, validate_payload
+from corec_tasks.streams.schemas import PayloadError, validate_payload
 from corec_tasks.streams.signing import entry_signature
 from plugins.capital_pool.service import CapitalPool
+from plugins.trading import channels
+from plugins.trading.channels import (
+    CAPITAL_DATA,
+    MACRO_DATA,
+    TRADING_RESULTS,
+    CapitalData,
+    TradingResults,
+    trade_result,
+)
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +125,7 @@ class TradeResults(_LedgerHandler):
 
     def handle(self, entry: Entry, deliveries: int) -> Verdict:
         try:
-            payload = validate_payload(TRADING_RESULTS, entry.original_bytes())
+            payload = validate_payload(TRADING_RESULTS, entry.original_bytes(), TradingResults)
             trade = trade_result(payload)
         except (PayloadError, ValueError) as exc:
             reason = exc.reason if isinstance(exc, PayloadError) else str(exc)
@@ -161,7 +169,7 @@ class CapitalActions(_LedgerHandler):
 
     def handle(self, entry: Entry, deliveries: int) -> Verdict:
         try:
-            payload = validate_payload(CAPITAL_DATA, entry.original_bytes())
+            payload = validate_payload(CAPITAL_DATA, entry.original_bytes(), CapitalData)
         except PayloadError:
             return Done("skipped")
         action = payload.get("action")
@@ -205,7 +213,7 @@ class MacroData(Handler):
         newest: tuple[int, Decimal, Decimal | None] | None = None
         for entry in batch.all():
             try:
-                payload = validate_payload(MACRO_DATA, entry.original_bytes())
+                payload = validate_payload(MACRO_DATA, entry.original_bytes(), channels.MacroData)
             except PayloadError as exc:
                 log.info("capital_pool: skipping invalid macro_data %s: %s", entry.id, exc.reason)
                 out.done.append(entry.id)

@@ -23,7 +23,7 @@ def run_demo(settings: Settings, timeout: float, console: Console) -> None:
     from corec_tasks.celery import app
     from corec_tasks.cli.output import table
     from corec_tasks.streams.bus import StreamBus
-    from corec_tasks.streams.names import TRADING_RESULTS
+    from plugins.trading.channels import TRADING_RESULTS
 
     console.rule("[bold]9. capital pool (a grant + celery call capital_pool.*)")
     run = uuid4().hex[:8]

@@ -32,12 +32,12 @@ import redis
 from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings
 from corec_tasks.streams.bus import StreamBus
-from corec_tasks.streams.names import CAPITAL_DATA
 from plugins.capital_pool import accounting as acc
 from plugins.capital_pool.config import CapitalConfig
 from plugins.capital_pool.ledger import InputError, Ledger
 from plugins.capital_pool.metrics import watch_breakers
 from plugins.capital_pool.money import NAV_SHOWN, RATIO_SHOWN, money_str, units_str
+from plugins.trading.channels import CAPITAL_DATA
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class CapitalPool:
         gen = ""
         if use_cache:
             try:
-                pipe = self.redis.pipeline(transaction=False)
+                pipe = self.redis.pipeline(transaction=True)
                 pipe.get(self.k_status)
                 pipe.get(self.k_gen)
                 cached, gen_now = pipe.execute()

@@ -17,13 +17,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from corec_tasks.streams.names import MACRO_DATA
-from corec_tasks.streams.schemas import MacroData
 from plugins.feeds import sim
 from plugins.feeds.config import MacroConfig
 from plugins.feeds.market import TickResult
 from plugins.feeds.replay import row_at, rows_of
 from plugins.feeds.ticks import Ticker
+from plugins.trading.channels import MACRO_DATA, MacroData
 
 FEED = "macro"
 

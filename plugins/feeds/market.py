@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 
-from corec_tasks.streams.names import MARKET_DATA
-from corec_tasks.streams.schemas import MarketData
 from plugins.feeds import sim
 from plugins.feeds.config import MarketConfig
 from plugins.feeds.replay import Row, row_at, rows_of
 from plugins.feeds.ticks import Ticker
+from plugins.trading.channels import MARKET_DATA, MarketData
 
 FEED = "market"
 

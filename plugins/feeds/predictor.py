@@ -23,12 +23,11 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from corec_tasks.streams.names import MARKET_DATA, PREDICTIONS
-from corec_tasks.streams.schemas import MarketData
 from plugins.feeds.config import PredictorConfig
 from plugins.feeds.market import TickResult, history_key
 from plugins.feeds.model import MODEL, predict
 from plugins.feeds.ticks import Ticker
+from plugins.trading.channels import MARKET_DATA, PREDICTIONS, MarketData
 
 FEED = "predict"
 

@@ -56,7 +56,6 @@ from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings
 from corec_tasks.streams.bus import Entry, StreamBus
 from corec_tasks.streams.consumer import ConsumerLoop, Dead, Done, EntryHandler, Verdict
-from corec_tasks.streams.names import CAPITAL_DATA, PREDICTIONS, TRADING_RESULTS
 from plugins.broker.service import BrokerService
 from plugins.capital_pool.money import CENT
 from plugins.capital_pool.service import CapitalPool
@@ -66,6 +65,7 @@ from plugins.feeds.tasks import Feeds
 from plugins.pipeline.config import TradingConfig, trading_config
 from plugins.pipeline.slots import PluginSlot
 from plugins.trading.base import DbConfigLoader, aaa_audit_hook
+from plugins.trading.channels import CAPITAL_DATA, PREDICTIONS, TRADING_RESULTS
 from plugins.trading.db import make_trading_engine, prepare, session_factory
 from plugins.trading.models import Asset, Portfolio, Position, Role, User
 from plugins.trading.registry import default_registry, load_plugin

@@ -115,8 +115,8 @@ def _wait_applied(settings: Settings, timeout: float) -> None:
     """Until every trading result published so far is applied (or dead-lettered) by the
     pool: its consumer group has read up to the stream's end and has nothing pending."""
     from corec_tasks.redis_conn import redis_client
-    from corec_tasks.streams.names import TRADING_RESULTS
     from plugins.capital_pool.consumer import GROUP
+    from plugins.trading.channels import TRADING_RESULTS
 
     client = redis_client(settings, decode=True)
     stream = settings.key(TRADING_RESULTS)

@@ -16,9 +16,10 @@ import redis
 
 from corec_tasks.db import libpq_url
 from corec_tasks.streams.bus import StreamBus
-from corec_tasks.streams.names import CAPITAL_DATA, DEAD_LETTER, MACRO_DATA, TRADING_RESULTS
+from corec_tasks.streams.names import DEAD_LETTER
 from plugins.capital_pool.consumer import consume_once
 from plugins.capital_pool.service import CapitalPool
+from plugins.trading.channels import CAPITAL_DATA, MACRO_DATA, TRADING_RESULTS
 
 pytestmark = pytest.mark.integration
 #: The principal audited for the actions of these tests.

@@ -29,10 +29,10 @@ from corec_tasks.streams.consumer import (
     Unavailable,
     Verdict,
 )
-from corec_tasks.streams.names import MACRO_DATA, MARKET_DATA, TRADING_RESULTS
 from plugins.capital_pool.consumer import GROUP as CAPITAL_GROUP
 from plugins.capital_pool.consumer import consume_once
 from plugins.capital_pool.service import CapitalPool
+from plugins.trading.channels import MACRO_DATA, MARKET_DATA, TRADING_RESULTS
 
 pytestmark = pytest.mark.integration
 

@@ -21,15 +21,15 @@ import redis
 from corec_tasks.db import libpq_url
 from corec_tasks.settings import Settings, get_settings
 from corec_tasks.storage.migrate import upgrade
-from corec_tasks.streams.names import MACRO_DATA, MARKET_DATA, PREDICTIONS
 from corec_tasks.streams.persister import persist_once
 from corec_tasks.streams.schemas import check_payload
 from plugins.feeds import sim
 from plugins.feeds.config import load_config
 from plugins.feeds.predictor import parse_prediction
 from plugins.feeds.tasks import Feeds
+from plugins.trading.channels import MACRO_DATA, MARKET_DATA, PREDICTIONS
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.config("channels_config.json")]
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "feeds"
 SYMBOLS = [f"SYM{i:02d}" for i in range(50)]

@@ -32,16 +32,12 @@ from corec_tasks.storage.migrate import upgrade
 from corec_tasks.streams import names
 from corec_tasks.streams.bus import StreamBus
 from corec_tasks.streams.persister import persist_once
-from corec_tasks.streams.schemas import (
-    MAX_INFLATED_BYTES,
-    PayloadError,
-    payload_checker,
-    trade_result,
-    validate_payload,
-)
+from corec_tasks.streams.schemas import PayloadError, payload_checker, validate_payload
+from plugins.trading import channels
+from plugins.trading.channels import MAX_INFLATED_BYTES, trade_result
 
-STREAMS = (names.MARKET_DATA, names.MACRO_DATA, names.CAPITAL_DATA, names.TRADING_RESULTS,
-           names.ALERTS, names.COMMANDS, names.RESPONSES)  # fmt: skip
+STREAMS = (channels.MARKET_DATA, channels.MACRO_DATA, channels.CAPITAL_DATA,
+           channels.TRADING_RESULTS, names.ALERTS, names.COMMANDS, names.RESPONSES)  # fmt: skip
 CHECKERS = {s: payload_checker(s) for s in STREAMS}
 
 # -- valid messages ----------------------------------------------------------------------
@@ -84,7 +80,7 @@ def trade_body(draw: st.DrawFn) -> dict[str, Any]:
 def valid(draw: st.DrawFn, stream: str) -> dict[str, Any]:
     """A valid payload for ``stream``."""
     msg: dict[str, Any]
-    if stream == names.MARKET_DATA:
+    if stream == channels.MARKET_DATA:
         msg = {"symbol": draw(ids), "price": draw(positive)}
         if draw(st.booleans()):
             msg["volume"] = draw(non_negative)
@@ -92,15 +88,15 @@ def valid(draw: st.DrawFn, stream: str) -> dict[str, Any]:
             low = draw(st.integers(1, 1000))
             msg["ohlc"] = {"open": low, "high": low + draw(st.integers(0, 9)), "low": low,
                            "close": low}  # fmt: skip
-    elif stream == names.MACRO_DATA:
+    elif stream == channels.MACRO_DATA:
         msg = {"vix_price": draw(positive), "sp500_price": draw(positive)}
         if draw(st.booleans()):
             msg["gold_price"] = draw(positive)
-    elif stream == names.CAPITAL_DATA:
+    elif stream == channels.CAPITAL_DATA:
         amount = draw(st.decimals(Decimal("0.01"), Decimal(10**9), places=2))
         msg = {draw(st.sampled_from(["action", "kind"])): draw(ids), "user_id": draw(users),
                "amount": f"{amount:f}"}  # fmt: skip
-    elif stream == names.TRADING_RESULTS:
+    elif stream == channels.TRADING_RESULTS:
         body = draw(trade_body())
         msg = {"data": _packed(body)} if draw(st.booleans()) else {"trade_id": draw(ids), **body}
     elif stream == names.ALERTS:
@@ -154,14 +150,14 @@ PACKED_BAD: list[Any] = [
 
 #: Per stream: the fields a mutation may spoil, and the values that spoil each.
 FIELDS: dict[str, dict[str, list[Any]]] = {
-    names.MARKET_DATA: {"symbol": ID_BAD, "price": [*NUMBER_BAD, 0, -1], "volume": NUMBER_BAD,
+    channels.MARKET_DATA: {"symbol": ID_BAD, "price": [*NUMBER_BAD, 0, -1], "volume": NUMBER_BAD,
                         "timestamp": NUMBER_BAD, "ohlc": [*COMMON_BAD, 5, {"open": 1}]},
-    names.MACRO_DATA: {"vix_price": [*NUMBER_BAD, 0], "sp500_price": NUMBER_BAD,
+    channels.MACRO_DATA: {"vix_price": [*NUMBER_BAD, 0], "sp500_price": NUMBER_BAD,
                        "gold_price": NUMBER_BAD, "altcoins_volume": [*NUMBER_BAD, -1]},
-    names.CAPITAL_DATA: {"user_id": [*ID_BAD, "a@b c", "u" * 129], "amount":
+    channels.CAPITAL_DATA: {"user_id": [*ID_BAD, "a@b c", "u" * 129], "amount":
                          [*NUMBER_BAD, 100, 100.5, "1.001"], "units": NUMBER_BAD,
                          "nav": NUMBER_BAD, "action": ID_BAD},
-    names.TRADING_RESULTS: {"data": PACKED_BAD},
+    channels.TRADING_RESULTS: {"data": PACKED_BAD},
     names.ALERTS: {"level": [*COMMON_BAD, "loud", 5], "source": [*COMMON_BAD, "", "s" * 201],
                    "message": [*TEXT_BAD, ""]},
     names.COMMANDS: {"id": ID_BAD, "command": ID_BAD, "target": ID_BAD,
@@ -172,7 +168,7 @@ PLAIN_TRADE_BAD: dict[str, list[Any]] = {
     "trade_id": ID_BAD, "profit": [*NUMBER_BAD, -(10**16)], "quantity": [*NUMBER_BAD, 0, -1],
     "price": [*NUMBER_BAD, 0, 10**16],
 }  # fmt: skip
-REQUIRED = {names.MARKET_DATA: ["symbol", "price"], names.MACRO_DATA: ["vix_price"],
+REQUIRED = {channels.MARKET_DATA: ["symbol", "price"], channels.MACRO_DATA: ["vix_price"],
             names.ALERTS: ["level", "message"], names.COMMANDS: ["id", "command"],
             names.RESPONSES: ["id"]}  # fmt: skip
 
@@ -223,12 +219,12 @@ def hostile(draw: st.DrawFn, stream: str) -> bytes:
     if how == "missing" and stream in REQUIRED:
         del msg[draw(st.sampled_from(REQUIRED[stream]))]
         return encode(msg)
-    if stream == names.CAPITAL_DATA and how == "missing":
+    if stream == channels.CAPITAL_DATA and how == "missing":
         msg.pop("action", None)
         msg.pop("kind", None)
         return encode(msg)
     fields = FIELDS[stream]
-    if stream == names.TRADING_RESULTS and "data" not in msg:
+    if stream == channels.TRADING_RESULTS and "data" not in msg:
         fields = PLAIN_TRADE_BAD
     name = draw(st.sampled_from(sorted(fields)))
     msg[name] = draw(st.sampled_from(fields[name]))
@@ -262,7 +258,7 @@ def test_every_hostile_message_is_refused_with_a_reason_and_every_valid_one_pass
         if good:
             payload = validate_payload(stream, raw)
             assert payload == json.loads(raw)
-            if stream == names.TRADING_RESULTS:
+            if stream == channels.TRADING_RESULTS:
                 trade = trade_result(payload)  # what the capital consumer does next
                 assert trade.quantity > 0 and trade.price > 0
             seen["valid"] += 1
@@ -294,6 +290,7 @@ def db(database_url: str) -> Iterator[psycopg.Connection[Any]]:
 
 
 @pytest.mark.integration
+@pytest.mark.config("channels_config.json")  # the trading channels' schemas enabled
 @settings(max_examples=4, derandomize=True, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                  HealthCheck.function_scoped_fixture])  # fmt: skip

@@ -14,7 +14,8 @@ from corec_tasks.engine import Engine
 from corec_tasks.processors import default_registry
 from corec_tasks.settings import Settings, load_settings
 from corec_tasks.streams.bus import StreamBus
-from corec_tasks.streams.names import BLOCK_RESULTS, MARKET_DATA
+from corec_tasks.streams.names import BLOCK_RESULTS
+from plugins.trading.channels import MARKET_DATA
 
 pytestmark = pytest.mark.integration
 DATA = Path(__file__).resolve().parents[1] / "data"

@@ -19,7 +19,8 @@ from corec_tasks.procs import managed, start, worker_cmd
 from corec_tasks.settings import Settings, load_settings
 from corec_tasks.storage.migrate import upgrade
 from corec_tasks.streams.bus import StreamBus
-from corec_tasks.streams.names import BLOCK_RESULTS, MARKET_DATA
+from corec_tasks.streams.names import BLOCK_RESULTS
+from plugins.trading.channels import MARKET_DATA
 from tests.integration.workers import celery, wait_for_nodes
 
 pytestmark = pytest.mark.integration

@@ -24,13 +24,13 @@ from corec_tasks.errors import StreamError
 from corec_tasks.settings import Settings, load_settings
 from corec_tasks.storage.migrate import upgrade
 from corec_tasks.streams.bus import StreamBus
-from corec_tasks.streams.names import MARKET_DATA, TRADING_RESULTS
 from corec_tasks.streams.persister import GROUP as PERSISTER
 from corec_tasks.streams.persister import PersistStats, persist_once
 from plugins.capital_pool.config import load_config
 from plugins.capital_pool.consumer import GROUP as CAPITAL_GROUP
 from plugins.capital_pool.consumer import ConsumeStats, consume_once
 from plugins.capital_pool.service import CapitalPool
+from plugins.trading.channels import MARKET_DATA, TRADING_RESULTS
 from tests.integration.own_redis import OwnRedis
 
 pytestmark = pytest.mark.integration

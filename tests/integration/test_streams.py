@@ -26,16 +26,11 @@ from corec_tasks.errors import StreamError
 from corec_tasks.settings import Settings, load_settings
 from corec_tasks.storage.migrate import upgrade
 from corec_tasks.streams.bus import StreamBus
-from corec_tasks.streams.names import (
-    ALERTS,
-    CAPITAL_DATA,
-    DEAD_LETTER,
-    MACRO_DATA,
-    MARKET_DATA,
-)
+from corec_tasks.streams.names import ALERTS, DEAD_LETTER
 from corec_tasks.streams.persister import GROUP, PersistStats, lag, persist_once
+from plugins.trading.channels import CAPITAL_DATA, MACRO_DATA, MARKET_DATA
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.config("channels_config.json")]
 
 ROOT = Path(__file__).resolve().parents[2]
 

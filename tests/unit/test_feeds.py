@@ -10,7 +10,6 @@ import pytest
 
 from corec_tasks.errors import ConfigurationError
 from corec_tasks.settings import load_settings
-from corec_tasks.streams.names import MACRO_DATA, MARKET_DATA
 from corec_tasks.streams.schemas import check_payload
 from plugins.feeds import sim
 from plugins.feeds.config import FeedsConfig, config_from_settings, load_config
@@ -18,6 +17,7 @@ from plugins.feeds.macro import macro_payload
 from plugins.feeds.market import candle_payload
 from plugins.feeds.model import fit_ar, log_returns, predict
 from plugins.feeds.replay import ReplayError, load_csv, row_at
+from plugins.trading.channels import MACRO_DATA, MARKET_DATA
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "feeds"
 

@@ -20,7 +20,6 @@ from corec_tasks.streams.schemas import (
     PayloadError,
     check_payload,
     payload_checker,
-    trade_result,
     validate_payload,
 )
 from corec_tasks.strict import (
@@ -34,6 +33,8 @@ from corec_tasks.strict import (
     to_decimal,
 )
 from plugins.capital_pool.money import AmountError, parse_amount
+from plugins.trading import channels
+from plugins.trading.channels import trade_result
 
 D = Decimal
 
@@ -113,24 +114,24 @@ def test_stream_numbers_refuse_odd_notations(value: Any, message: str) -> None:
             TypeAdapter(kind).validate_python(value)
     payload = {"symbol": "BTC", "price": value}
     with pytest.raises(PayloadError, match="price: "):
-        check_payload(names.MARKET_DATA, json.dumps(payload).encode())
+        check_payload(channels.MARKET_DATA, json.dumps(payload).encode())
 
 
 def test_stream_numbers_accept_plain_forms() -> None:
     for value in ("100", "100.5", "100.50", 100, 100.5):
         assert TypeAdapter(Number).validate_python(value) in (100.0, 100.5)
-        check_payload(names.MARKET_DATA, json.dumps({"symbol": "BTC", "price": value}).encode())
+        check_payload(channels.MARKET_DATA, json.dumps({"symbol": "BTC", "price": value}).encode())
 
 
 def test_booleans_never_pass_as_numbers_on_any_stream() -> None:
     """Measured on main: {"vix_price": true, "sp500_price": true} landed in eventos."""
     cases = [
-        (names.MACRO_DATA, {"vix_price": True, "sp500_price": True}, "vix_price"),
-        (names.MARKET_DATA, {"symbol": "B", "price": True}, "price"),
-        (names.MARKET_DATA, {"symbol": "B", "price": 1, "volume": False}, "volume"),
-        (names.TRADING_RESULTS, {"trade_id": "t", "profit": True, "quantity": 1, "price": 1},
+        (channels.MACRO_DATA, {"vix_price": True, "sp500_price": True}, "vix_price"),
+        (channels.MARKET_DATA, {"symbol": "B", "price": True}, "price"),
+        (channels.MARKET_DATA, {"symbol": "B", "price": 1, "volume": False}, "volume"),
+        (channels.TRADING_RESULTS, {"trade_id": "t", "profit": True, "quantity": 1, "price": 1},
          "profit"),
-        (names.CAPITAL_DATA, {"action": "contribute", "amount": True}, "amount"),
+        (channels.CAPITAL_DATA, {"action": "contribute", "amount": True}, "amount"),
     ]  # fmt: skip
     for stream, payload, key in cases:
         with pytest.raises(PayloadError, match=f"{key}: ") as info:
@@ -140,10 +141,10 @@ def test_booleans_never_pass_as_numbers_on_any_stream() -> None:
 
 def test_money_on_capital_data_is_a_string_with_cents_at_most() -> None:
     ok = {"action": "contribute", "user_id": "alice", "amount": "100.50"}
-    assert validate_payload(names.CAPITAL_DATA, json.dumps(ok).encode()) == ok
+    assert validate_payload(channels.CAPITAL_DATA, json.dumps(ok).encode()) == ok
     for amount in ("100.001", "1_000", " 100", "1e2", 100, "1" * 20):
         with pytest.raises(PayloadError, match="amount: "):
-            check_payload(names.CAPITAL_DATA, json.dumps({**ok, "amount": amount}).encode())
+            check_payload(channels.CAPITAL_DATA, json.dumps({**ok, "amount": amount}).encode())
 
 
 @pytest.mark.parametrize(
@@ -156,7 +157,7 @@ def test_user_ids_match_in_full(user_id: Any) -> None:
     if user_id is not None:
         payload = {"action": "contribute", "user_id": user_id}
         with pytest.raises(PayloadError, match="user_id: "):
-            check_payload(names.CAPITAL_DATA, json.dumps(payload).encode())
+            check_payload(channels.CAPITAL_DATA, json.dumps(payload).encode())
 
 
 def test_valid_identifiers_pass() -> None:
@@ -180,11 +181,11 @@ def test_money_text_is_the_api_form() -> None:
 def test_every_stream_string_is_bounded() -> None:
     huge = "x" * 20_000
     cases = [
-        (names.MARKET_DATA, {"symbol": huge, "price": 1}, "symbol"),
-        (names.CAPITAL_DATA, {"action": huge}, "action"),
-        (names.CAPITAL_DATA, {"kind": huge}, "kind"),
-        (names.CAPITAL_DATA, {"kind": "k", "units": huge}, "units"),
-        (names.TRADING_RESULTS, {"trade_id": huge, "profit": 1, "quantity": 1, "price": 1},
+        (channels.MARKET_DATA, {"symbol": huge, "price": 1}, "symbol"),
+        (channels.CAPITAL_DATA, {"action": huge}, "action"),
+        (channels.CAPITAL_DATA, {"kind": huge}, "kind"),
+        (channels.CAPITAL_DATA, {"kind": "k", "units": huge}, "units"),
+        (channels.TRADING_RESULTS, {"trade_id": huge, "profit": 1, "quantity": 1, "price": 1},
          "trade_id"),
         (names.ALERTS, {"level": "info", "source": huge, "message": "m"}, "source"),
         (names.ALERTS, {"level": "info", "source": "s", "message": huge}, "message"),
@@ -214,22 +215,22 @@ def test_trading_results_are_bounded_by_the_capital_at_risk() -> None:
     at_risk = 100  # 2 x 50
     ok = [_trade(profit=str(-at_risk)), _trade(profit=str(10 * at_risk)), _trade(profit=0)]
     for payload in ok:
-        trade_result(validate_payload(names.TRADING_RESULTS, json.dumps(payload).encode()))
+        trade_result(validate_payload(channels.TRADING_RESULTS, json.dumps(payload).encode()))
     with pytest.raises(PayloadError, match=r"loss of 100\.01 exceeds the capital at risk"):
-        check_payload(names.TRADING_RESULTS, json.dumps(_trade(profit="-100.01")).encode())
+        check_payload(channels.TRADING_RESULTS, json.dumps(_trade(profit="-100.01")).encode())
     with pytest.raises(PayloadError, match="exceeds 10 times the capital at risk"):
-        check_payload(names.TRADING_RESULTS, json.dumps(_trade(profit="1000.01")).encode())
+        check_payload(channels.TRADING_RESULTS, json.dumps(_trade(profit="1000.01")).encode())
     # the multiple is configurable per call
     big = _trade(profit="5000")
     assert trade_result(big, max_profit_multiple=D(100)).profit == D(5000)
     with pytest.raises(ValidationError, match="exceeds 10 times"):
         trade_result(big)
-    lenient = payload_checker(names.TRADING_RESULTS, max_profit_multiple=D(100))
+    lenient = payload_checker(channels.TRADING_RESULTS, context={"max_profit_multiple": D(100)})
     lenient(json.dumps(big).encode())
     packed = {"data": base64.b64encode(gzip.compress(json.dumps(big).encode())).decode()}
     lenient(json.dumps(packed).encode())
     with pytest.raises(PayloadError, match="exceeds 10 times"):
-        check_payload(names.TRADING_RESULTS, json.dumps(packed).encode())
+        check_payload(channels.TRADING_RESULTS, json.dumps(packed).encode())
 
 
 @pytest.mark.parametrize(
@@ -243,7 +244,7 @@ def test_trading_result_fields_are_finite_bounded_and_matched(
     fields: dict[str, Any], key: str
 ) -> None:
     with pytest.raises(PayloadError, match=f"{key}: "):
-        check_payload(names.TRADING_RESULTS, json.dumps(_trade(**fields)).encode())
+        check_payload(channels.TRADING_RESULTS, json.dumps(_trade(**fields)).encode())
 
 
 # -- reasons -------------------------------------------------------------------------

@@ -224,7 +224,7 @@ class CapitalPool:
         gen = ""
         if use_cache:
             try:
-                pipe = self.redis.pipeline(transaction=True)
+                pipe = self.redis.pipeline(transaction=False)
                 pipe.get(self.k_status)
                 pipe.get(self.k_gen)
                 cached, gen_now = pipe.execute()

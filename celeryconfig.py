@@ -67,7 +67,9 @@ worker_cancel_long_running_tasks_on_connection_loss = True
 task_time_limit = _env.task_time_limit_s
 task_soft_time_limit = max(5, _env.task_time_limit_s - 30)
 result_expires = _env.result_expires_s
-result_extended = True
+# A result holds the task's return value and state only: no name, arguments (member ids,
+# amounts, single-use grants) or worker at rest in Redis; nothing in CoreC reads them.
+result_extended = False
 
 task_serializer = "json"
 result_serializer = "json"

@@ -205,23 +205,30 @@ def _user_id(claims: dict[str, Any]) -> int | None:
     raise GrantError("invalid grant: its principal is neither a user nor an operator")
 
 
+def _unverified_alg(grant: str) -> object:
+    """The ``alg`` a refused grant names (for the message only; nothing trusts it)."""
+    try:
+        return jwt.get_unverified_header(grant).get("alg")
+    except jwt.InvalidTokenError:
+        return None
+
+
 def _decode(grant: str | None, key: bytes, now: datetime | None) -> dict[str, Any]:
     if not grant:
         raise GrantError("a capital grant is required (grant=...): act through `corec api`, "
                          "or mint one with `corec capital grant`")
-    try:
-        header = jwt.get_unverified_header(grant)
-    except jwt.InvalidTokenError:
-        raise GrantError("grant is not a well-formed JWT") from None
-    if header.get("alg") != ALGORITHM:
-        raise GrantError(f"grant algorithm {header.get('alg')!r} is refused; only {ALGORITHM}")
-    try:
+    try:  # one parse: PyJWT refuses any algorithm but ALGORITHM before checking the signature
         claims: dict[str, Any] = jwt.decode(
             grant, key, algorithms=[ALGORITHM], audience=AUDIENCE, issuer=ISSUER,
             options={"require": _REQUIRED, "verify_exp": False, "verify_iat": False},
         )  # fmt: skip
+    except jwt.InvalidAlgorithmError:
+        alg = _unverified_alg(grant)
+        raise GrantError(f"grant algorithm {alg!r} is refused; only {ALGORITHM}") from None
     except jwt.InvalidSignatureError:
         raise GrantError("grant signature does not match (altered, or another grant key)") from None
+    except jwt.DecodeError:
+        raise GrantError("grant is not a well-formed JWT") from None
     except jwt.InvalidTokenError as exc:
         raise GrantError(f"invalid grant: {exc}") from None
     at = now or datetime.now(UTC)

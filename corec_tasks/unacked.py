@@ -57,7 +57,7 @@ def refresh(channel: Any, now: float | None = None) -> int:
     return len(tags)
 
 
-class UnackedHeartbeat(bootsteps.StartStopStep):
+class UnackedHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery: untyped
     """Consumer bootstep: keep this worker's unacknowledged Redis messages fresh."""
 
     requires = ("celery.worker.consumer.tasks:Tasks",)

@@ -71,7 +71,8 @@ class _JsonTextDumper(Dumper):
     oid = JSONB_OID
 
     def dump(self, obj: Any) -> Buffer:
-        return b"\x01" + obj.encode()
+        text: str = obj
+        return b"\x01" + text.encode()
 
 
 class _Target:

@@ -396,7 +396,7 @@ class StreamBus:
         """
         atomic = len(batch) > 1
         wait_ms = self.settings.env.redis_wait_ms
-        pipe = self.publisher.pipeline(transaction=False)  # one connection, in order
+        pipe: Any = self.publisher.pipeline(transaction=False)  # one connection, in order
         if atomic:
             pipe.execute_command("MULTI")
         for fields in batch:
@@ -526,7 +526,8 @@ class StreamBus:
     ) -> list[Entry]:
         args = ["XREADGROUP", "GROUP", group, consumer, "COUNT", count, "BLOCK", block_ms]
         try:
-            resp: Any = self._raw.execute_command(*args, "STREAMS", self.key(stream), ">")
+            raw: Any = self._raw  # redis-py's execute_command is untyped
+            resp: Any = raw.execute_command(*args, "STREAMS", self.key(stream), ">")
         except redis.ResponseError as exc:
             raise _group_error(stream, group, exc) from None
         if not resp:

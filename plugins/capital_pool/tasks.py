@@ -182,8 +182,9 @@ def _move(task: Any, kind: str, a: MoveArgs) -> dict[str, Any]:
         out = _refuse(task, kind, a.user_id, a.amount, a.idempotency_key,
                       f"capital_pool.{kind}: the grant cannot be checked now ({exc}); retry")
         return {**out, "retry": True}
-    return getattr(p, kind)(a.user_id, money_str(a.amount), a.idempotency_key,
-                            principal=who.principal)  # fmt: skip
+    result: dict[str, Any] = getattr(p, kind)(a.user_id, money_str(a.amount),
+                                              a.idempotency_key, principal=who.principal)
+    return result
 
 
 @app.task(bind=True, name="capital_pool.contribute", typing=False)

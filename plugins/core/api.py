@@ -224,17 +224,21 @@ class DirectCapital:
         self, kind: str, user_id: str, amount: str, key: str, caller: Caller | None
     ) -> dict[str, Any]:
         if caller is None:
-            return self.pool.refuse(kind, user_id, amount, key, principal="api:no-caller",
-                                    reason=f"capital.{kind} needs a logged-in caller")  # fmt: skip
+            refused: dict[str, Any] = self.pool.refuse(
+                kind, user_id, amount, key, principal="api:no-caller",
+                reason=f"capital.{kind} needs a logged-in caller")  # fmt: skip
+            return refused
         result: dict[str, Any] = getattr(self.pool, kind)(user_id, amount, key,
                                                           principal=caller.principal)  # fmt: skip
         return result
 
     def status(self) -> dict[str, Any]:
-        return self.pool.status()
+        result: dict[str, Any] = self.pool.status()
+        return result
 
     def member(self, user_id: str) -> dict[str, Any]:
-        return self.pool.member(user_id)
+        result: dict[str, Any] = self.pool.member(user_id)
+        return result
 
 
 class LoginIn(BaseModel):

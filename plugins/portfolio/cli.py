@@ -20,7 +20,7 @@ from corec_tasks.cli.output import console, handle_errors, print_json, table
 METHODS = ("equal_weight", "risk_parity")
 
 
-class DecimalAmount(click.ParamType):
+class DecimalAmount(click.ParamType):  # type: ignore[type-arg]
     """A positive, finite amount of money, parsed as ``Decimal`` (never float)."""
 
     name = "amount"

@@ -8,6 +8,7 @@ Create Date: 2026-11-23
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -22,7 +23,7 @@ _MONEY = sa.Numeric(20, 2)
 _UNITS = sa.Numeric(28, 8)
 
 
-def _created(name: str = "created_at") -> sa.Column:
+def _created(name: str = "created_at") -> sa.Column[Any]:
     return sa.Column(name, sa.DateTime(timezone=True), server_default=sa.func.now(),
                      nullable=False)  # fmt: skip
 

@@ -64,12 +64,19 @@ class Channels(_Strict):
 
 class Consumer(_Strict):
     """A stream consumer: ``handler`` (``"module:callable"``) gets each entry of
-    ``stream`` read by consumer group ``group``; beat drives it every ``every_s``."""
+    ``stream`` read by consumer group ``group``; beat drives it every ``every_s``.
+
+    ``loop``: ``handler`` is instead a factory ``fn(settings)`` returning a handler of
+    the consumer loop itself (``corec_tasks.streams.handler.Handler``: batches, its own
+    readiness and signature checks, per-entry verdicts); its ``group`` must be ``group``.
+    """
 
     stream: Name
     group: Name
     handler: Ref
-    every_s: float = Field(5.0, gt=0)
+    #: Seconds, or a framework setting's name as for beat entries (``"env.persist_every_s"``).
+    every_s: float | str = 5.0
+    loop: bool = False
 
 
 class Demo(_Strict):

@@ -15,9 +15,10 @@ from typing import Any
 
 from corec_tasks.celery import app
 from corec_tasks.discovery import resolve
+from corec_tasks.errors import ConfigurationError
 from corec_tasks.settings import Settings, get_settings
 from corec_tasks.streams.bus import Entry
-from corec_tasks.streams.handler import Done, EntryHandler, Verdict
+from corec_tasks.streams.handler import Done, EntryHandler, Handler, Verdict
 
 
 class ManifestHandler(EntryHandler):
@@ -37,14 +38,20 @@ class ManifestHandler(EntryHandler):
 
 @app.task(name="corec.plugins.consume", ignore_result=True)
 def consume(plugin: str, stream: str, group: str, handler: str,
-            max_batches: int = 10) -> dict[str, Any]:  # fmt: skip
-    """One consumer-loop round of ``handler`` on ``stream`` for consumer group ``group``."""
+            max_batches: int = 10, loop: bool = False) -> dict[str, Any]:  # fmt: skip
+    """One consumer-loop round of ``handler`` on ``stream`` for consumer group ``group``
+    (``loop``: ``handler`` builds the loop's own handler, see ``manifest.Consumer``)."""
     from corec_tasks.streams.bus import StreamBus
     from corec_tasks.streams.consumer import ConsumerLoop
 
     settings = get_settings()
-    call = resolve(handler, plugin)
+    target = resolve(handler, plugin)
+    loop_handler: Handler = (target(settings) if loop
+                             else ManifestHandler(settings, stream, group, target))  # fmt: skip
+    if loop_handler.group != group:
+        problem = (f"plugins.{plugin}.consumers.{stream}.group",
+                   f"{handler} consumes as group {loop_handler.group!r}, not {group!r}")
+        raise ConfigurationError([problem])
     with StreamBus(settings) as bus:
-        stats = ConsumerLoop(bus, ManifestHandler(settings, stream, group, call)).run(
-            stream, max_batches)
+        stats = ConsumerLoop(bus, loop_handler).run(stream, max_batches)
     return {"handled": stats.done, "failed": stats.failed, "dead_lettered": stats.dead_lettered}

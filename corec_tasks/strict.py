@@ -26,6 +26,8 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, GetPydanticSchema, StringConstraints, ValidationError
 from pydantic_core import core_schema as cs
 
+from corec_tasks.errors import CorecError
+
 #: Most integer and fraction digits a decimal string may have (a DoS bound, not money's).
 MAX_INT_DIGITS = 30
 MAX_FRAC_DIGITS = 30
@@ -56,7 +58,7 @@ NAME_MAX = 64
 TEXT_MAX = 10_000
 
 
-class StrictInputError(ValueError):
+class StrictInputError(CorecError, ValueError):
     """An input is not acceptable; the message says why, in one sentence."""
 
 

@@ -40,6 +40,8 @@ def task_routes(specs: list[PluginSpec]) -> dict[str, dict[str, str]]:
 
 def _seconds(value: float | str, settings: Settings, where: str) -> float:
     if isinstance(value, int | float):
+        if value <= 0:
+            raise ConfigurationError([(where, f"must be > 0 seconds, got {value}")])
         return float(value)
     if value.startswith("env."):
         found = getattr(settings.env, value[4:], None)
@@ -71,12 +73,15 @@ def beat_entries(settings: Settings, specs: list[PluginSpec]) -> dict[str, dict[
         for entry in spec.manifest.beat:
             out[entry.name] = beat_entry(entry, settings, spec.name)
         for consumer in spec.manifest.consumers:
+            every = _seconds(consumer.every_s, settings,
+                             f"plugins.{spec.name}.consumers.{consumer.stream}.every_s")
             out[f"consume-{spec.name}-{consumer.stream}-{consumer.group}"] = {
                 "task": CONSUME_TASK,
-                "schedule": consumer.every_s,
+                "schedule": every,
                 "kwargs": {"plugin": spec.name, "stream": consumer.stream,
-                           "group": consumer.group, "handler": consumer.handler},
-                "options": {"expires": max(10.0, 4 * consumer.every_s)},
+                           "group": consumer.group, "handler": consumer.handler,
+                           **({"loop": True} if consumer.loop else {})},
+                "options": {"expires": max(10.0, 4 * every)},
             }  # fmt: skip
     return out
 

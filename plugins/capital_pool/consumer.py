@@ -39,6 +39,7 @@ from typing import Any
 import psycopg
 import pybreaker
 
+from corec_tasks.settings import Settings
 from corec_tasks.streams.bus import Entry, StreamBus
 from corec_tasks.streams.consumer import (
     Batch,
@@ -242,6 +243,31 @@ def _decimal(value: object, name: str) -> Decimal:
     if not number.is_finite():
         raise ValueError(f"{name} must be finite, got {value!r}")
     return number
+
+
+# -- the consumers the manifest declares (``consumers`` with ``"loop": true``) ----------
+# Beat drives each through ``corec.plugins.consume`` on this worker process's pool.
+
+
+def _process_pool() -> CapitalPool:
+    from plugins.capital_pool.tasks import pool  # tasks imports this module
+
+    return pool()
+
+
+def trade_results(settings: Settings) -> TradeResults:
+    """The ``trading_results`` consumer of plugin.json."""
+    return TradeResults(_process_pool())
+
+
+def capital_actions(settings: Settings) -> CapitalActions:
+    """The ``capital_data`` consumer of plugin.json."""
+    return CapitalActions(_process_pool())
+
+
+def macro_data(settings: Settings) -> MacroData:
+    """The ``macro_data`` consumer of plugin.json."""
+    return MacroData(_process_pool())
 
 
 def consume_once(pool: CapitalPool, count: int = 500, consumer: str | None = None,

@@ -46,6 +46,7 @@ from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
 from corec_tasks.db import libpq_url
+from corec_tasks.errors import CorecError
 from corec_tasks.strict import shown
 from plugins.capital_pool import accounting as acc
 from plugins.capital_pool import audit, chain, reads
@@ -134,7 +135,7 @@ _REFUSE = (
 _KINDS = ("contribute", "withdraw")
 
 
-class InputError(ValueError):
+class InputError(CorecError, ValueError):
     """Bad input: nothing was read or written; the message says what to fix."""
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Context, Decimal
 
+from corec_tasks.errors import CorecError
 from corec_tasks.strict import MONEY_DIGITS, StrictInputError, kind_of, shown, to_decimal
 
 CENT = Decimal("0.01")
@@ -26,7 +27,7 @@ ZERO = Decimal(0)
 CTX = Context(prec=40)
 
 
-class AmountError(ValueError):
+class AmountError(CorecError, ValueError):
     """An amount is not acceptable money; the message says why, in one sentence."""
 
 

@@ -102,7 +102,7 @@ class NoArgs(Args):
     pass
 
 
-class ArgumentError(ValueError):
+class ArgumentError(CorecError, ValueError):
     """Arguments a task cannot use; the message is the sentence the caller gets."""
 
 

@@ -43,6 +43,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from corec_tasks.errors import CorecError
 from corec_tasks.strict import USER_ID_MAX, USER_ID_PATTERN, Key, MoneyText, UserId, reason_of
 from plugins.aaa.errors import AAAError, AuthenticationError, AuthorizationError, TokenError
 from plugins.aaa.limits import BusyError, ClientLimiter, TooManyAttemptsError
@@ -191,7 +192,7 @@ class CeleryCapital:
         return self._call("capital_pool.member", user_id)
 
 
-class CapitalTaskFailed(Exception):
+class CapitalTaskFailed(CorecError):
     """A capital task raised instead of answering (a bug, not a refusal): HTTP 500."""
 
 

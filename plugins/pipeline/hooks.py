@@ -85,7 +85,7 @@ def run_trading(
             task = bar.add_task("", total=cycles)
             for i in range(1, cycles + 1):
                 summary = run_cycle(f"demo-{run}-{i}", timeout=timeout, settings=settings)
-                # Beat's capital_pool.consume runs every second; consuming here too
+                # Beat's capital_pool consumers run every second; consuming here too
                 # means the NAV below already includes this cycle's closes.
                 consume_once(pool)
                 _wait_applied(settings, timeout)

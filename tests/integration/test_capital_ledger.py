@@ -353,3 +353,49 @@ def test_migration_0002_creates_the_ledger_as_the_models_say(capital_settings: o
             assert compare_metadata(ctx, CapitalBase.metadata) == []
     finally:
         eng.dispose()
+
+
+def test_the_manifest_declares_the_capital_consumers_and_beat_drives_them(
+    pool: CapitalPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """capital_pool's three consumers are manifest entries (``"loop": true``): beat's
+    schedule has one ``corec.plugins.consume`` per stream and no ``capital_pool.consume``;
+    a round of the trading_results one applies a signed result and dead-letters an
+    unsigned one, on the worker process's own pool."""
+    from pathlib import Path
+
+    from beat_schedule import build_beat_schedule
+    from corec_tasks.discovery import enabled
+    from corec_tasks.plugin_tasks import consume
+    from corec_tasks.settings import get_settings, load_settings
+    from plugins.capital_pool import tasks
+
+    monkeypatch.setenv("COREC_CONFIG", str(Path(__file__).parent.parent / "data"
+                                           / "capital_config.json"))  # fmt: skip
+    settings = load_settings()
+    schedule = build_beat_schedule(settings, enabled(settings))
+    names = {f"consume-capital_pool-{s}-capital_pool"
+             for s in (TRADING_RESULTS, MACRO_DATA, CAPITAL_DATA)}  # fmt: skip
+    assert names <= schedule.keys()
+    assert not any(e["task"] == "capital_pool.consume" for e in schedule.values())
+    entry = schedule[f"consume-capital_pool-{TRADING_RESULTS}-capital_pool"]
+    assert entry["kwargs"]["loop"] is True
+    assert entry["schedule"] == settings.env.persist_every_s
+    pool.contribute("alice", "1000", "a1", principal=OP)
+    pool.allocate("r1")
+    with StreamBus(pool.settings) as bus:
+        bus.publish(TRADING_RESULTS, {"data": _packed({"profit": 50.0, "quantity": 0.001,
+                                                       "price": 35000.0})})  # fmt: skip
+        bus.client.xadd(pool.settings.key(TRADING_RESULTS), {
+            b"d": json.dumps({"trade_id": "f", "profit": "9", "quantity": "1",
+                              "price": "1"}).encode(), b"i": b"mallory", b"t": b"1"})  # fmt: skip
+    get_settings.cache_clear()
+    tasks.pool.cache_clear()
+    try:
+        result = consume.run(**entry["kwargs"])
+    finally:
+        tasks.pool().close()
+        tasks.pool.cache_clear()
+        get_settings.cache_clear()
+    assert result == {"handled": 1, "failed": 0, "dead_lettered": 1}
+    assert pool.status(use_cache=False)["equity"] == "1050.00"

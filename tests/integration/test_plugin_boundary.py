@@ -78,10 +78,16 @@ def _schedule() -> dict[str, dict[str, object]]:
 def test_capital_disabled_schedules_no_capital_task(settings: Settings) -> None:
     """tests/data/small_config.json has no capital_pool: beat sends no capital task."""
     tasks = {e["task"] for e in build_beat_schedule(settings, enabled(settings)).values()}
+    names = build_beat_schedule(settings, enabled(settings)).keys()
     assert not any(t.startswith("capital_pool.") for t in tasks)
+    assert not any(n.startswith("consume-capital_pool-") for n in names)
     default = load_settings(ROOT / "corec_config.json")
-    tasks = {e["task"] for e in build_beat_schedule(default, enabled(default)).values()}
-    assert {"capital_pool.allocate", "capital_pool.consume", "trading.cycle"} <= tasks
+    schedule = build_beat_schedule(default, enabled(default))
+    tasks = {e["task"] for e in schedule.values()}
+    assert {"capital_pool.allocate", "trading.cycle"} <= tasks
+    # Its consumers are manifest entries, driven by the framework's consume task.
+    assert schedule["consume-capital_pool-trading_results-capital_pool"]["task"] == (
+        "corec.plugins.consume")
 
 
 def test_beat_help_and_table_when_enabled(settings: Settings, echo_on: Path, fresh_db: str

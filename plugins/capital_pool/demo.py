@@ -60,7 +60,7 @@ def run_demo(settings: Settings, timeout: float, console: Console) -> None:
     with StreamBus(settings) as bus:
         bus.publish(TRADING_RESULTS, {"data": base64.b64encode(gzip.compress(body)).decode()})
     deadline = time.monotonic() + timeout
-    while not _applied(settings, f"demo-{run}"):  # beat's capital_pool consumers (corec.plugins.consume), every second
+    while not _applied(settings, f"demo-{run}"):  # beat's capital_pool consumers, every second
         if time.monotonic() > deadline:
             raise CorecError("the trading result was not applied in time (is beat running?)")
         time.sleep(0.3)

@@ -16,13 +16,12 @@ import pytest
 import redis
 
 from corec_tasks.db import libpq_url
-from corec_tasks.procs import celery_cmd, managed, worker_cmd
 from corec_tasks.settings import Settings, load_settings
 from corec_tasks.storage.migrate import upgrade
 from corec_tasks.streams.bus import StreamBus
 from corec_tasks.streams.names import ALERTS
 from tests.integration.own_redis import own_redis
-from tests.integration.workers import wait_for_nodes
+from tests.integration.workers import worker_and_beat
 
 pytestmark = pytest.mark.integration
 
@@ -71,13 +70,7 @@ def test_beat_worker_and_producer_survive_redis_kill_and_aof_restart(
         monkeypatch.setenv("COREC_PERSIST_EVERY_S", "1")
         settings = load_settings()
         upgrade(settings.database_url)
-        beat_log = tmp_path / "beat.log"
-        beat_cmd = celery_cmd("beat", "--schedule", str(tmp_path / "beat"), "--loglevel", "INFO")
-        with (
-            managed(worker_cmd("w1", 2), tmp_path / "w1.log"),
-            managed(beat_cmd, beat_log) as beat,
-        ):
-            wait_for_nodes(1, tmp_path)
+        with worker_and_beat(tmp_path) as (beat, beat_log):
             producer = _Producer(settings)
             producer.start()
             time.sleep(3)

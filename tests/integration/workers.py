@@ -34,6 +34,20 @@ def running_workers(names: list[str], log_dir: Path, concurrency: int = 1) -> It
         yield wait_for_nodes(len(names), log_dir)
 
 
+@contextmanager
+def worker_and_beat(log_dir: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+    """One worker node (``w1``, 2 processes) and beat, both answering; yields beat's
+    process and its log file. Stops both (whole process groups) after."""
+    beat_log = log_dir / "beat.log"
+    beat_cmd = celery_cmd("beat", "--schedule", str(log_dir / "beat"), "--loglevel", "INFO")
+    with (
+        managed(worker_cmd("w1", 2), log_dir / "w1.log"),
+        managed(beat_cmd, beat_log) as beat,
+    ):
+        wait_for_nodes(1, log_dir)
+        yield beat, beat_log
+
+
 def wait_for_nodes(count: int, log_dir: Path, timeout: float = 60) -> list[str]:
     """Wait until ``count`` nodes answer ``celery inspect ping`` (the user's command)."""
     deadline = time.monotonic() + timeout

@@ -40,8 +40,9 @@ def client(kind: str, run: int) -> None:
     def send(kind: str, user: str, amount: str, idem: str) -> AsyncResult:
         grant = grants.mint(user, f"capital.{kind}", amount, idem, user_id=None,
                             username="operator:bench", key=key)  # fmt: skip
-        return app.send_task(f"capital_pool.{kind}", args=[user, amount, idem],
-                             kwargs={"grant": grant})  # fmt: skip
+        kwargs = {"grant": grant}  # hidden from task events, as the API does
+        return app.send_task(f"capital_pool.{kind}", args=[user, amount, idem], kwargs=kwargs,
+                             kwargsrepr=grants.kwargs_repr(kwargs))  # fmt: skip
 
     if kind == "ping":
         t0 = time.perf_counter()

@@ -44,8 +44,9 @@ def _pool(read_only: bool = False) -> Iterator[Any]:
 
 def _via_celery(task: str, *args: Any, timeout: float = 30.0, **kwargs: Any) -> dict[str, Any]:
     from corec_tasks.celery import app
+    from plugins.capital_pool.grants import kwargs_repr
 
-    pending = app.send_task(task, args=list(args), kwargs=kwargs)
+    pending = app.send_task(task, args=list(args), kwargs=kwargs, kwargsrepr=kwargs_repr(kwargs))
     result: dict[str, Any] = pending.get(timeout=timeout)
     pending.forget()  # the grant was in the arguments: do not leave it in the backend
     return result

@@ -30,8 +30,9 @@ def run_demo(settings: Settings, timeout: float, console: Console) -> None:
     grant_key = grants.load_key(settings)
 
     def call(task: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        result: dict[str, Any] = app.send_task(task, args=list(args),
-                                               kwargs=kwargs).get(timeout=timeout)  # fmt: skip
+        result: dict[str, Any] = app.send_task(
+            task, args=list(args), kwargs=kwargs,
+            kwargsrepr=grants.kwargs_repr(kwargs)).get(timeout=timeout)  # fmt: skip
         return result
 
     def contribute(user: str, amount: str, key: str) -> dict[str, Any]:

@@ -50,6 +50,14 @@ _REQUIRED = ["exp", "iat", "aud", "iss", "jti", "sub", "act", "amt", "idk", "by"
 
 
 
+def kwargs_repr(kwargs: Mapping[str, Any]) -> str:
+    """A capital task's ``kwargsrepr``: its kwargs with the grant hidden. Celery copies
+    ``kwargsrepr`` into every task event (Flower, ``celery events``, anyone subscribed
+    on the broker); the grant is single-use, but it need not be shown to them. Passing
+    it also spares Celery a ``saferepr`` of the kwargs on every send."""
+    return repr({k: "<grant>" if k == "grant" else v for k, v in kwargs.items()})
+
+
 class GrantError(CorecError):
     """A grant was refused: expired, reused, tampered, or bound to another action."""
 

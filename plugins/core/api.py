@@ -128,9 +128,12 @@ class CeleryCapital:
     def _call(self, task: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
         from celery import states
 
+        from plugins.capital_pool import grants
+
         try:
             pending = self.app.send_task(
-                task, args=list(args), kwargs=kwargs, retry=True,
+                task, args=list(args), kwargs=kwargs, kwargsrepr=grants.kwargs_repr(kwargs),
+                retry=True,
                 retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.5,
                               "interval_max": 1},
             )  # fmt: skip

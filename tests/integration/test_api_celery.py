@@ -121,6 +121,12 @@ def test_refusals_stay_fast_with_workers_and_503_without(
             assert code == 503 and body["retry"] is True, body
             assert "no capital worker answered within 5 s" in body["error"]
             assert DEFAULT_TASK_TIMEOUT_S <= took < DEFAULT_TASK_TIMEOUT_S + 2, took
+            # The queued message carries the grant in its body, but the kwargsrepr that
+            # task events (Flower, `celery events`) copy hides it.
+            queued = [json.loads(m) for m in
+                      redis_client.lrange(capital_settings.key("generic"), 0, -1)]  # fmt: skip
+            assert [m["headers"]["task"] for m in queued] == ["capital_pool.contribute"]
+            assert queued[0]["headers"]["kwargsrepr"] == "{'grant': '<grant>'}"
 
             with running_workers(["apicap"], tmp_path, concurrency=2):
                 with ThreadPoolExecutor(BURST) as pool:

@@ -250,7 +250,7 @@ def _decimal(value: object, name: str) -> Decimal:
 
 
 def _process_pool() -> CapitalPool:
-    from plugins.capital_pool.tasks import pool  # tasks imports this module
+    from plugins.capital_pool.runtime import pool  # runtime imports service, not this
 
     return pool()
 

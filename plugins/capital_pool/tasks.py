@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from decimal import Decimal
-from functools import lru_cache, wraps
+from functools import wraps
 from typing import Annotated, Any
 
 import redis
@@ -33,26 +33,10 @@ from pydantic import ValidationError as PydanticValidationError
 
 from corec_tasks.celery import app
 from corec_tasks.errors import CorecError
-from corec_tasks.settings import get_settings
 from corec_tasks.strict import Key, UserId, reason
 from plugins.capital_pool import audit, grants
 from plugins.capital_pool.money import AmountError, money_str, parse_amount
-from plugins.capital_pool.service import CapitalPool
-from plugins.capital_pool.settings import capital_config
-
-
-@lru_cache(maxsize=1)
-def pool() -> CapitalPool:
-    """This worker process's capital pool (its own connections)."""
-    settings = get_settings()
-    return CapitalPool(settings, capital_config(settings))
-
-
-@lru_cache(maxsize=1)
-def grant_key() -> bytes:
-    """The grant key, read once per worker process (a new key needs a restart)."""
-    return grants.load_key(pool().settings)
-
+from plugins.capital_pool.runtime import grant_key, pool
 
 # -- arguments ------------------------------------------------------------------------
 

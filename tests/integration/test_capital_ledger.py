@@ -361,14 +361,14 @@ def test_the_manifest_declares_the_capital_consumers_and_beat_drives_them(
     """capital_pool's three consumers are manifest entries (``"loop": true``): beat's
     schedule has one ``corec.plugins.consume`` per stream and no ``capital_pool.consume``;
     a round of the trading_results one applies a signed result and dead-letters an
-    unsigned one, on the worker process's own pool."""
+    unsigned one, on the worker process's own pool (``runtime.pool``)."""
     from pathlib import Path
 
     from beat_schedule import build_beat_schedule
     from corec_tasks.discovery import enabled
-    from corec_tasks.plugin_tasks import consume
+    from corec_tasks.plugin_consumers import consume_round
     from corec_tasks.settings import get_settings, load_settings
-    from plugins.capital_pool import tasks
+    from plugins.capital_pool import runtime
 
     monkeypatch.setenv("COREC_CONFIG", str(Path(__file__).parent.parent / "data"
                                            / "capital_config.json"))  # fmt: skip
@@ -389,13 +389,14 @@ def test_the_manifest_declares_the_capital_consumers_and_beat_drives_them(
         bus.client.xadd(pool.settings.key(TRADING_RESULTS), {
             b"d": json.dumps({"trade_id": "f", "profit": "9", "quantity": "1",
                               "price": "1"}).encode(), b"i": b"mallory", b"t": b"1"})  # fmt: skip
+    # What the beat entry's task runs, in this process (no Celery app: see runtime.py).
     get_settings.cache_clear()
-    tasks.pool.cache_clear()
+    runtime.pool.cache_clear()
     try:
-        result = consume.run(**entry["kwargs"])
+        result = consume_round(get_settings(), **entry["kwargs"])
     finally:
-        tasks.pool().close()
-        tasks.pool.cache_clear()
+        runtime.pool().close()
+        runtime.pool.cache_clear()
         get_settings.cache_clear()
     assert result == {"handled": 1, "failed": 0, "dead_lettered": 1}
     assert pool.status(use_cache=False)["equity"] == "1050.00"

@@ -120,7 +120,7 @@ def test_nothing_when_disabled(settings: Settings, echo_off: Path, fresh_db: str
 def test_its_block_runs_and_its_consumer_receives(settings: Settings, echo_on: Path,
                                                   fresh_db: str) -> None:  # fmt: skip
     from corec_tasks.nucleus import Nucleus
-    from corec_tasks.plugin_tasks import consume
+    from corec_tasks.plugin_consumers import consume_round
     from corec_tasks.storage.migrate import upgrade
     from corec_tasks.streams.bus import StreamBus
 
@@ -144,7 +144,7 @@ def test_its_block_runs_and_its_consumer_receives(settings: Settings, echo_on: P
     entry = _schedule()["consume-echo_plugin-echo_events-echo"]
     get_settings.cache_clear()
     try:
-        result = consume.run(**entry["kwargs"])
+        result = consume_round(get_settings(), **entry["kwargs"])
     finally:
         get_settings.cache_clear()
     assert result == {"handled": 2, "failed": 0, "dead_lettered": 1}

@@ -114,7 +114,7 @@ class Env(BaseSettings):
         """Replicas a stream publish waits for (``COREC_REDIS_WAIT_REPLICAS``)."""
         if self.redis_wait_replicas is not None:
             return self.redis_wait_replicas
-        return 1 if self.redis_sentinels else 0
+        return 1 if self.sentinels else 0
 
     @property
     def cycle_rescue_s(self) -> float:
@@ -130,11 +130,11 @@ _HOST_PORT = re.compile(r"(?:\[([0-9A-Fa-f:.]{2,45})\]|([A-Za-z0-9.-]{1,253})):(
 def parse_sentinels(text: str) -> list[tuple[str, int]]:
     """``host:port,host:port`` (``[v6]:port`` too) as pairs; ConfigurationError naming
     COREC_REDIS_SENTINELS for anything else."""
+    if not text.strip(" "):
+        return []
     out: list[tuple[str, int]] = []
     for item in text.split(","):
         item = item.strip(" ")
-        if not item and not text.strip(" "):
-            continue
         match = _HOST_PORT.match(item)
         port = int(match.group(3)) if match else 0
         if not match or not 0 < port < 65536:

@@ -16,6 +16,7 @@ from corec_tasks.celery import app
 from corec_tasks.cycle import DEFAULT_CHUNK, close_cycle, rescue_stalled
 from corec_tasks.engine import landed_stats, persist_block_results
 from corec_tasks.nucleus import worker_nucleus
+from corec_tasks.processors import ProcessorUnavailable
 from corec_tasks.streams.names import ALERTS
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,8 @@ T = TypeVar("T")
 #: A server that is down or unreachable: the task is retried later, not failed, since
 #: a failed chunk would fail the whole cycle's chord and lose its blocks.
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (
-    redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError)  # fmt: skip
+    redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError,
+    ProcessorUnavailable)  # fmt: skip
 #: Retries on a connection error, with backoff 1, 2, 4 ... capped at 30 s (~6 minutes).
 CONNECTION_RETRIES = 15
 

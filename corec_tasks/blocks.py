@@ -39,10 +39,12 @@ from corec_tasks.entities import EntityArrays, EntityFormatError
 from corec_tasks.errors import ConfigurationError
 from corec_tasks.processors import (
     AsyncFn,
+    EntryMeta,
     Payload,
     ProcessorContext,
     ProcessorRegistry,
     ProcessorSpec,
+    ProcessorUnavailable,
     VectorFn,
     payloads_missing,
     processor_for_block,
@@ -267,6 +269,7 @@ class SymbioticBlock:
         payloads: Sequence[Payload] | None = None,
         now: float | None = None,
         window: tuple[int, int] | None = None,
+        entries: Sequence[EntryMeta] | None = None,
     ) -> BlockResult:
         """Run the block once: select, process, validate, update, fitness, self-repair.
 
@@ -286,7 +289,8 @@ class SymbioticBlock:
         k = ids.shape[0]
         proc = registry.get(spec.processor)
         rng = reseeded_thread_rng(spec.id, cycle)
-        ctx = ProcessorContext(spec.id, cycle, ids, spec.canal, prev, rng, payloads, self.state)
+        ctx = ProcessorContext(spec.id, cycle, ids, spec.canal, prev, rng, payloads, self.state,
+                               entries)  # fmt: skip
         values, errors, problem = _call(proc, ctx)
 
         # Valid: not flagged and in [0, 1] (NaN fails both comparisons).
@@ -408,6 +412,8 @@ def _call(
         if values.shape != (k,) or errors.shape != (k,):
             raise ValueError(f"returned shapes {values.shape} and {errors.shape}, expected ({k},)")
         return values, errors, None
+    except ProcessorUnavailable:
+        raise  # not this run's fault: retried, its input kept
     except Exception as exc:
         log.warning("processor %r failed on block %s: %s", proc.name, ctx.block_id, exc)
         problem = f"processor {proc.name!r} failed: {type(exc).__name__}: {exc}"

@@ -15,6 +15,7 @@ from corec_tasks.block_store import VersionConflict
 from corec_tasks.celery import app
 from corec_tasks.cycle import DEFAULT_CHUNK, close_cycle, rescue_stalled
 from corec_tasks.engine import landed_stats, persist_block_results
+from corec_tasks.metrics.counters import TOTALS
 from corec_tasks.nucleus import worker_nucleus
 from corec_tasks.processors import ProcessorUnavailable
 from corec_tasks.streams.names import ALERTS
@@ -117,6 +118,9 @@ def _finish(
         "complete": complete,
         "mean_fitness": round(sum(fitness) / len(fitness), 4) if fitness else None,
         "wall_s": round(time.time() - started, 4),
+        # Entity redirections so far (a running total): the difference between two
+        # cycles' records is what sync moved in between (plugins' cycle statistics).
+        "redirections": int(n.store.r.hget(n.settings.key(TOTALS), "redirections") or 0),
     }
     if rescue is not None:
         record["rescued"] = int(rescue.get("blocks", 0))

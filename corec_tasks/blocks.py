@@ -90,6 +90,8 @@ class BlockSpec:
     stream: str | None = None
     #: ``max_size_mb`` in bytes: the block's stored entity state may not exceed it.
     max_bytes: int = 1 << 20
+    #: Redirection leaves the block at least this many entities (config ``min_entidades``).
+    min_entities: int = 1
 
     def fits(self, entities: int) -> bool:
         """Whether ``entities`` entities stay within ``max_bytes`` of state."""
@@ -168,6 +170,7 @@ def specs_from_config(
                 max_entities=2 * per,
                 stream=block.stream,
                 max_bytes=max_bytes,
+                min_entities=block.min_entidades,
             )
             out.append((spec, np.arange(next_id, next_id + size, dtype=np.uint32)))
             next_id += size

@@ -37,7 +37,8 @@ def test_seed_sample_loads_as_is() -> None:
 #: Issue 12: the plugins' work as stream-fed blocks (capital intake, per-symbol signal).
 INTAKE = {"bloque_id": "capital_intake", "canal": 1, "entidades": 1000, "max_size_mb": 1,
           "entidades_por_bloque": 1000, "max_errores": 0.2, "min_fitness": 0.2,
-          "procesador": "capital_intake", "intervalo_s": 5, "stream": "capital_data"}
+          "procesador": "capital_intake", "intervalo_s": 5, "stream": "capital_data",
+          "min_entidades": 250}
 SIGNAL = {"bloque_id": "feeds_signal", "canal": 3, "entidades": 1000, "max_size_mb": 1,
           "entidades_por_bloque": 1000, "max_errores": 0.05, "min_fitness": 0.2,
           "procesador": "market_signal", "intervalo_s": 60, "stream": "market_data"}

@@ -704,7 +704,9 @@ class StreamBus:
         pipe.xadd(self.key(DEAD_LETTER), fields)
         if group is not None:
             pipe.xack(self.key(stream), group, entry.id)
-        return _str(pipe.execute()[0])
+        dead_id = _str(pipe.execute()[0])
+        self._alert_dead(stream, group, [(entry, reason, deliveries)])
+        return dead_id
 
     def settle(
         self,
@@ -712,9 +714,12 @@ class StreamBus:
         group: str,
         ack_ids: Sequence[str],
         dead: Sequence[tuple[Entry, str, int]] = (),
+        *,
+        alert: bool = True,
     ) -> None:
         """Dead-letter ``dead`` (entry, reason, deliveries), ack them and ``ack_ids``,
-        atomically (one MULTI). Call only once the effect of ``ack_ids`` is durable."""
+        atomically (one MULTI). Call only once the effect of ``ack_ids`` is durable.
+        ``alert``: one warning on ``corec_alerts`` (unless the caller sends its own)."""
         if not dead:
             self.ack(stream, group, ack_ids)
             return
@@ -726,6 +731,25 @@ class StreamBus:
         ids = [*ack_ids, *(e.id for e, _, _ in dead)]
         pipe.xack(self.key(stream), group, *ids)
         pipe.execute()
+        if alert:
+            self._alert_dead(stream, group, dead)
+
+    def _alert_dead(
+        self, stream: str, group: str | None, dead: Sequence[tuple[Entry, str, int]]
+    ) -> None:
+        """One ``warning`` per stream and hour (source ``stream.dead_letter``): entries an
+        operator must look at (``corec streams dead-letter``). Never raises: the dead
+        letters are written; an alert lost to a Redis error is only logged."""
+        from corec_tasks.alerts import alert
+
+        entry, reason, _ = dead[0]
+        by = f" by {group}" if group else ""
+        try:
+            alert(self.settings, self.client, "warning", "stream.dead_letter", stream,
+                  f"{len(dead)} entries of {stream} dead-lettered{by} (first: {entry.id}, "
+                  f"{reason[:300]}); see `corec streams dead-letter`")  # fmt: skip
+        except redis.RedisError as exc:
+            log.warning("could not alert on dead letters of %s: %r", stream, exc)
 
     def _dead_fields(
         self, stream: str, entry: Entry, reason: str, deliveries: int

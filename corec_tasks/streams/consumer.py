@@ -266,7 +266,7 @@ class ConsumerLoop:
             else:
                 bad.append((e, f"{self.group}: {why}", batch.deliveries(e.id)))
         if bad:
-            self.bus.settle(batch.stream, self.group, [], bad)
+            self.bus.settle(batch.stream, self.group, [], bad, alert=False)  # its own, below
             with self._lock:
                 s.dead_lettered += len(bad)
             for e, why, _ in bad:

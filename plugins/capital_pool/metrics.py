@@ -24,6 +24,7 @@ import pybreaker
 import redis
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from corec_tasks.alerts import alert
 from corec_tasks.metrics.pg import ScrapeConnection
 from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings
@@ -62,6 +63,11 @@ class RedisBreakerListener(pybreaker.CircuitBreakerListener):
                 pipe.set(key, new_state.name, ex=self.ttl_s)
                 pipe.sadd(self.settings.key(BREAKERS), member)
             pipe.execute()
+            if new_state.name == "open":  # one alert per breaker and hour, whichever process
+                alert(self.settings, self.r, "error", "breaker", str(cb.name),
+                      f"circuit breaker {cb.name} opened in {self.process} after "
+                      f"{cb.fail_max} consecutive failures; calls fail fast for "
+                      f"{cb.reset_timeout:g} s")  # fmt: skip
         except redis.RedisError as exc:  # the breaker may be open because Redis is down
             log.warning("breaker %s is %s; could not record it: %r", cb.name, new_state.name,
                         exc)  # fmt: skip

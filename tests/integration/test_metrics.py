@@ -29,6 +29,7 @@ from corec_tasks.metrics.exporter import CorecCollector
 from corec_tasks.modules.sync import redirect
 from corec_tasks.settings import Settings, load_settings
 from corec_tasks.streams.bus import Entry, StreamBus
+from corec_tasks.streams.names import ALERTS
 from plugins.capital_pool.service import CapitalPool, breaker
 from plugins.pipeline.config import TradingConfig
 from plugins.pipeline.cycle import Trading
@@ -127,6 +128,12 @@ def test_one_scrape_after_a_cycle_shows_every_family(
         db_breaker.close()  # the breaker is per process: leave it closed for other tests
         client.close()
     (tmp_path / "scrape.txt").write_text(text)  # kept for a failure's reader
+
+    # The engine's alerts for the same incidents, one each (issue 12).
+    raised = [(a["payload"]["level"], a["payload"]["source"], a["payload"]["subject"])
+              for a in bus.tail(ALERTS, 50)]  # fmt: skip
+    assert raised.count(("warning", "stream.dead_letter", "market_data")) == 1, raised
+    assert raised.count(("error", "breaker", "capital_pool.db")) == 1, raised
 
     # blocks: 2 sensor blocks of 1000 and 1 seguridad of 500, every one ran
     assert _one(s, "corec_blocks", group="sensor") == 2

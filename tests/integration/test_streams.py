@@ -318,6 +318,14 @@ def test_invalid_messages_are_dead_lettered_with_reason(
     assert json.loads(dead[overflow]["payload"])["n"] > 1e300
     assert bus.pending(MARKET_DATA, GROUP) == 0
     assert bus.client.xlen(settings.key(DEAD_LETTER)) == 4
+    # One alert for the incident, not one per entry nor per batch.
+    alerts = [a["payload"] for a in bus.tail("corec_alerts", 20)]
+    assert [(a["level"], a["source"], a["subject"]) for a in alerts] == [
+        ("warning", "stream.dead_letter", MARKET_DATA)], alerts
+    persist_once(settings, streams=[MARKET_DATA], consumer="c")
+    bus.publish(MARKET_DATA, {"symbol": "BTC", "price": -6})
+    assert persist_once(settings, streams=[MARKET_DATA], consumer="c").dead_lettered == 1
+    assert len(bus.tail("corec_alerts", 20)) == 1  # the same incident within the hour
 
 
 # -- (4) counts over thousands of mixed messages, persisters in parallel ----------------

@@ -114,6 +114,9 @@ class Manifest(_Strict):
     #: The Alembic version folder of the plugin's tables (a branch of its own whose
     #: first revision depends on the framework's), relative to the plugin's folder.
     migrations: str | None = Field(None, max_length=200)
+    #: The SQLAlchemy ``MetaData`` of those tables (``"module:attr"``), so Alembic's
+    #: autogenerate compares them rather than proposing to drop them.
+    metadata: Ref | None = None
     #: Processor names the plugin registers, and the block ids it ships (for listing).
     processors: list[Name] = []
     blocks: list[Name] = []

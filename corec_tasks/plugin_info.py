@@ -82,6 +82,7 @@ def describe(spec: PluginSpec) -> dict[str, Any]:
         "schemas": m.schemas,
         "consumers": [c.model_dump() for c in m.consumers],
         "migrations": str(spec.folder / m.migrations) if m.migrations else None,
+        "metadata": m.metadata,
         "processors": m.processors,
         "blocks": m.blocks,
         "commands": m.commands,

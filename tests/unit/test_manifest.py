@@ -24,6 +24,8 @@ def _refs(m: Manifest) -> list[str]:
         refs += [r for r in (m.demo.config, m.demo.step, m.demo.report) if r]
     if m.config_model:
         refs.append(m.config_model)
+    if m.metadata:
+        refs.append(m.metadata)
     return refs
 
 

@@ -22,6 +22,8 @@ MANIFEST = "plugin.json"
 _REF = r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$"
 Ref = Annotated[str, Field(pattern=_REF, max_length=200)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][\w.:-]*$", max_length=128)]
+#: A plugin's name, as in plugin.json and the config's ``plugins``.
+PluginName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
 #: A task name or a glob of them (``"capital_pool.*"``).
 TaskGlob = Annotated[str, Field(pattern=r"^[A-Za-z_*][\w.:*-]*$", max_length=128)]
 
@@ -93,7 +95,7 @@ class Demo(_Strict):
 class Manifest(_Strict):
     """The whole ``plugin.json``."""
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
+    name: PluginName
     version: str = Field("0.0.0", max_length=32)
     description: str = Field("", max_length=1000)
     #: The file the nucleus loads by path (``register_processors(registry)`` lives there).
@@ -125,6 +127,8 @@ class Manifest(_Strict):
     #: A pydantic model of the plugin's own config file (``config_path``).
     config_model: Ref | None = None
     demo: Demo | None = None
+    #: Plugins this one imports or whose tables it uses; each must be enabled with it.
+    requires: list[PluginName] = []
 
 
 def read_manifest(folder: Path) -> Manifest:

@@ -81,6 +81,7 @@ def describe(spec: PluginSpec) -> dict[str, Any]:
         "consumes": m.channels.consumes,
         "schemas": m.schemas,
         "consumers": [c.model_dump() for c in m.consumers],
+        "requires": m.requires,
         "migrations": str(spec.folder / m.migrations) if m.migrations else None,
         "metadata": m.metadata,
         "processors": m.processors,

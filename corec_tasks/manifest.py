@@ -83,11 +83,15 @@ class Consumer(_Strict):
 
 class Demo(_Strict):
     """The plugin's part of ``corec demo`` (each ``"module:callable"``): ``config(settings,
-    out_dir) -> Path`` writes the demo's copy of the config; ``step(settings, timeout,
-    console)`` runs on the demo's worker and beat; ``report(settings, cycles, timeout,
-    run, console) -> (start, rows)`` runs the cycles the report's NAV table and chart show."""
+    out_dir) -> Path`` writes the demo's copy of the config; ``events(n, rng) -> (entries,
+    malformed)`` gives at most ``n`` ``(stream, payload)`` entries for its persisted
+    streams and a few its schemas refuse, which the demo publishes, lands and shows
+    dead-lettered; ``step(settings, timeout, console)`` runs on the demo's worker and
+    beat; ``report(settings, cycles, timeout, run, console) -> (start, rows)`` runs the
+    cycles the report's NAV table and chart show."""
 
     config: Ref | None = None
+    events: Ref | None = None
     step: Ref | None = None
     report: Ref | None = None
 

@@ -46,6 +46,7 @@ def _configs(folder: Path) -> Path:
         {"name": "capital_pool", "enabled": True, "config_path": str(folder / "capital.yaml")},
         {"name": "feeds", "enabled": True, "config_path": str(folder / "feeds.json")},
         {"name": "pipeline", "enabled": True, "config_path": str(folder / "pipeline.json")},
+        *({"name": n, "enabled": True} for n in ("aaa", "broker", "core")),  # it requires them
     ]  # fmt: skip
     (folder / "corec_config.json").write_text(json.dumps(corec))
     return folder / "corec_config.json"

@@ -2,7 +2,8 @@
 
 Starts the embedded Redis and PostgreSQL (unless REDIS_URL and DATABASE_URL are
 set), migrates, starts one Celery worker and beat, publishes events through the
-streams bus (a few malformed on purpose), waits while beat-driven persistence
+streams bus (``corec_alerts``, and each enabled plugin's on its own streams, ``events``
+in its plugin.json's ``demo``; a few malformed on purpose), waits while beat-driven persistence
 lands them in the partitioned tables, shows the result; runs the seed's blocks, then
 each enabled plugin's demo part (``demo`` in its plugin.json: the capital pool's
 step, the pipeline's trading cycles), ends with a report (a table and a PNG chart,
@@ -11,13 +12,9 @@ step, the pipeline's trading cycles), ends with a report (a table and a PNG char
 
 from __future__ import annotations
 
-import base64
-import gzip
-import json
 import os
 import random
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,38 +26,39 @@ from sqlalchemy import text
 
 from corec_tasks import services
 from corec_tasks.db import make_engine, redact
+from corec_tasks.discovery import resolve
 from corec_tasks.errors import CorecError
+from corec_tasks.manifest import Demo
 from corec_tasks.procs import celery_cmd, managed, wait_for_workers, worker_cmd
 from corec_tasks.settings import Settings, load_env, load_settings
 
 console = Console()
 
-MALFORMED: list[tuple[str, dict[str, Any]]] = [
-    ("market_data", {"symbol": "BTCUSDT", "price": -5}),
-    ("macro_data", {"sp500_price": 4500.0}),
-    ("trading_results", {"data": "not-base64-gzip!"}),
-]
+Entry = tuple[str, dict[str, Any]]
+
+#: The framework's own bad entry: ``corec_alerts`` knows no level "loud" (its schema).
+MALFORMED: list[Entry] = [("corec_alerts", {"level": "loud", "source": "demo", "message": "x"})]
 
 
-def _events(n: int, rng: random.Random) -> Iterator[tuple[str, dict[str, Any]]]:
-    """A plausible mix of the seeds' channels."""
-    price = {"BTCUSDT": 35_000.0, "ETHUSDT": 2_000.0, "SPY": 450.0}
-    for i in range(n):
-        kind = i % 10
-        if kind < 6:
-            sym = rng.choice(list(price))
-            price[sym] *= 1 + rng.gauss(0, 0.001)
-            yield "market_data", {"symbol": sym, "price": round(price[sym], 2), "volume": 1.5}
-        elif kind < 8:
-            yield "macro_data", {"vix_price": round(rng.uniform(12, 30), 2), "sp500_price": 4500.0}
-        elif kind == 8:
-            # A loss is at most the capital at risk (0.001 x 35,000 = 35): the schema says so.
-            trade = {"trade_id": f"demo-{i}", "profit": round(max(rng.gauss(5, 20), -35), 2),
-                     "quantity": 0.001, "price": 35_000.0}  # fmt: skip
-            packed = base64.b64encode(gzip.compress(json.dumps(trade).encode())).decode()
-            yield "trading_results", {"data": packed}
-        else:
-            yield "corec_alerts", {"level": "info", "source": "demo", "message": f"tick {i}"}
+def _alerts(n: int) -> list[Entry]:
+    return [("corec_alerts", {"level": "info", "source": "demo", "message": f"tick {i}"})
+            for i in range(n)]  # fmt: skip
+
+
+def _entries(demos: list[tuple[str, Demo]], n: int, seed: int
+             ) -> tuple[list[Entry], list[Entry]]:  # fmt: skip
+    """``n`` entries to publish and the malformed ones: each enabled plugin's (``events``
+    in its manifest's ``demo``: the streams it owns) from an equal share of 90 %, then
+    the framework's ``corec_alerts`` up to ``n``. The framework names no plugin stream."""
+    sources = [(name, hooks.events) for name, hooks in demos if hooks.events]
+    share = (n - n // 10) // len(sources) if sources else 0
+    good: list[Entry] = []
+    bad = list(MALFORMED)
+    for name, ref in sources:
+        entries, malformed = resolve(ref, name)(share, random.Random(f"{seed}:{name}"))
+        good += list(entries)[:share]
+        bad += list(malformed)
+    return good + _alerts(n - len(good)), bad
 
 
 def _landed(settings: Settings, since: float) -> int:
@@ -107,7 +105,7 @@ def _run(settings: Settings, events: int, cycles: int, timeout: float, seed: int
          trading_cycles: int, report: Path | None) -> None:  # fmt: skip
     from corec_tasks.cli.output import table
     from corec_tasks.demo_report import trading_table, write_chart
-    from corec_tasks.discovery import enabled, resolve
+    from corec_tasks.discovery import enabled
     from corec_tasks.storage.migrate import current, upgrade
     from corec_tasks.storage.partitions import ensure_partitions
 
@@ -151,7 +149,7 @@ def _run(settings: Settings, events: int, cycles: int, timeout: float, seed: int
         node = wait_for_workers(1, 60)[0]
         console.print(f"worker [bold]{node}[/] answered; beat persists streams every 1s "
                       f"(logs in {logs})")  # fmt: skip
-        _streams(settings, events, timeout, seed)
+        _streams(settings, *_entries(demos, events, seed), timeout)
         block_records = _blocks(settings, cycles, timeout)
         for name, hooks in demos:  # each enabled plugin's own demo step (capital pool)
             if hooks.step:
@@ -181,23 +179,24 @@ def _run(settings: Settings, events: int, cycles: int, timeout: float, seed: int
     console.rule("[bold]12. stopped worker and beat")
 
 
-def _streams(settings: Settings, events: int, timeout: float, seed: int) -> None:
+def _streams(settings: Settings, entries: list[Entry], malformed: list[Entry],
+             timeout: float) -> None:  # fmt: skip
     from corec_tasks.streams.bus import StreamBus
 
     console.rule("[bold]4. publish through the streams bus")
     bus = StreamBus(settings)
     dead_before = _dead_count(settings)
     since = time.time() - 1
-    rng = random.Random(seed)
+    events = len(entries)
     batch: dict[str, list[dict[str, Any]]] = {}
-    for stream, payload in _events(events, rng):
+    for stream, payload in entries:
         batch.setdefault(stream, []).append(payload)
     for stream, payloads in batch.items():
         bus.publish_many(stream, payloads)
         console.print(f"  {stream:<16} {len(payloads):>7,} events")
-    for stream, payload in MALFORMED:
+    for stream, payload in malformed:
         bus.publish(stream, payload)
-    console.print(f"  + {len(MALFORMED)} malformed messages (expected in corec_dead_letter)")
+    console.print(f"  + {len(malformed)} malformed messages (expected in corec_dead_letter)")
 
     console.rule("[bold]5. persisting (stream -> PostgreSQL, ack after commit)")
     landed = 0
@@ -211,11 +210,11 @@ def _streams(settings: Settings, events: int, timeout: float, seed: int) -> None
             time.sleep(0.3)
     if landed != events:
         raise CorecError(f"only {landed} of {events} events landed within {timeout:.0f}s")
-    while _dead_count(settings) - dead_before < len(MALFORMED):
+    while _dead_count(settings) - dead_before < len(malformed):
         if time.monotonic() > deadline:
             raise CorecError("the malformed messages did not reach corec_dead_letter")
         time.sleep(0.2)
-    _report(settings, since, bus.dead_letters(len(MALFORMED)))
+    _report(settings, since, bus.dead_letters(len(malformed)))
 
 
 def _census(store: Any) -> npt.NDArray[np.uint32]:

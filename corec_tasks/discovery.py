@@ -117,7 +117,8 @@ def _importable(base: Path) -> None:
 
 
 def enabled(settings: Settings) -> list[PluginSpec]:
-    """The enabled plugins of ``settings``, in config order, with their manifests."""
+    """The enabled plugins of ``settings``, in config order, with their manifests; a
+    ConfigurationError when one requires a plugin that is not enabled."""
     out = []
     for entry in settings.config.plugins:
         if not entry.enabled:
@@ -128,6 +129,29 @@ def enabled(settings: Settings) -> list[PluginSpec]:
             problem = (f"plugins.{entry.name}", f"{folder / MANIFEST} names {manifest.name!r}")
             raise ConfigurationError([problem])
         out.append(PluginSpec(entry, folder, manifest))
+    problems = requires_problems(settings, out)
+    if problems:
+        raise ConfigurationError(problems, f"plugins of {settings.config_path}")
+    return out
+
+
+def requires_problems(settings: Settings, specs: list[PluginSpec]) -> list[tuple[str, str]]:
+    """``(key, message)`` for each plugin of ``specs`` (the enabled ones) whose manifest
+    ``requires`` a plugin that is not among them.
+
+    Why at load: a plugin importing another that is disabled would fail later, in a
+    worker, at its first task; enabled together, both are wired (tasks, consumers,
+    migrations) and the import finds what it expects.
+    """
+    on = {s.name for s in specs}
+    index = {p.name: i for i, p in enumerate(settings.config.plugins)}
+    out = []
+    for spec in specs:
+        missing = [r for r in spec.manifest.requires if r not in on]
+        if missing:
+            which = "which are" if len(missing) > 1 else "which is"
+            out.append((f"plugins[{index[spec.name]}].requires",
+                        f"{spec.name} requires {', '.join(missing)}, {which} not enabled"))
     return out
 
 

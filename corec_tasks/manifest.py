@@ -22,6 +22,8 @@ MANIFEST = "plugin.json"
 _REF = r"^[A-Za-z_][\w.]*(:[A-Za-z_][\w.]*)?$"
 Ref = Annotated[str, Field(pattern=_REF, max_length=200)]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z_][\w.:-]*$", max_length=128)]
+#: A plugin's name, as in plugin.json and the config's ``plugins``.
+PluginName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
 #: A task name or a glob of them (``"capital_pool.*"``).
 TaskGlob = Annotated[str, Field(pattern=r"^[A-Za-z_*][\w.:*-]*$", max_length=128)]
 
@@ -81,11 +83,15 @@ class Consumer(_Strict):
 
 class Demo(_Strict):
     """The plugin's part of ``corec demo`` (each ``"module:callable"``): ``config(settings,
-    out_dir) -> Path`` writes the demo's copy of the config; ``step(settings, timeout,
-    console)`` runs on the demo's worker and beat; ``report(settings, cycles, timeout,
-    run, console) -> (start, rows)`` runs the cycles the report's NAV table and chart show."""
+    out_dir) -> Path`` writes the demo's copy of the config; ``events(n, rng) -> (entries,
+    malformed)`` gives at most ``n`` ``(stream, payload)`` entries for its persisted
+    streams and a few its schemas refuse, which the demo publishes, lands and shows
+    dead-lettered; ``step(settings, timeout, console)`` runs on the demo's worker and
+    beat; ``report(settings, cycles, timeout, run, console) -> (start, rows)`` runs the
+    cycles the report's NAV table and chart show."""
 
     config: Ref | None = None
+    events: Ref | None = None
     step: Ref | None = None
     report: Ref | None = None
 
@@ -93,7 +99,7 @@ class Demo(_Strict):
 class Manifest(_Strict):
     """The whole ``plugin.json``."""
 
-    name: Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=64)]
+    name: PluginName
     version: str = Field("0.0.0", max_length=32)
     description: str = Field("", max_length=1000)
     #: The file the nucleus loads by path (``register_processors(registry)`` lives there).
@@ -114,6 +120,9 @@ class Manifest(_Strict):
     #: The Alembic version folder of the plugin's tables (a branch of its own whose
     #: first revision depends on the framework's), relative to the plugin's folder.
     migrations: str | None = Field(None, max_length=200)
+    #: The SQLAlchemy ``MetaData`` of those tables (``"module:attr"``), so Alembic's
+    #: autogenerate compares them rather than proposing to drop them.
+    metadata: Ref | None = None
     #: Processor names the plugin registers, and the block ids it ships (for listing).
     processors: list[Name] = []
     blocks: list[Name] = []
@@ -122,6 +131,8 @@ class Manifest(_Strict):
     #: A pydantic model of the plugin's own config file (``config_path``).
     config_model: Ref | None = None
     demo: Demo | None = None
+    #: Plugins this one imports or whose tables it uses; each must be enabled with it.
+    requires: list[PluginName] = []
 
 
 def read_manifest(folder: Path) -> Manifest:

@@ -7,32 +7,13 @@ Alembic config, or else to the deployment's owner URL from the CoreC settings
 
 from __future__ import annotations
 
-import re
-
 from alembic import context
 from sqlalchemy import Connection
 from sqlalchemy.pool import NullPool
 
-from corec_tasks.storage.models import Base
-from corec_tasks.storage.partitions import PARTITIONED_TABLES
+from corec_tasks.storage.autogen import include_object, target_metadata
 
 config = context.config
-
-# Monthly and default partitions come from partition upkeep, not from the models, so
-# autogenerate must not offer to drop them.
-_TABLES = "|".join(map(re.escape, PARTITIONED_TABLES))
-_PARTITION = re.compile(rf"^({_TABLES})_(\d{{4}}_\d{{2}}|default)$")
-
-
-def include_object(
-    obj: object, name: str | None, type_: str, reflected: bool, compare_to: object | None
-) -> bool:
-    """Leave partitions out of autogenerate's diff, and every table the framework's
-    models do not hold: a plugin's tables belong to its own Alembic branch, so
-    ``--autogenerate`` never proposes dropping them."""
-    if type_ == "table" and reflected and name and _PARTITION.match(name):
-        return False
-    return not (type_ == "table" and reflected and compare_to is None)
 
 
 def _database_url() -> str:
@@ -47,7 +28,7 @@ def _database_url() -> str:
 def _run(connection: Connection) -> None:
     context.configure(
         connection=connection,
-        target_metadata=Base.metadata,
+        target_metadata=target_metadata(),
         include_object=include_object,
         # One transaction per revision: a failed revision leaves the previous ones applied.
         transaction_per_migration=True,
@@ -63,7 +44,7 @@ def run_offline() -> None:
 
     context.configure(
         url=sqlalchemy_url(_database_url()),
-        target_metadata=Base.metadata,
+        target_metadata=target_metadata(),
         literal_binds=True,
         dialect_opts={"paramstyle": "named"},
     )

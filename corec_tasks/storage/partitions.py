@@ -2,7 +2,7 @@
 
 Partitions are ``<table>_YYYY_MM`` with bounds in epoch seconds of the UTC month
 starts; each table also has ``<table>_default`` so no row is ever refused. Once
-migration 0005_app_role is applied, months are created through the owner's SECURITY
+migration app_role is applied, months are created through the owner's SECURITY
 DEFINER function, so the application role (not the tables' owner) can run upkeep too.
 """
 
@@ -21,7 +21,7 @@ from corec_tasks.errors import StorageError
 PARTITIONED_TABLES: tuple[str, ...] = ("bloques", "eventos")
 PARTITION_KEY = "timestamp"
 
-#: The owner's SECURITY DEFINER function (migration 0005_app_role) that creates one
+#: The owner's SECURITY DEFINER function (migration app_role) that creates one
 #: month's partition, so an application role that does not own the tables can run upkeep.
 PARTITION_FUNCTION = "corec_create_month_partition"
 
@@ -265,7 +265,7 @@ def _children(conn: Connection, table: str) -> set[str]:
 
 
 def _has_function(conn: Connection) -> bool:
-    """Whether migration 0005_app_role's partition function exists (not before it)."""
+    """Whether migration app_role's partition function exists (not before it)."""
     sig = f"{PARTITION_FUNCTION}(text, integer, integer)"
     return conn.execute(text("SELECT to_regprocedure(:s)"), {"s": sig}).scalar() is not None
 

@@ -20,7 +20,8 @@ from plugins.capital_pool.service import CapitalPool
 
 @contextmanager
 def fresh_migrated_database(servers: dict[str, str], run_id: str) -> Iterator[str]:
-    """A new database migrated to head (its URL); dropped afterwards."""
+    """A new database migrated to head, capital_pool's branch included whatever the
+    config enables (these tests drive the pool directly); its URL, dropped afterwards."""
     from sqlalchemy.engine import make_url
 
     admin = libpq_url(servers["database_url"])
@@ -30,6 +31,7 @@ def fresh_migrated_database(servers: dict[str, str], run_id: str) -> Iterator[st
     url = make_url(servers["database_url"]).set(database=name).render_as_string(False)
     try:
         migrate.upgrade(url)
+        migrate.upgrade(url, "capital_pool@head")
         yield url
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:

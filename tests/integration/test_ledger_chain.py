@@ -316,7 +316,8 @@ def test_the_chain_stays_linear_under_concurrent_writers(capital_settings: Setti
 
 @pytest.fixture()
 def url_0003(servers: dict[str, str], run_id: str) -> Iterator[str]:
-    """A fresh database migrated to 0003 (keys global, no chain)."""
+    """A fresh database migrated to capital_pool's 0002 and aaa's 0003 (keys global,
+    no chain): the old linear chain's 0003."""
     from sqlalchemy.engine import make_url
 
     admin = libpq_url(servers["database_url"])
@@ -325,6 +326,7 @@ def url_0003(servers: dict[str, str], run_id: str) -> Iterator[str]:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = make_url(servers["database_url"]).set(database=name).render_as_string(False)
     try:
+        upgrade(url, "0002")
         upgrade(url, "0003")
         yield url
     finally:
@@ -352,6 +354,7 @@ UPDATE pool_state SET equity = 1530, cash = 1530, units = 1500,
 """
 
 
+@pytest.mark.config("capital_config.json")  # capital_pool's branch is upgraded to its head
 def test_migration_0004_hashes_a_0003_ledger_in_order_and_scopes_its_keys(
     url_0003: str, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:

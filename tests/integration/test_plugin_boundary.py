@@ -295,3 +295,27 @@ def test_a_disabled_plugins_applied_branch_does_not_break_upgrades(
     upgrade(fresh_db)  # "Can't locate revision" before
     assert "e001_echo" not in head()
     assert "echo_words" in _tables(fresh_db)  # left as it was, not dropped
+
+
+def test_config_check_and_plugins_show_name_a_missing_requirement(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pipeline imports capital_pool, broker, ...: enabled without them, `corec config
+    check` names the entry's key and each plugin missing; `plugins show` lists them."""
+    config = json.loads((DATA / "small_config.json").read_text())
+    config["plugins"] = [{"name": "aaa"}, {"name": "pipeline"}, {"name": "feeds"}]
+    path = tmp_path / "corec_config.json"
+    path.write_text(json.dumps(config))
+    monkeypatch.setenv("COREC_CONFIG", str(path))
+    bad = CliRunner().invoke(main, ["config", "check", str(path)])
+    assert bad.exit_code == 1, bad.output
+    assert "plugins[1].requires" in bad.output
+    assert "pipeline requires broker, capital_pool, core, which are not enabled" in bad.output
+    shown = CliRunner().invoke(main, ["plugins", "show", "pipeline", "--json"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads(shown.output)["requires"] == ["aaa", "broker", "capital_pool", "core",
+                                                    "feeds"]  # fmt: skip
+    config["plugins"] += [{"name": n} for n in ("broker", "capital_pool", "core")]
+    path.write_text(json.dumps(config))
+    ok = CliRunner().invoke(main, ["config", "check", str(path)])
+    assert ok.exit_code == 0, ok.output

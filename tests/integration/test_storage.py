@@ -124,7 +124,8 @@ def _where(pg: psycopg.Connection, table: str, key: str, prefix: str) -> dict[st
 def test_upgrade_is_idempotent_and_reaches_head(db_url: str, engine: Engine) -> None:
     migrate.upgrade(db_url)
     migrate.upgrade(db_url)
-    assert migrate.current(db_url) == migrate.head()
+    # The run's database: other configs may have added their plugins' branches too.
+    assert migrate.up_to_date(db_url)
     names = {p.name for p in list_partitions(engine)}
     for table in ("bloques", "eventos"):
         assert f"{table}_default" in names

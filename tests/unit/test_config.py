@@ -58,6 +58,7 @@ def test_shipped_default_is_the_seed_sample_without_secrets_plus_the_trading_plu
         {"name": "aaa", "enabled": True, "config_path": "plugins/aaa/config.json"},
         {"name": "core", "enabled": True},
         {"name": "portfolio", "enabled": True},
+        {"name": "broker", "enabled": True},  # the pipeline requires it (its plugin.json)
     ]  # fmt: skip
     # Issue 12: the security node is fed by market_data (same 1,001,000 entities).
     expected["bloques"][1]["stream"] = "market_data"

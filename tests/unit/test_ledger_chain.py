@@ -118,7 +118,7 @@ def test_a_removed_or_reordered_entry_breaks_the_link() -> None:
 
 
 def _migration() -> ModuleType:
-    path = ROOT / "corec_tasks" / "migrations" / "versions" / "0004_ledger_integrity.py"
+    path = ROOT / "plugins" / "capital_pool" / "migrations" / "0004_ledger_integrity.py"
     spec = importlib.util.spec_from_file_location("migration_0004", path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)

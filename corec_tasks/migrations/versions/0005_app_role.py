@@ -9,8 +9,13 @@ month (bounds are computed here, never passed in). It does what
 rows out of DEFAULT, attach it. EXECUTE is revoked from PUBLIC; ``storage.migrate``
 grants it to the application role.
 
-Revision ID: 0005_app_role
-Revises: 0004
+It references only the framework's partitioned tables, so it follows ``0001`` directly.
+It was ``0005_app_role`` in the old linear chain, where the plugins' tables sat between;
+a new id, because a lone ``0005_app_role`` row in ``alembic_version`` must keep meaning
+"the old chain up to here" (``storage.migrate.LEGACY_CHAIN`` repairs such databases).
+
+Revision ID: app_role
+Revises: 0001
 Create Date: 2026-11-30
 """
 
@@ -23,8 +28,8 @@ from alembic import context, op
 
 from corec_tasks.storage import partitions
 
-revision: str = "0005_app_role"
-down_revision: str | None = "0004"
+revision: str = "app_role"
+down_revision: str | None = "0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -105,5 +110,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Back to 0004: partitions are created by their owner only."""
+    """Back to 0001: partitions are created by their owner only."""
     op.execute(f"DROP FUNCTION IF EXISTS {SIGNATURE}")

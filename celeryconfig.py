@@ -99,7 +99,7 @@ task_routes = {
     **task_routes(_plugins),
 }
 # The framework's tasks, and each enabled plugin's ("tasks" in its plugin.json).
-include = ["corec_tasks.tasks", "corec_tasks.block_tasks", "corec_tasks.plugin_tasks",
+include = ["corec_tasks.tasks", "corec_tasks.blocks.tasks", "corec_tasks.plugin_tasks",
            *task_modules(_plugins)]  # fmt: skip
 # One beat acts at a time: a leader lock in Redis (corec_tasks/beat.py).
 beat_scheduler = "corec_tasks.beat:LeaderScheduler"

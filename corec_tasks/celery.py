@@ -12,6 +12,8 @@ from typing import Any
 from celery import Celery
 from celery.signals import worker_ready
 
+from corec_tasks.redis_conn import redis_client
+from corec_tasks.settings import get_settings
 from corec_tasks.unacked import UnackedHeartbeat
 
 app = Celery("corec_tasks")
@@ -26,9 +28,6 @@ log = logging.getLogger("corec_tasks")
 @worker_ready.connect
 def _check_redis_policy(sender: Any = None, **_: Any) -> None:
     """Warn when Redis may evict keys: queued tasks and stream entries would vanish."""
-    from corec_tasks.redis_conn import redis_client
-    from corec_tasks.settings import get_settings
-
     try:
         client = redis_client(get_settings(), decode=True)
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy")

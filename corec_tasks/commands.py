@@ -31,8 +31,11 @@ from typing import Any
 import redis
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from corec_tasks.block_store import BlockStore
-from corec_tasks.errors import CorecError
+from corec_tasks.blocks.cycle import cycle_health
+from corec_tasks.blocks.store import BlockStore
+from corec_tasks.discovery import resolve
+from corec_tasks.errors import CorecError, PluginError
+from corec_tasks.modules.sync import load_of, redirect
 from corec_tasks.settings import Settings
 from corec_tasks.streams.bus import Entry, StreamBus
 from corec_tasks.streams.consumer import ConsumerLoop
@@ -125,8 +128,6 @@ class ScopedCommands:
 
 
 def _status(args: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
-    from corec_tasks.cycle import cycle_health
-
     metas = ctx.store.metas()
     last = ctx.store.r.get(ctx.settings.key("corec:cycle:last"))
     return {"instance_id": ctx.settings.instance_id, "blocks": len(metas),
@@ -136,8 +137,6 @@ def _status(args: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
 
 
 def _blocks_list(args: dict[str, Any], ctx: CommandContext) -> list[dict[str, Any]]:
-    from corec_tasks.modules.sync import load_of
-
     groups: dict[str, dict[str, Any]] = {}
     for m in ctx.store.metas():
         spec = m["spec"]
@@ -163,8 +162,6 @@ class _RedirectArgs(BaseModel):
 
 
 def _blocks_redirect(args: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
-    from corec_tasks.modules.sync import redirect
-
     try:
         a = _RedirectArgs.model_validate(args)
     except ValidationError as exc:
@@ -192,9 +189,6 @@ def add_plugin_commands(registry: CommandRegistry, plugins: Iterable[Any]) -> No
     """Register each loaded plugin's commands under its name: those its manifest
     declares (``"commands": {"NAME": "module:fn"}``, ``fn(settings, args)``) and those
     its ``register_commands(registry)`` hook adds."""
-    from corec_tasks.discovery import resolve
-    from corec_tasks.errors import PluginError
-
     for plugin in plugins:
         manifest = getattr(plugin, "manifest", None)
         for command, ref in getattr(manifest, "commands", {}).items():

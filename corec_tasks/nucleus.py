@@ -15,13 +15,18 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from corec_tasks.block_store import BlockStore
+from corec_tasks.blocks.builtin import default_registry
+from corec_tasks.blocks.engine import Engine, persist_block_results
+from corec_tasks.blocks.processors import ProcessorRegistry
+from corec_tasks.blocks.store import BlockStore
 from corec_tasks.discovery import enabled
-from corec_tasks.engine import Engine, persist_block_results
 from corec_tasks.errors import PluginError
 from corec_tasks.manifest import Manifest
+from corec_tasks.modules.audit import AuditModule
+from corec_tasks.modules.execution import ExecutionModule
+from corec_tasks.modules.registry import RegistryModule
+from corec_tasks.modules.sync import SyncModule
 from corec_tasks.plugin_info import read_own_config
-from corec_tasks.processors import ProcessorRegistry, default_registry
 from corec_tasks.settings import Settings, get_settings
 
 log = logging.getLogger("corec_tasks.nucleus")
@@ -84,11 +89,6 @@ class Nucleus:
 
     def initialize(self) -> None:
         """Connect to Redis, load plugins and initialise the four modules."""
-        from corec_tasks.modules.audit import AuditModule
-        from corec_tasks.modules.execution import ExecutionModule
-        from corec_tasks.modules.registry import RegistryModule
-        from corec_tasks.modules.sync import SyncModule
-
         self.store.r.ping()
         self.plugins = load_plugins(self.settings, self.registry)
         for cls in (RegistryModule, ExecutionModule, SyncModule, AuditModule):

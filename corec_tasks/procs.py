@@ -68,6 +68,8 @@ def managed(
 
 def wait_for_workers(count: int = 1, timeout: float = 60) -> list[str]:
     """Node names of at least ``count`` live workers; raises TimeoutError otherwise."""
+    # Here, not at the top: the CLI imports procs to start servers and workers, and the
+    # Celery app (with every plugin's task modules in its config) is needed only to wait.
     from corec_tasks.celery import app
 
     deadline = time.monotonic() + timeout

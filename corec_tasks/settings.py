@@ -70,7 +70,7 @@ class Env(BaseSettings):
     #: ``corec status`` reports a dispatched cycle with no finish record after this long.
     cycle_overdue_s: int = Field(900, ge=10, alias="COREC_CYCLE_OVERDUE_S")
     #: A cycle still missing blocks this long after dispatch, none of them running for
-    #: a while, has those blocks sent again (corec_tasks/cycle.py:rescue_stalled): the
+    #: a while, has those blocks sent again (corec_tasks/blocks/cycle.py:rescue_stalled): the
     #: Redis transport can lose a message a worker popped as it died. Default: the
     #: broker's own redelivery time (visibility timeout + restore sweep + heartbeat)
     #: plus 10 s, at least 60 s.

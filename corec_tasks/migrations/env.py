@@ -13,6 +13,8 @@ from alembic import context
 from sqlalchemy import Connection
 from sqlalchemy.pool import NullPool
 
+from corec_tasks.db import make_engine, sqlalchemy_url
+from corec_tasks.settings import get_settings
 from corec_tasks.storage.models import Base
 from corec_tasks.storage.partitions import PARTITIONED_TABLES
 
@@ -39,8 +41,6 @@ def _database_url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from corec_tasks.settings import get_settings
-
     return get_settings().migrate_database_url
 
 
@@ -59,8 +59,6 @@ def _run(connection: Connection) -> None:
 
 def run_offline() -> None:
     """Print the SQL instead of running it (``alembic upgrade --sql``)."""
-    from corec_tasks.db import sqlalchemy_url
-
     context.configure(
         url=sqlalchemy_url(_database_url()),
         target_metadata=Base.metadata,
@@ -77,8 +75,6 @@ def run_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    from corec_tasks.db import make_engine
-
     engine = make_engine(_database_url(), poolclass=NullPool)
     try:
         with engine.connect() as conn:

@@ -32,6 +32,7 @@ import psycopg
 import redis
 
 from corec_tasks.db import libpq_url
+from corec_tasks.discovery import enabled
 from corec_tasks.errors import StorageError, StreamError
 from corec_tasks.settings import Settings
 from corec_tasks.storage.writer import EventRow, write_events
@@ -47,6 +48,7 @@ from corec_tasks.streams.consumer import (
 )
 from corec_tasks.streams.names import PERSISTED
 from corec_tasks.streams.schemas import PayloadError, payload_checker
+from corec_tasks.wiring import persisted_streams
 
 log = logging.getLogger(__name__)
 
@@ -132,9 +134,6 @@ def default_streams(settings: Settings) -> tuple[str, ...]:
     cache_key = (str(settings.config_path), settings.env.plugin_path)
     found = _DEFAULT_STREAMS.get(cache_key)
     if found is None:
-        from corec_tasks.discovery import enabled
-        from corec_tasks.wiring import persisted_streams
-
         extra = [s for s in persisted_streams(enabled(settings)) if s not in PERSISTED]
         found = _DEFAULT_STREAMS[cache_key] = (*PERSISTED, *dict.fromkeys(extra))
     return found

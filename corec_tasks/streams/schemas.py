@@ -33,7 +33,9 @@ from pydantic import (
     model_validator,
 )
 
-from corec_tasks.errors import StreamError
+from corec_tasks.discovery import enabled
+from corec_tasks.errors import CorecError, StreamError
+from corec_tasks.settings import load_settings
 from corec_tasks.streams import names
 from corec_tasks.strict import (
     Key,
@@ -42,6 +44,7 @@ from corec_tasks.strict import (
     Text,
     reason,
 )
+from corec_tasks.wiring import stream_schemas
 
 
 class PayloadError(StreamError):
@@ -129,11 +132,6 @@ def plugin_schemas() -> Mapping[str, type[BaseModel]]:
 
 @lru_cache(maxsize=4)
 def _plugin_schemas(config: str, plugin_path: str) -> Mapping[str, type[BaseModel]]:
-    from corec_tasks.discovery import enabled
-    from corec_tasks.errors import CorecError
-    from corec_tasks.settings import load_settings
-    from corec_tasks.wiring import stream_schemas
-
     try:  # the settings of this config file (the process-wide ones may be another's)
         return MappingProxyType(stream_schemas(enabled(load_settings(config))))
     except CorecError:

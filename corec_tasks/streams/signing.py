@@ -28,7 +28,10 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from corec_tasks.discovery import available
+from corec_tasks.errors import ConfigurationError
 from corec_tasks.keyfile import env_key, key_file
+from corec_tasks.manifest import read_manifest
 from corec_tasks.settings import Settings
 
 KEY_ENV = "COREC_STREAM_KEY"
@@ -79,10 +82,6 @@ def signed_streams(settings: Settings) -> frozenset[str]:
     """The streams the plugins declare signed (``channels.signed``), read once per
     config file and plugin path. Every plugin found counts, enabled or not: a node that
     runs only the producer still signs for a consumer enabled on another node."""
-    from corec_tasks.discovery import available
-    from corec_tasks.errors import ConfigurationError
-    from corec_tasks.manifest import read_manifest
-
     cache_key = (str(settings.config_path), settings.env.plugin_path)
     found = _SIGNED.get(cache_key)
     if found is None:

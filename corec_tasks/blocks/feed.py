@@ -23,8 +23,8 @@ from typing import Any
 
 import redis
 
-from corec_tasks.block_store import BlockStore, StoredBlock, ensure_feed_group, feed_group
-from corec_tasks.processors import Payload
+from corec_tasks.blocks.processors import Payload
+from corec_tasks.blocks.store import BlockStore, StoredBlock, ensure_feed_group, feed_group
 from corec_tasks.settings import Settings
 
 log = logging.getLogger(__name__)

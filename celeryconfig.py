@@ -17,7 +17,7 @@ from corec_tasks.config import CHANNEL_QUEUES
 from corec_tasks.discovery import enabled
 from corec_tasks.procs import CELERY_DEFAULT_QUEUE
 from corec_tasks.redis_conn import sentinel_kwargs
-from corec_tasks.settings import get_settings
+from corec_tasks.runtime import get_settings
 from corec_tasks.wiring import task_modules, task_routes
 
 _settings = get_settings()

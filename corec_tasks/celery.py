@@ -10,10 +10,10 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_process_init, worker_ready
 
 from corec_tasks.redis_conn import redis_client
-from corec_tasks.settings import get_settings
+from corec_tasks.runtime import get_settings, reset
 from corec_tasks.unacked import UnackedHeartbeat
 
 app = Celery("corec_tasks")
@@ -23,6 +23,14 @@ app.steps["consumer"].add(UnackedHeartbeat)
 # Task modules (the framework's and the enabled plugins') are listed in celeryconfig.
 
 log = logging.getLogger("corec_tasks")
+
+
+@worker_process_init.connect
+def _runtime_per_child(**_: Any) -> None:
+    """A pool child builds its own runtime after the fork: its own settings read, its
+    own Redis client and services, none shared with the parent or a sibling."""
+    reset()
+    get_settings()  # parsed now: a bad config stops the child at start, not a task
 
 
 @worker_ready.connect

@@ -10,7 +10,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,7 +26,8 @@ from corec_tasks.modules.execution import ExecutionModule
 from corec_tasks.modules.registry import RegistryModule
 from corec_tasks.modules.sync import SyncModule
 from corec_tasks.plugin_info import read_own_config
-from corec_tasks.settings import Settings, get_settings
+from corec_tasks.runtime import Runtime, runtime
+from corec_tasks.settings import Settings
 
 log = logging.getLogger("corec_tasks.nucleus")
 
@@ -111,9 +111,12 @@ class Nucleus:
         return flushed
 
 
-@lru_cache(maxsize=1)
 def worker_nucleus() -> Nucleus:
     """The nucleus of this worker process, built on first use."""
-    nucleus = Nucleus(get_settings())
+    return runtime().service("corec.nucleus", _initialized_nucleus)
+
+
+def _initialized_nucleus(rt: Runtime) -> Nucleus:
+    nucleus = Nucleus(rt.settings)
     nucleus.initialize()
     return nucleus

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -288,9 +287,3 @@ def load_settings(config_path: str | Path | None = None) -> Settings:
     env = load_env()
     path = Path(config_path) if config_path else env.config_path
     return Settings(env, load_config(path), path)
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings, parsed once (workers, beat, CLI)."""
-    return load_settings()

@@ -8,17 +8,14 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import asdict
-from functools import lru_cache
 from typing import Any
 
-import redis
 from celery.signals import task_prerun
 
 from corec_tasks.celery import app
 from corec_tasks.db import make_engine
 from corec_tasks.discovery import enabled
-from corec_tasks.redis_conn import redis_client
-from corec_tasks.settings import get_settings
+from corec_tasks.runtime import Runtime, get_settings, runtime
 from corec_tasks.storage.partitions import ensure_partitions
 from corec_tasks.streams.persister import persist_once
 
@@ -30,16 +27,13 @@ PERIODIC = frozenset({
 })  # fmt: skip
 
 
-@lru_cache(maxsize=1)
 def periodic_tasks() -> frozenset[str]:
     """The framework's periodic tasks and those of the enabled plugins' beat entries."""
-    plugins = {e.task for p in enabled(get_settings()) for e in p.manifest.beat}
-    return PERIODIC | plugins
+    return runtime().service("corec.periodic_tasks", _periodic_tasks)
 
 
-@lru_cache(maxsize=1)
-def _jobs_client() -> redis.Redis:
-    return redis_client(get_settings())
+def _periodic_tasks(rt: Runtime) -> frozenset[str]:
+    return PERIODIC | {e.task for p in enabled(rt.settings) for e in p.manifest.beat}
 
 
 @task_prerun.connect
@@ -47,8 +41,9 @@ def _count_periodic_run(task: Any = None, **_: Any) -> None:
     """Count runs of periodic jobs: `corec status` shows them; tests check beat with them."""
     if task is None or task.name not in periodic_tasks():
         return
-    key = get_settings().key(f"corec:jobs:{task.name}")
-    pipe = _jobs_client().pipeline(transaction=False)
+    rt = runtime()
+    key = rt.settings.key(f"corec:jobs:{task.name}")
+    pipe = rt.redis.pipeline(transaction=False)
     pipe.incr(f"{key}:runs")
     pipe.set(f"{key}:last", repr(time.time()))
     pipe.execute()

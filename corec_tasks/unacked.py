@@ -25,7 +25,7 @@ from typing import Any
 
 from celery import bootsteps
 
-from corec_tasks.settings import get_settings
+from corec_tasks.runtime import get_settings
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from sqlalchemy import Connection
 from sqlalchemy.pool import NullPool
 
 from corec_tasks.db import make_engine, sqlalchemy_url
-from corec_tasks.settings import get_settings
+from corec_tasks.runtime import get_settings
 from corec_tasks.storage.models import Base
 from corec_tasks.storage.partitions import PARTITIONED_TABLES
 

@@ -19,7 +19,8 @@ import pytest
 import redis
 
 from corec_tasks.db import libpq_url
-from corec_tasks.settings import Settings, get_settings
+from corec_tasks.runtime import reset as reset_runtime
+from corec_tasks.settings import Settings
 from corec_tasks.storage.migrate import upgrade
 from corec_tasks.streams.persister import persist_once
 from corec_tasks.streams.schemas import check_payload
@@ -224,8 +225,7 @@ def test_celery_tasks_run_with_the_settings_and_are_idempotent(
 ) -> None:
     from plugins.feeds import tasks
 
-    get_settings.cache_clear()
-    tasks.feeds.cache_clear()
+    reset_runtime()
     try:
         first = tasks.market_tick.apply(kwargs={"tick": "c1"}).get()
         assert first == {"ok": True, "feed": "market", "tick": "c1", "published": 2,
@@ -236,5 +236,4 @@ def test_celery_tasks_run_with_the_settings_and_are_idempotent(
             "BTCUSDT", "ETHUSDT"]  # fmt: skip
     finally:
         tasks.feeds().close()
-        tasks.feeds.cache_clear()
-        get_settings.cache_clear()
+        reset_runtime()

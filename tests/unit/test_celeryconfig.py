@@ -19,12 +19,12 @@ def conf(monkeypatch: pytest.MonkeyPatch, tmp_path: Path):  # type: ignore[no-un
     monkeypatch.setenv("COREC_REDIS_PREFIX", "p1:")
     monkeypatch.setenv("COREC_TASK_TIME_LIMIT", "600")
     monkeypatch.setenv("COREC_DATA_DIR", str(tmp_path))
-    from corec_tasks.settings import get_settings
+    from corec_tasks.runtime import reset as reset_runtime
 
-    get_settings.cache_clear()
+    reset_runtime()
     sys.modules.pop("celeryconfig", None)
     yield importlib.import_module("celeryconfig")
-    get_settings.cache_clear()
+    reset_runtime()
     sys.modules.pop("celeryconfig", None)
 
 
@@ -42,7 +42,7 @@ def test_at_least_once(conf) -> None:  # type: ignore[no-untyped-def]
 def test_short_visibility_timeout_with_heartbeat(conf) -> None:  # type: ignore[no-untyped-def]
     """A dead node's tasks come back within a minute; a live worker's heartbeat
     refreshes its tasks 4 times per timeout, so a long task is not redelivered."""
-    from corec_tasks.settings import get_settings
+    from corec_tasks.runtime import get_settings
 
     opts = conf.broker_transport_options
     assert opts["visibility_timeout"] == 30
@@ -90,10 +90,10 @@ def test_cycle_rescue_waits_for_the_brokers_own_redelivery(
 def test_rabbitmq_broker(conf, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
     """COREC_BROKER_URL=amqp://... makes RabbitMQ the broker with quorum queues; Redis
     stays the result backend."""
-    from corec_tasks.settings import get_settings
+    from corec_tasks.runtime import reset as reset_runtime
 
     monkeypatch.setenv("COREC_BROKER_URL", "amqp://guest:guest@127.0.0.1:5672/corec")
-    get_settings.cache_clear()
+    reset_runtime()
     sys.modules.pop("celeryconfig", None)
     amqp = importlib.import_module("celeryconfig")
     assert amqp.broker_url.startswith("amqp://")

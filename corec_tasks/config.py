@@ -60,6 +60,9 @@ class BlockConfig(_Strict):
     #: A stream whose entries feed the block's entities (payload entities), e.g.
     #: ``"market_data"``; None: no-input entities.
     stream: str | None = Field(None, min_length=1, max_length=64, pattern=STREAM_NAME)
+    #: Redirection never takes a block of this group below this many entities (a
+    #: stream-fed block that must keep up with a burst, like the capital intake).
+    min_entidades: int = Field(1, ge=1, le=1_000_000)
 
 
 class PluginBlockConfig(_Strict):
@@ -76,6 +79,7 @@ class PluginBlockConfig(_Strict):
     procesador: str | None = None
     intervalo_s: float = Field(300.0, gt=0)
     stream: str | None = Field(None, min_length=1, max_length=64, pattern=STREAM_NAME)
+    min_entidades: int = Field(1, ge=1, le=1_000_000)
 
     def as_block(self) -> BlockConfig:
         """The same block in the ``bloques`` shape."""
@@ -90,6 +94,7 @@ class PluginBlockConfig(_Strict):
             procesador=self.procesador,
             intervalo_s=self.intervalo_s,
             stream=self.stream,
+            min_entidades=self.min_entidades,
         )
 
 

@@ -96,7 +96,8 @@ class Engine:
                 got = feed.take(self.settings, self.store, stored)
                 cursor = int(stored.feed.get("cursor", 0))
                 result = block.run(cycle, self.registry, payloads=got.payloads, now=ts,
-                                   window=(cursor, len(got.payloads)))  # fmt: skip
+                                   window=(cursor, len(got.payloads)),
+                                   entries=got.meta)  # fmt: skip
                 n = len(block.entities)
                 stored.feed = {"cursor": (cursor + len(got.ids)) % n if n else 0,
                                "entries": got.ids}  # fmt: skip

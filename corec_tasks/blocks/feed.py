@@ -7,6 +7,10 @@ entity: first the entries already delivered to it and not acked (a run that died
 before its write), then new ones. Entity ``cursor + j`` processes entry ``j``
 (round-robin over the block's entities).
 
+On a stream a plugin declares signed (``channels.signed``), an entry without a valid
+signature never reaches the block: it is dead-lettered with its reason and acked, and
+one ``error`` alert goes out per stream and hour, as the consumer loop does.
+
 Exactly once: the ids a run consumed are stored in the block's record, in the same
 compare-and-set write as its new state (``feed.entries``), and acked only after
 that write. Every later step of the block (a redelivered run of the same cycle, or
@@ -23,9 +27,13 @@ from typing import Any
 
 import redis
 
-from corec_tasks.blocks.processors import Payload
+from corec_tasks.alerts import alert
+from corec_tasks.blocks.processors import EntryMeta, Payload
 from corec_tasks.blocks.store import BlockStore, StoredBlock, ensure_feed_group, feed_group
 from corec_tasks.settings import Settings
+from corec_tasks.streams.bus import dead_fields
+from corec_tasks.streams.names import DEAD_LETTER
+from corec_tasks.streams.signing import check, entry_signature, load_key, signed_streams
 
 log = logging.getLogger(__name__)
 
@@ -36,10 +44,11 @@ ORPHAN_IDLE_MS = 1000
 
 @dataclass(slots=True)
 class Feed:
-    """One run's input: entry ids and their payloads, in processing order."""
+    """One run's input: entry ids, their payloads and who sent them, in processing order."""
 
     ids: list[str] = field(default_factory=list)
     payloads: list[Payload] = field(default_factory=list)
+    meta: list[EntryMeta] = field(default_factory=list)
 
 
 def _s(v: bytes | str) -> str:
@@ -78,6 +87,8 @@ def take(settings: Settings, store: BlockStore, stored: StoredBlock) -> Feed:
         raw = []
     if len(raw) < want:
         raw += _items(r.xreadgroup(group, me, {key: ">"}, count=want - len(raw)))
+    if raw and spec.stream in signed_streams(settings):
+        raw = _screen(settings, r, spec.stream, group, raw)
     gone = []
     for eid, fields in raw:
         eid = _s(eid)
@@ -87,11 +98,40 @@ def take(settings: Settings, store: BlockStore, stored: StoredBlock) -> Feed:
             continue
         feed.ids.append(eid)
         feed.payloads.append(payload)
+        feed.meta.append(EntryMeta(eid, _s(fields.get(b"i", b"")), entry_signature(fields)))
     if gone:
         log.warning("[feed] %s: %d entries of %s unreadable (trimmed or not a JSON "
                     "object); skipped", me, len(gone), spec.stream)  # fmt: skip
         r.xack(key, group, *gone)
     return feed
+
+
+def _screen(
+    settings: Settings, r: redis.Redis, stream: str, group: str, raw: list[Any]
+) -> list[Any]:
+    """The entries of ``raw`` with a valid signature; the others dead-lettered and
+    acked in one MULTI (so none is dead-lettered twice), and alerted."""
+    key = load_key(settings)
+    good, bad = [], []
+    for eid, fields in raw:
+        why = check(key, stream, fields or {})
+        if why is None:
+            good.append((eid, fields))
+        else:
+            bad.append((_s(eid), fields or {}, f"{group}: {why}"))
+    if bad:
+        pipe = r.pipeline(transaction=True)
+        for eid, fields, why in bad:
+            dead: Any = dead_fields(stream, eid, fields, why, 1)
+            pipe.xadd(settings.key(DEAD_LETTER), dead)
+            log.warning("[feed] dead-lettered %s %s: %s", stream, eid, why)
+        pipe.xack(settings.key(stream), group, *(b[0] for b in bad))
+        pipe.execute()
+        alert(settings, r, "error", "stream.signature", stream,
+              f"{len(bad)} entries on {stream} without a valid signature were dead-lettered "
+              f"by {group} (first: {bad[0][0]}, {bad[0][2]}); someone who is not a CoreC "
+              "producer writes to Redis")  # fmt: skip
+    return good
 
 
 def _payload(fields: Any) -> Payload | None:

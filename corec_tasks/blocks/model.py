@@ -37,10 +37,12 @@ import zstandard
 from corec_tasks.blocks.entities import EntityArrays, EntityFormatError
 from corec_tasks.blocks.processors import (
     AsyncFn,
+    EntryMeta,
     Payload,
     ProcessorContext,
     ProcessorRegistry,
     ProcessorSpec,
+    ProcessorUnavailable,
     VectorFn,
     payloads_missing,
     processor_for_block,
@@ -88,6 +90,8 @@ class BlockSpec:
     stream: str | None = None
     #: ``max_size_mb`` in bytes: the block's stored entity state may not exceed it.
     max_bytes: int = 1 << 20
+    #: Redirection leaves the block at least this many entities (config ``min_entidades``).
+    min_entities: int = 1
 
     def fits(self, entities: int) -> bool:
         """Whether ``entities`` entities stay within ``max_bytes`` of state."""
@@ -166,6 +170,7 @@ def specs_from_config(
                 max_entities=2 * per,
                 stream=block.stream,
                 max_bytes=max_bytes,
+                min_entities=block.min_entidades,
             )
             out.append((spec, np.arange(next_id, next_id + size, dtype=np.uint32)))
             next_id += size
@@ -267,6 +272,7 @@ class SymbioticBlock:
         payloads: Sequence[Payload] | None = None,
         now: float | None = None,
         window: tuple[int, int] | None = None,
+        entries: Sequence[EntryMeta] | None = None,
     ) -> BlockResult:
         """Run the block once: select, process, validate, update, fitness, self-repair.
 
@@ -286,7 +292,8 @@ class SymbioticBlock:
         k = ids.shape[0]
         proc = registry.get(spec.processor)
         rng = reseeded_thread_rng(spec.id, cycle)
-        ctx = ProcessorContext(spec.id, cycle, ids, spec.canal, prev, rng, payloads, self.state)
+        ctx = ProcessorContext(spec.id, cycle, ids, spec.canal, prev, rng, payloads, self.state,
+                               entries)  # fmt: skip
         values, errors, problem = _call(proc, ctx)
 
         # Valid: not flagged and in [0, 1] (NaN fails both comparisons).
@@ -408,6 +415,8 @@ def _call(
         if values.shape != (k,) or errors.shape != (k,):
             raise ValueError(f"returned shapes {values.shape} and {errors.shape}, expected ({k},)")
         return values, errors, None
+    except ProcessorUnavailable:
+        raise  # not this run's fault: retried, its input kept
     except Exception as exc:
         log.warning("processor %r failed on block %s: %s", proc.name, ctx.block_id, exc)
         problem = f"processor {proc.name!r} failed: {type(exc).__name__}: {exc}"

@@ -60,6 +60,25 @@ class ProcessorNotFound(ProcessorError):
     """No processor of that name is registered."""
 
 
+class ProcessorUnavailable(CorecError):
+    """A service the processor needs is down (its database, say): the block's run is
+    not recorded and its task is retried later, so the entries a stream-fed block took
+    stay pending instead of being acked as processed. Any other exception from a
+    processor errors every selected entity and the run is recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class EntryMeta:
+    """Where a stream-fed entity's payload came from: the entry id, the producer's
+    instance id (``i``) and the entry's signature (``s``, None if unsigned). A
+    processor that changes something outside the block keys it on these, so a copied
+    or redelivered entry does nothing twice."""
+
+    id: str
+    instance_id: str
+    signature: str | None
+
+
 # -- deterministic randomness ----------------------------------------------------------
 
 
@@ -118,6 +137,8 @@ class ProcessorContext:
     rng: np.random.Generator
     payloads: Sequence[Payload] | None = None
     state: dict[str, Any] = field(default_factory=dict)
+    #: Stream-fed blocks: one per payload, in the same order.
+    entries: Sequence[EntryMeta] | None = None
 
     @classmethod
     def create(

@@ -19,9 +19,11 @@ from corec_tasks.blocks.cycle import (
     rescue_stalled,
 )
 from corec_tasks.blocks.engine import landed_stats, persist_block_results
+from corec_tasks.blocks.processors import ProcessorUnavailable
 from corec_tasks.blocks.store import VersionConflict
 from corec_tasks.celery import app
 from corec_tasks.commands import drain, registry_for
+from corec_tasks.metrics.counters import TOTALS
 from corec_tasks.nucleus import worker_nucleus
 from corec_tasks.streams.bus import StreamBus
 from corec_tasks.streams.names import ALERTS
@@ -32,7 +34,8 @@ T = TypeVar("T")
 #: A server that is down or unreachable: the task is retried later, not failed, since
 #: a failed chunk would fail the whole cycle's chord and lose its blocks.
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (
-    redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError)  # fmt: skip
+    redis.ConnectionError, redis.TimeoutError, psycopg.OperationalError,
+    ProcessorUnavailable)  # fmt: skip
 #: Retries on a connection error, with backoff 1, 2, 4 ... capped at 30 s (~6 minutes).
 CONNECTION_RETRIES = 15
 
@@ -123,6 +126,9 @@ def _finish(
         "complete": complete,
         "mean_fitness": round(sum(fitness) / len(fitness), 4) if fitness else None,
         "wall_s": round(time.time() - started, 4),
+        # Entity redirections so far (a running total): the difference between two
+        # cycles' records is what sync moved in between (plugins' cycle statistics).
+        "redirections": int(n.store.r.hget(n.settings.key(TOTALS), "redirections") or 0),
     }
     if rescue is not None:
         record["rescued"] = int(rescue.get("blocks", 0))

@@ -13,8 +13,8 @@ Rules, with the thresholds as keyword arguments (defaults below):
   its first run);
   **receiver**: fitness > 0.8.
 * **redirection**: each donor gives half its entities (at least 1, keeping at least
-  1) to the receiver with the most room (``max_entities - num_entidades``, lower if
-  ``max_size_mb`` allows fewer), never
+  its spec's ``min_entities``, 1 unless configured) to the receiver with the most room
+  (``max_entities - num_entidades``, lower if ``max_size_mb`` allows fewer), never
   beyond that receiver's ``max_entities``; a donor finding no room gives nothing.
 * **merge**: two donors of the same group whose sizes together fit the smaller
   ``max_entities`` become one; the larger keeps its id (fewer entities move), the
@@ -155,7 +155,8 @@ def plan_redirections(
     moves: list[Move] = []
     for donor in donors:
         size = _size(donor)
-        give = min(max(1, size // 2), size - 1)  # half, at least 1, keeping 1
+        keep = max(1, int(donor["spec"].get("min_entities", 1)))
+        give = min(max(1, size // 2), size - keep)  # half, at least 1, keeping its floor
         if give < 1 or not room:
             continue
         dst = min(room, key=lambda b: (-room[b], b))

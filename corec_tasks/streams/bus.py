@@ -235,6 +235,29 @@ class Entry:
         return _fields_json(self.fields)
 
 
+def dead_fields(
+    stream: str,
+    entry_id: str,
+    fields: Mapping[bytes, bytes],
+    reason: str,
+    deliveries: int,
+    *,
+    payload: bytes | None = None,
+) -> dict[bytes, bytes]:
+    """The fields of the dead letter of entry ``entry_id`` of ``stream`` (module doc)."""
+    if payload is None:
+        payload = fields[F_DATA] if F_DATA in fields else _fields_json(fields)
+    return {
+        b"stream": stream.encode(),
+        b"id": entry_id.encode(),
+        b"reason": reason.encode("utf-8", "replace"),
+        b"deliveries": b"%d" % deliveries,
+        b"payload": payload,
+        b"instance_id": fields.get(F_INSTANCE, b""),
+        b"time": b"%d" % (time.time() * 1000),
+    }
+
+
 class StreamBus:
     """Publish to and consume from CoreC's streams (one Redis client, thread-safe)."""
 
@@ -707,15 +730,8 @@ class StreamBus:
     def _dead_fields(
         self, stream: str, entry: Entry, reason: str, deliveries: int
     ) -> dict[bytes, bytes]:
-        return {
-            b"stream": stream.encode(),
-            b"id": entry.id.encode(),
-            b"reason": reason.encode("utf-8", "replace"),
-            b"deliveries": b"%d" % deliveries,
-            b"payload": entry.original_bytes(),
-            b"instance_id": entry.fields.get(F_INSTANCE, b""),
-            b"time": b"%d" % (time.time() * 1000),
-        }
+        return dead_fields(stream, entry.id, entry.fields, reason, deliveries,
+                           payload=entry.original_bytes())  # fmt: skip
 
     # -- inspection (CLI) ------------------------------------------------------------
 

@@ -1,5 +1,4 @@
-"""Consume ``trading_results``, ``macro_data`` and ``capital_data`` as consumer group
-``capital_pool``.
+"""Consume ``trading_results`` and ``macro_data`` as consumer group ``capital_pool``.
 
 Both are handlers of CoreC's one consumer loop (``corec_tasks.streams.consumer``): the
 ledger's database is reached before anything is claimed, and while it is down nothing
@@ -18,7 +17,8 @@ applied (a decimal overflow, a value PostgreSQL rejects), at once; one that rais
 anything else is retried and dead-lettered after ``COREC_STREAM_MAX_DELIVERIES``
 deliveries. Entries behind a bad one are applied meanwhile.
 
-``capital_data``: signed contributions and withdrawals (``CapitalActions``).
+``capital_data``: signed contributions and withdrawals are not consumed here: block
+``capital_intake`` applies them (``intake.py``).
 
 ``macro_data``: the newest valid VIX is remembered for the allocation rule. Entries
 that fail the schema are skipped here; the persister's group dead-letters them (one
@@ -29,7 +29,6 @@ still cannot be read as a number is dead-lettered here.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -59,10 +58,8 @@ from corec_tasks.streams.signing import entry_signature
 from plugins.capital_pool.service import CapitalPool
 from plugins.trading import channels
 from plugins.trading.channels import (
-    CAPITAL_DATA,
     MACRO_DATA,
     TRADING_RESULTS,
-    CapitalData,
     TradingResults,
     trade_result,
 )
@@ -82,10 +79,6 @@ class ConsumeStats:
     #: Entries that raised and will be retried (counted deliveries).
     failed: int = 0
     macro: int = 0
-    #: Contributions and withdrawals sent on ``capital_data``: applied, replayed, refused.
-    actions: int = 0
-    actions_replayed: int = 0
-    actions_refused: int = 0
     #: Why a round claimed nothing or stopped early; None if the database was up.
     unavailable: str | None = None
 
@@ -148,58 +141,6 @@ class TradeResults(_LedgerHandler):
         return Dead(f"{GROUP}: {result['error']}")
 
 
-#: What a ``capital_data`` entry may ask of the pool.
-STREAM_ACTIONS = ("contribute", "withdraw")
-
-
-class CapitalActions(_LedgerHandler):
-    """Contributions and withdrawals sent on ``capital_data`` (seed 000's channel
-    integration: ``{"user_id", "action", "amount"}``, the amount a decimal string).
-
-    Only signed entries get here (the consumer loop dead-letters the others), so holding
-    the stream key is the authority: an operator's. The audit names the principal
-    ``stream:<producer instance id>``. The idempotency key is the entry's
-    ``idempotency_key``, else its signature, so a copied or redelivered entry replays
-    the first result instead of moving money twice. A refusal by the pool's rules is
-    recorded (``capital_actions``, ``audit_log``) and acknowledged. Allocations on the
-    same stream (``kind``) belong to the pipeline and are passed over; entries failing
-    the schema are left to the persister's group, which dead-letters them once.
-    """
-
-    signed = True
-
-    def handle(self, entry: Entry, deliveries: int) -> Verdict:
-        try:
-            payload = validate_payload(CAPITAL_DATA, entry.original_bytes(), CapitalData)
-        except PayloadError:
-            return Done("skipped")
-        action = payload.get("action")
-        if action is None:
-            return Done("skipped")  # an allocation, for the pipeline
-        if action not in STREAM_ACTIONS:
-            return Dead(f"{GROUP}: capital_data action must be contribute or withdraw, "
-                        f"not {str(action)[:40]!r}")  # fmt: skip
-        user, amount = payload.get("user_id"), payload.get("amount")
-        if user is None or amount is None:
-            return Dead(f"{GROUP}: a capital_data {action} needs user_id and amount")
-        signature = entry_signature(entry.fields) or entry.id
-        key = payload.get("idempotency_key") or f"stream:{signature}"
-        producer = _PRINCIPAL_CHARS.sub("_", entry.instance_id or "")[:150] or "unknown"
-        act = self.pool.contribute if action == "contribute" else self.pool.withdraw
-        result = act(user, amount, key, principal=f"stream:{producer}")
-        if result.get("retry"):  # the database went down: wait, uncounted
-            return Later(f"{GROUP}: {result.get('error')}")
-        if not result.get("ok"):
-            log.info("capital_pool: %s of %s by stream entry %s refused: %s", action, user,
-                     entry.id, result.get("error"))  # fmt: skip
-            return Done("actions_refused")
-        return Done("actions_replayed" if result.get("replayed") else "actions")
-
-
-#: Characters a principal's name may not hold (``audit.PRINCIPAL``).
-_PRINCIPAL_CHARS = re.compile(r"[^A-Za-z0-9_.@:+-]")
-
-
 class MacroData(Handler):
     """Remember the newest valid VIX of each batch."""
 
@@ -260,11 +201,6 @@ def trade_results(settings: Settings) -> TradeResults:
     return TradeResults(_process_pool())
 
 
-def capital_actions(settings: Settings) -> CapitalActions:
-    """The ``capital_data`` consumer of plugin.json."""
-    return CapitalActions(_process_pool())
-
-
 def macro_data(settings: Settings) -> MacroData:
     """The ``macro_data`` consumer of plugin.json."""
     return MacroData(_process_pool())
@@ -272,7 +208,7 @@ def macro_data(settings: Settings) -> MacroData:
 
 def consume_once(pool: CapitalPool, count: int = 500, consumer: str | None = None,
                  max_batches: int = 10) -> ConsumeStats:  # fmt: skip
-    """One round over the three streams; safe to run concurrently on many workers."""
+    """One round over both streams; safe to run concurrently on many workers."""
     stats = ConsumeStats()
     with StreamBus(pool.settings) as bus:
         trades = ConsumerLoop(bus, TradeResults(pool), consumer, batch=count)
@@ -283,9 +219,4 @@ def consume_once(pool: CapitalPool, count: int = 500, consumer: str | None = Non
         m = macro.run(MACRO_DATA, max_batches)
         stats.add(m)
         stats.macro = m.counts["macro"]
-        actions = ConsumerLoop(bus, CapitalActions(pool), consumer, batch=count)
-        a = actions.run(CAPITAL_DATA, max_batches)
-        stats.add(a)
-        stats.actions, stats.actions_replayed, stats.actions_refused = (
-            a.counts["actions"], a.counts["actions_replayed"], a.counts["actions_refused"])
     return stats

@@ -1,5 +1,6 @@
 """capital_pool's step of ``corec demo`` (``demo.step`` in its plugin.json): members
-contribute through Celery, a retry replays, an allocation, a trading result applied."""
+contribute through Celery, a retry replays, one contributes over ``capital_data`` (block
+``capital_intake``), an allocation, a trading result applied."""
 
 from __future__ import annotations
 
@@ -53,6 +54,7 @@ def run_demo(settings: Settings, timeout: float, console: Console) -> None:
     console.print(f"the same key again: replayed={again.get('replayed')}, nothing changed")
     bad = contribute("bob", "99.99", f"demo-{run}-small")
     console.print(f"bob contributes $99.99: refused: {bad.get('error')}")
+    _contribute_on_the_channel(settings, f"demo-{run}-carol", timeout, console)
     alloc = call("capital_pool.allocate", f"demo-{run}")
     console.print(f"allocation: phase {alloc['phase']}, risk per trade {alloc['risk_per_trade']}, "
                   f"{len(alloc['allocations'])} slots published on capital_data")  # fmt: skip
@@ -76,6 +78,28 @@ def run_demo(settings: Settings, timeout: float, console: Console) -> None:
                         [(u, m["units"], m["value"], m["contributed"], m["roi"])
                          for u, m in status["members"].items()]))  # fmt: skip
     console.print("ledger verified: pool state equals the sum of its entries")
+
+
+def _contribute_on_the_channel(
+    settings: Settings, key: str, timeout: float, console: Console
+) -> None:
+    """Seed 000's channel integration: a signed contribution on ``capital_data``, applied
+    by block ``capital_intake`` in beat's 5-second cycle and answered on corec_responses."""
+    from corec_tasks.commands import last_response_id, wait_response
+    from corec_tasks.streams.bus import StreamBus
+    from plugins.trading.channels import CAPITAL_DATA
+
+    with StreamBus(settings) as bus:
+        since = last_response_id(settings, bus.client)
+        bus.publish(CAPITAL_DATA, {"user_id": "carol", "action": "contribute",
+                                   "amount": "500.00", "idempotency_key": key})  # fmt: skip
+        got = wait_response(settings, bus.client, f"capital:carol:{key}", since=since,
+                            timeout_s=timeout)  # fmt: skip
+    if got is None or "response" not in got:
+        raise CorecError(f"block capital_intake did not apply carol's contribution: {got}")
+    console.print(f"carol contributed $500.00 on capital_data (signed): block capital_intake "
+                  f"applied it and answered on corec_responses: {got['response']['units']} "
+                  "units")  # fmt: skip
 
 
 def _applied(settings: Settings, trade_id: str) -> bool:

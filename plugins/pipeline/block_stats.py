@@ -8,9 +8,9 @@ and skips those already written, so a cycle finishing late is still counted and 
 rerun writes nothing twice (``statistics.record``).
 
 Keys: ``block.blocks``, ``block.ran``, ``block.persisted``, ``block.fitness`` (mean),
-``block.load`` (mean ``carga``), ``block.errors`` (sum), ``block.redirected`` (blocks
-whose entity count differs from their previous cycle's: redirections, splits and
-merges), ``block.wall_s``.
+``block.load`` (mean ``carga``), ``block.errors`` (sum), ``block.redirected`` (entity
+redirections sync made since the cycle before finished: each cycle's record keeps the
+running total; 0 when that cycle's record is gone or predates the total), ``block.wall_s``.
 """
 
 from __future__ import annotations
@@ -57,13 +57,16 @@ def _rows(sessions: sessionmaker[Session], cycle: int, ts: float) -> list[Any]:
         return list(s.execute(_ROWS, {"ts": ts, "n": cycle}).all())
 
 
-def cycle_values(record: dict[str, str], rows: list[Any], previous: list[Any]) -> dict[str, float]:
+def cycle_values(
+    record: dict[str, str], rows: list[Any], previous: dict[str, str] | None
+) -> dict[str, float]:
     """One cycle's figures from its Redis record and its ``bloques`` rows (and the
-    previous cycle's, for redirections)."""
+    previous cycle's record, for redirections)."""
     fitness = [float(r[2]) for r in rows if r[2] is not None]
     load = [float(r[3]) for r in rows if r[3] is not None]
-    before = {r[0]: r[1] for r in previous}
-    moved = sum(1 for r in rows if r[0] in before and before[r[0]] != r[1])
+    moved = 0
+    if previous and "redirections" in previous and "redirections" in record:
+        moved = max(0, int(record["redirections"]) - int(previous["redirections"]))
     return {
         "block.blocks": float(record.get("blocks", 0)),
         "block.ran": float(record.get("ran", 0)),
@@ -98,8 +101,8 @@ def write_block_stats(settings: Settings, r: redis.Redis,
                                              Statistics.timestamp == at).first():  # fmt: skip
                 continue
         record = {_s(k): _s(v) for k, v in raw.items()}
-        prev_ts = r.get(settings.key(f"corec:cycle:ts:{n - 1}"))
-        previous = _rows(sessions, n - 1, float(prev_ts)) if prev_ts is not None else []
+        before: Any = r.hgetall(settings.key(f"corec:cycle:{n - 1}"))
+        previous = {_s(k): _s(v) for k, v in before.items()}
         values = cycle_values(record, _rows(sessions, n, float(ts)), previous)
         written += statistics.record(sessions, at, values)
         cycles += 1

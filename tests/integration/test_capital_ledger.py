@@ -190,48 +190,6 @@ def test_only_signed_trading_results_move_the_nav(pool: CapitalPool) -> None:
     assert pool.verify()["ok"]
 
 
-def test_capital_actions_over_capital_data_are_signed_audited_and_idempotent(
-    pool: CapitalPool,
-) -> None:
-    """Seed 000's channel integration: a signed {"user_id", "action", "amount"} on
-    capital_data contributes or withdraws, audited as ``stream:<producer>``; a copy of
-    the entry replays the first result, a refusal is recorded, an unsigned entry is
-    dead-lettered, the seed's float amount fails the schema (the persister's to
-    dead-letter), and the pool's own allocations are passed over."""
-    client: Any = redis.Redis.from_url(pool.settings.redis_url)
-    key = pool.settings.key(CAPITAL_DATA)
-    with StreamBus(pool.settings) as bus:
-        first = bus.publish(CAPITAL_DATA, {"user_id": "user1", "action": "contribute",
-                                           "amount": "500.00"})  # fmt: skip
-        (entry,) = client.xrange(key, first, first)
-        client.xadd(key, dict(entry[1]))  # a copy: new id, same signature
-        bus.publish(CAPITAL_DATA, {"user_id": "user1", "action": "withdraw", "amount": "100",
-                                   "idempotency_key": "w-1"})  # fmt: skip
-        bus.publish(CAPITAL_DATA, {"user_id": "user1", "action": "withdraw",
-                                   "amount": "9999.00", "idempotency_key": "w-2"})  # fmt: skip
-        bus.publish(CAPITAL_DATA, {"user_id": "user1", "action": "contribute",
-                                   "amount": 500.0})  # the seed's float: the schema refuses
-        client.xadd(key, {b"d": b'{"user_id":"mallory","action":"contribute",'
-                                b'"amount":"1000000.00"}', b"i": b"x", b"t": b"1"})  # fmt: skip
-        stats = consume_once(pool)
-        assert (stats.actions, stats.actions_replayed, stats.actions_refused) == (2, 1, 1), stats
-        assert stats.dead_lettered == 1
-        assert [d["reason"] for d in bus.dead_letters(10)] == [
-            "capital_pool: unsigned entry on a signed stream"]
-        pool.allocate("r1")  # the pool's own allocations on the same stream: passed over
-        assert consume_once(pool).actions == 0
-    client.close()
-    status = pool.status(use_cache=False)
-    assert status["members"]["user1"]["value"] == "400.00" and "mallory" not in status["members"]
-    with psycopg.connect(libpq_url(pool.settings.database_url)) as conn:
-        rows = conn.execute("SELECT details FROM audit_log ORDER BY id").fetchall()
-    audited = [(json.loads(d)["principal"], json.loads(d)["result"]) for (d,) in rows]
-    producer = f"stream:{pool.settings.instance_id}"
-    assert audited == [(producer, "ok"), (producer, "replayed"), (producer, "ok"),
-                       (producer, "refused")], audited  # fmt: skip
-    assert pool.verify()["ok"]
-
-
 def test_status_cache_is_invalidated_by_every_change(pool: CapitalPool) -> None:
     pool.contribute("alice", "1000", "a1", principal=OP)
     assert pool.status()["cached"] is False
@@ -358,8 +316,9 @@ def test_migration_0002_creates_the_ledger_as_the_models_say(capital_settings: o
 def test_the_manifest_declares_the_capital_consumers_and_beat_drives_them(
     pool: CapitalPool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """capital_pool's three consumers are manifest entries (``"loop": true``): beat's
-    schedule has one ``corec.plugins.consume`` per stream and no ``capital_pool.consume``;
+    """capital_pool's two consumers are manifest entries (``"loop": true``): beat's
+    schedule has one ``corec.plugins.consume`` per stream and no ``capital_pool.consume``
+    (``capital_data`` is block ``capital_intake``'s, not a consumer's);
     a round of the trading_results one applies a signed result and dead-letters an
     unsigned one, on the worker process's own pool (``runtime.pool``)."""
     from pathlib import Path
@@ -376,9 +335,9 @@ def test_the_manifest_declares_the_capital_consumers_and_beat_drives_them(
                                            / "capital_config.json"))  # fmt: skip
     settings = load_settings()
     schedule = build_beat_schedule(settings, enabled(settings))
-    names = {f"consume-capital_pool-{s}-capital_pool"
-             for s in (TRADING_RESULTS, MACRO_DATA, CAPITAL_DATA)}  # fmt: skip
+    names = {f"consume-capital_pool-{s}-capital_pool" for s in (TRADING_RESULTS, MACRO_DATA)}
     assert names <= schedule.keys()
+    assert f"consume-capital_pool-{CAPITAL_DATA}-capital_pool" not in schedule
     assert not any(e["task"] == "capital_pool.consume" for e in schedule.values())
     entry = schedule[f"consume-capital_pool-{TRADING_RESULTS}-capital_pool"]
     assert entry["kwargs"]["loop"] is True

@@ -237,3 +237,49 @@ def test_celery_tasks_run_with_the_settings_and_are_idempotent(
     finally:
         tasks.feeds().close()
         reset_runtime()
+
+
+# -- the per-symbol signal work as a block of stream-fed entities (signal.py) ---------------
+
+
+def test_feeds_signal_block_forecasts_each_candle_and_counts_bad_ones_as_errors(
+    make: Any, redis_client: redis.Redis, settings: Settings
+) -> None:
+    """Block ``feeds_signal`` on ``market_data``: entity j gets candle j; its value is the
+    predictor's forecast for that candle's symbol (above 0.5 for an up trend, below for a
+    down trend, 0.5 with too little history); a malformed candle is one entity's error."""
+    from corec_tasks.blocks.builtin import default_registry
+    from corec_tasks.blocks.engine import Engine
+    from corec_tasks.blocks.model import specs_from_config
+    from corec_tasks.blocks.store import BlockStore
+    from corec_tasks.config import PluginBlockConfig
+    from plugins.feeds.market import history_key
+    from plugins.feeds.signal import PROCESSOR, MarketSignal, redis_history
+
+    block = PluginBlockConfig(bloque_id="feeds_signal", canal=3, entidades=200,
+                              procesador=PROCESSOR, stream=MARKET_DATA)  # fmt: skip
+    store = BlockStore(settings, redis_client)
+    store.create(specs_from_config([block.as_block()]))
+    f = make({"market": {"symbols": ["UP", "DOWN"], "mu": 0.0, "sigma": 0.0},
+              "predictor": {"window": 40}})  # fmt: skip
+    up = make({"market": {"symbols": ["UP"], "mu": 400.0, "sigma": 2.0, "seed": 1}})
+    down = make({"market": {"symbols": ["DOWN"], "mu": -400.0, "sigma": 2.0, "seed": 2}})
+    for k in range(60):
+        up.market.tick(f"u{k}")
+        down.market.tick(f"d{k}")
+    redis_client.xadd(settings.key(MARKET_DATA), {b"d": b'{"symbol":"UP","price":-5}',
+                                                  b"i": b"x", b"t": b"1"})  # fmt: skip
+
+    def source() -> tuple[Any, Any]:
+        cfg = f.config.predictor
+        return redis_history(f.ticker.r, lambda s: history_key(f.ticker, s)), cfg
+
+    registry = default_registry()
+    registry.register(PROCESSOR, MarketSignal(source), kind="vector", needs_payload=True)
+    (summary,) = Engine(settings, store, registry).run_blocks(["feeds_signal"], 1, 1.0)
+    assert (summary["inputs"], summary["errors"]) == (121, 1), summary
+    (stored,) = store.load_many(["feeds_signal"])
+    values = stored.block.entities.value
+    assert values[0] == 0.5  # UP's first candle: no history yet
+    assert values[118] > 0.5 > values[119]  # UP's and DOWN's 60th candles
+    assert not stored.block.entities.active[120]  # the malformed one

@@ -82,13 +82,18 @@ def test_block_cycles_write_their_statistics_once(
         assert 0 <= got["block.fitness"] <= 1 and 0 < got["block.load"] <= 1
         assert got["block.wall_s"] == pytest.approx(record["wall_s"])
         assert got["block.redirected"] == 0
+        assert record["redirections"] == 0  # sync's running total, in every cycle record
 
 
-def test_redirected_counts_blocks_whose_entities_changed() -> None:
+def test_redirected_counts_the_redirections_since_the_cycle_before() -> None:
+    """Each cycle's record keeps sync's running total; cycles of different intervals
+    interleave, so entity counts of the previous cycle's blocks say nothing."""
     rows = [("a", 900, 0.5, 0.4, 0), ("b", 1100, 0.9, 0.6, 2), ("c", 10, None, None, 0)]
-    before = [("a", 1000, 0.2, 0.1, 0), ("b", 1100, 0.9, 0.6, 0)]
-    got = block_stats.cycle_values({"blocks": "3", "ran": "3", "wall_s": "0.5"}, rows, before)
-    assert got["block.redirected"] == 1 and got["block.errors"] == 2
+    record = {"blocks": "3", "ran": "3", "wall_s": "0.5", "redirections": "7"}
+    got = block_stats.cycle_values(record, rows, {"redirections": "5"})
+    assert got["block.redirected"] == 2 and got["block.errors"] == 2
+    assert block_stats.cycle_values(record, rows, None)["block.redirected"] == 0
+    assert block_stats.cycle_values(record, rows, {"cycle": "1"})["block.redirected"] == 0
     assert got["block.fitness"] == pytest.approx(0.7) and got["block.load"] == pytest.approx(0.5)
 
 

@@ -34,14 +34,25 @@ def test_seed_sample_loads_as_is() -> None:
     assert cfg.db_config is not None and cfg.db_config.url().endswith("@localhost:5432/corec_db")
 
 
+#: Issue 12: the plugins' work as stream-fed blocks (capital intake, per-symbol signal).
+INTAKE = {"bloque_id": "capital_intake", "canal": 1, "entidades": 1000, "max_size_mb": 1,
+          "entidades_por_bloque": 1000, "max_errores": 0.2, "min_fitness": 0.2,
+          "procesador": "capital_intake", "intervalo_s": 5, "stream": "capital_data",
+          "min_entidades": 250}
+SIGNAL = {"bloque_id": "feeds_signal", "canal": 3, "entidades": 1000, "max_size_mb": 1,
+          "entidades_por_bloque": 1000, "max_errores": 0.05, "min_fitness": 0.2,
+          "procesador": "market_signal", "intervalo_s": 60, "stream": "market_data"}
+
+
 def test_shipped_default_is_the_seed_sample_without_secrets_plus_the_trading_plugins() -> None:
     shipped = json.loads((ROOT / "corec_config.json").read_text())
     expected = seed()
     del expected["db_config"], expected["redis_config"]
     expected["plugins"] += [
         {"name": "capital_pool", "enabled": True,
-         "config_path": "plugins/capital_pool/capital_pool.yaml"},
-        {"name": "feeds", "enabled": True, "config_path": "plugins/feeds/config.json"},
+         "config_path": "plugins/capital_pool/capital_pool.yaml", "bloque": INTAKE},
+        {"name": "feeds", "enabled": True, "config_path": "plugins/feeds/config.json",
+         "bloque": SIGNAL},
         {"name": "pipeline", "enabled": True, "config_path": "plugins/pipeline/config.json"},
         # Their CLI groups (corec users|api|portfolio) come only from enabled plugins.
         {"name": "aaa", "enabled": True, "config_path": "plugins/aaa/config.json"},

@@ -46,6 +46,17 @@ def test_a_donor_gives_half_to_the_receiver_with_most_room() -> None:
     assert plan_redirections(metas) == [Move("weak", "stronger", 50)]
 
 
+def test_a_donor_keeps_its_min_entities() -> None:
+    """``min_entidades`` (capital_intake ships 250): an idle intake keeps enough entities
+    for a burst instead of halving down to one."""
+    floored = donor("intake", 300)
+    floored["spec"]["min_entities"] = 250
+    at_floor = donor("intake2", 250)
+    at_floor["spec"]["min_entities"] = 250
+    metas = [floored, at_floor, meta("busy", 0.9, 100)]
+    assert plan_redirections(metas) == [Move("intake", "busy", 50)]
+
+
 def test_thresholds_are_strict() -> None:
     receiver = meta("r", 0.9, 10)
     assert plan_redirections([meta("a", 0.3, 100, carga=0.1), receiver]) == []  # fitness 0.3

@@ -21,9 +21,8 @@ from typing import Any
 from kombu.entity import Queue
 
 from beat_schedule import build_beat_schedule
-from corec_tasks.config import CHANNEL_QUEUES
+from corec_tasks.config import CELERY_DEFAULT_QUEUE, CHANNEL_QUEUES
 from corec_tasks.discovery import enabled
-from corec_tasks.procs import CELERY_DEFAULT_QUEUE
 from corec_tasks.redis_conn import sentinel_kwargs
 from corec_tasks.settings import Settings
 from corec_tasks.wiring import task_modules, task_routes

@@ -12,10 +12,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from corec_tasks.config import CHANNEL_QUEUES
+from corec_tasks.config import CELERY_DEFAULT_QUEUE, CHANNEL_QUEUES
 
-#: Celery's default queue: a plain client's ``send_task`` lands here; workers serve it.
-CELERY_DEFAULT_QUEUE = "celery"
+#: Every queue a worker serves by default: the channels' and Celery's default queue.
 ALL_QUEUES = ",".join((*CHANNEL_QUEUES.values(), CELERY_DEFAULT_QUEUE))
 
 

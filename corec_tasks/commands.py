@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -299,8 +300,6 @@ def drain(
 def send(settings: Settings, client: redis.Redis, target: str, command: str,
          args: dict[str, Any] | None = None, command_id: str | None = None) -> str:  # fmt: skip
     """Publish a command; return its id."""
-    import uuid
-
     cid = command_id or uuid.uuid4().hex
     payload: dict[str, Any] = {"id": cid, "command": command, "target": target}
     if args is not None:

@@ -91,6 +91,7 @@ def isolation_forest(ctx: ProcessorContext) -> tuple[F32, Mask]:
     """
     model = ctx.state.get(ISOLATION_MODEL_KEY)
     if model is None:
+        # Here: scikit-learn takes a second to import and only this smart block needs it.
         from sklearn.ensemble import IsolationForest
 
         train = np.random.default_rng(0).normal([0.5, 0.0], [0.05, 0.05], size=(1024, 2))

@@ -2,7 +2,8 @@
 
 Lifecycle as in the seed: ``initialize`` (infrastructure, plugins, modules),
 ``run`` (register blocks, dispatch a cycle), ``stop`` (land pending block results
-in PostgreSQL, close Redis). Worker processes build one through ``worker_engine``.
+in PostgreSQL, close Redis). A worker process has one, ``worker_nucleus()``, a
+service of its runtime (corec_tasks/runtime.py).
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ from typing import Any
 from celery.schedules import crontab
 
 from corec_tasks.discovery import PluginSpec, enabled
-from corec_tasks.settings import Settings, get_settings
+from corec_tasks.runtime import get_settings
+from corec_tasks.settings import Settings
 from corec_tasks.wiring import beat_entries
 
 

@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 from benchmarks._common import RUNS, emit
-from corec_tasks.blocks import SymbioticBlock, compress_messages, specs_from_config
+from corec_tasks.blocks.builtin import default_registry
+from corec_tasks.blocks.entities import EntityArrays
+from corec_tasks.blocks.model import SymbioticBlock, compress_messages, specs_from_config
 from corec_tasks.config import load_config
-from corec_tasks.entities import EntityArrays
-from corec_tasks.processors import default_registry
 
 SEED = Path(__file__).resolve().parent.parent / "tests" / "data" / "seed_sample_config.json"
 BLOCKS = 50

@@ -44,9 +44,9 @@ def _child(kind: str) -> None:
     """Build the sample's entities one way; print resident bytes per entity."""
     import gc
 
-    from corec_tasks.blocks import SymbioticBlock, specs_from_config
+    from corec_tasks.blocks.entities import EntityArrays
+    from corec_tasks.blocks.model import SymbioticBlock, specs_from_config
     from corec_tasks.config import load_config
-    from corec_tasks.entities import EntityArrays
 
     config = load_config(SEED, check_plugin_paths=False)
     specs = specs_from_config(config.bloques)

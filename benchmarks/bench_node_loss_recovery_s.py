@@ -42,7 +42,7 @@ def main() -> None:
         os.environ.pop(name, None)
     with bench_env():
         os.environ["COREC_CONFIG"] = str(ROOT / "corec_config.json")
-        from corec_tasks.engine import landed, persist_block_results
+        from corec_tasks.blocks.engine import landed, persist_block_results
         from corec_tasks.nucleus import Nucleus
         from corec_tasks.procs import managed, start, wait_for_workers, worker_cmd
         from corec_tasks.settings import load_settings

@@ -24,6 +24,7 @@ from typing import Any
 import redis
 
 from corec_tasks.settings import Settings
+from corec_tasks.streams.bus import StreamBus
 from corec_tasks.streams.names import ALERTS
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,6 @@ def alert(
     marker = settings.key(f"corec:alert:{source}:{subject}")
     if not client.set(marker, b"%d" % time.time(), nx=True, ex=ttl_s):
         return False
-    from corec_tasks.streams.bus import StreamBus
 
     payload = {"level": level, "source": source, "subject": subject, "message": message,
                **(extra or {})}  # fmt: skip

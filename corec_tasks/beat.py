@@ -24,7 +24,7 @@ import redis
 from celery.beat import PersistentScheduler
 
 from corec_tasks.redis_conn import redis_client
-from corec_tasks.settings import get_settings
+from corec_tasks.runtime import get_settings
 
 log = logging.getLogger("corec_tasks.beat")
 

@@ -1,7 +1,7 @@
 """The Celery app: ``celery -A corec_tasks worker|beat|flower|call|inspect``.
 
-Configuration comes from the top-level ``celeryconfig`` module, which reads the
-typed settings object; nothing here reads the environment.
+Its configuration is ``corec_tasks.celeryconfig.build`` of this process's settings,
+applied when the app first needs it: importing the app reads no environment.
 """
 
 from __future__ import annotations
@@ -10,25 +10,34 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_ready
+from celery.signals import worker_process_init, worker_ready
 
+from corec_tasks.celeryconfig import build
+from corec_tasks.redis_conn import redis_client
+from corec_tasks.runtime import get_settings, reset
 from corec_tasks.unacked import UnackedHeartbeat
 
 app = Celery("corec_tasks")
-app.config_from_object("celeryconfig")
+# A promise: evaluated once, when the configuration is first read (a worker's start,
+# a first send). The task modules, the framework's and the enabled plugins', are in it.
+app.add_defaults(lambda: build(get_settings()))
 # Redis broker: a worker keeps its unacknowledged tasks alive (corec_tasks/unacked.py).
 app.steps["consumer"].add(UnackedHeartbeat)
-# Task modules (the framework's and the enabled plugins') are listed in celeryconfig.
 
 log = logging.getLogger("corec_tasks")
+
+
+@worker_process_init.connect
+def _runtime_per_child(**_: Any) -> None:
+    """A pool child builds its own runtime after the fork: its own settings read, its
+    own Redis client and services, none shared with the parent or a sibling."""
+    reset()
+    get_settings()  # parsed now: a bad config stops the child at start, not a task
 
 
 @worker_ready.connect
 def _check_redis_policy(sender: Any = None, **_: Any) -> None:
     """Warn when Redis may evict keys: queued tasks and stream entries would vanish."""
-    from corec_tasks.redis_conn import redis_client
-    from corec_tasks.settings import get_settings
-
     try:
         client = redis_client(get_settings(), decode=True)
         policy = client.config_get("maxmemory-policy").get("maxmemory-policy")

@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -31,8 +32,11 @@ from typing import Any
 import redis
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
 
-from corec_tasks.block_store import BlockStore
-from corec_tasks.errors import CorecError
+from corec_tasks.blocks.cycle import cycle_health
+from corec_tasks.blocks.store import BlockStore
+from corec_tasks.discovery import resolve
+from corec_tasks.errors import CorecError, PluginError
+from corec_tasks.modules.sync import load_of, redirect
 from corec_tasks.settings import Settings
 from corec_tasks.streams.bus import Entry, StreamBus
 from corec_tasks.streams.consumer import ConsumerLoop
@@ -125,8 +129,6 @@ class ScopedCommands:
 
 
 def _status(args: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
-    from corec_tasks.cycle import cycle_health
-
     metas = ctx.store.metas()
     last = ctx.store.r.get(ctx.settings.key("corec:cycle:last"))
     return {"instance_id": ctx.settings.instance_id, "blocks": len(metas),
@@ -136,8 +138,6 @@ def _status(args: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
 
 
 def _blocks_list(args: dict[str, Any], ctx: CommandContext) -> list[dict[str, Any]]:
-    from corec_tasks.modules.sync import load_of
-
     groups: dict[str, dict[str, Any]] = {}
     for m in ctx.store.metas():
         spec = m["spec"]
@@ -163,8 +163,6 @@ class _RedirectArgs(BaseModel):
 
 
 def _blocks_redirect(args: dict[str, Any], ctx: CommandContext) -> dict[str, Any]:
-    from corec_tasks.modules.sync import redirect
-
     try:
         a = _RedirectArgs.model_validate(args)
     except ValidationError as exc:
@@ -192,9 +190,6 @@ def add_plugin_commands(registry: CommandRegistry, plugins: Iterable[Any]) -> No
     """Register each loaded plugin's commands under its name: those its manifest
     declares (``"commands": {"NAME": "module:fn"}``, ``fn(settings, args)``) and those
     its ``register_commands(registry)`` hook adds."""
-    from corec_tasks.discovery import resolve
-    from corec_tasks.errors import PluginError
-
     for plugin in plugins:
         manifest = getattr(plugin, "manifest", None)
         for command, ref in getattr(manifest, "commands", {}).items():
@@ -305,8 +300,6 @@ def drain(
 def send(settings: Settings, client: redis.Redis, target: str, command: str,
          args: dict[str, Any] | None = None, command_id: str | None = None) -> str:  # fmt: skip
     """Publish a command; return its id."""
-    import uuid
-
     cid = command_id or uuid.uuid4().hex
     payload: dict[str, Any] = {"id": cid, "command": command, "target": target}
     if args is not None:

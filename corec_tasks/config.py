@@ -24,6 +24,9 @@ CHANNEL_QUEUES: dict[int, str] = {
     5: "generation",
 }
 
+#: Celery's default queue: where a plain client's ``send_task`` lands; workers serve it too.
+CELERY_DEFAULT_QUEUE = "celery"
+
 
 def queue_for_channel(channel: int) -> str:
     """Celery queue serving a channel; channels past the seed's five share ``generic``."""

@@ -28,7 +28,7 @@ STRATEGY_CONTRACT_VERSION = "1.0"
 #: path (``plugins.broker.service.BrokerService``), not a plugin method any more.
 BROKER_CONTRACT_VERSION = "2.0"
 PORTFOLIO_CONTRACT_VERSION = "1.0"
-#: Entity processors (``corec_tasks.processors``): vector ``fn(ctx) -> (values,
+#: Entity processors (``corec_tasks.blocks.processors``): vector ``fn(ctx) -> (values,
 #: errors)`` or async ``fn(entity_id, payload) -> float``.
 PROCESSOR_CONTRACT_VERSION = "1.0"
 #: Kept for plugins written against the single version of before.

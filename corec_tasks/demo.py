@@ -103,6 +103,7 @@ def run(
 
 def _run(settings: Settings, events: int, cycles: int, timeout: float, seed: int,
          trading_cycles: int, report: Path | None) -> None:  # fmt: skip
+    # The demo's steps import what they use when they run (CLI start-up time), not a cycle.
     from corec_tasks.cli.output import table
     from corec_tasks.demo_report import trading_table, write_chart
     from corec_tasks.discovery import enabled

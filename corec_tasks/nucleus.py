@@ -2,7 +2,8 @@
 
 Lifecycle as in the seed: ``initialize`` (infrastructure, plugins, modules),
 ``run`` (register blocks, dispatch a cycle), ``stop`` (land pending block results
-in PostgreSQL, close Redis). Worker processes build one through ``worker_engine``.
+in PostgreSQL, close Redis). A worker process has one, ``worker_nucleus()``, a
+service of its runtime (corec_tasks/runtime.py).
 """
 
 from __future__ import annotations
@@ -10,19 +11,24 @@ from __future__ import annotations
 import importlib.util
 import logging
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from corec_tasks.block_store import BlockStore
+from corec_tasks.blocks.builtin import default_registry
+from corec_tasks.blocks.engine import Engine, persist_block_results
+from corec_tasks.blocks.processors import ProcessorRegistry
+from corec_tasks.blocks.store import BlockStore
 from corec_tasks.discovery import enabled
-from corec_tasks.engine import Engine, persist_block_results
 from corec_tasks.errors import PluginError
 from corec_tasks.manifest import Manifest
+from corec_tasks.modules.audit import AuditModule
+from corec_tasks.modules.execution import ExecutionModule
+from corec_tasks.modules.registry import RegistryModule
+from corec_tasks.modules.sync import SyncModule
 from corec_tasks.plugin_info import read_own_config
-from corec_tasks.processors import ProcessorRegistry, default_registry
-from corec_tasks.settings import Settings, get_settings
+from corec_tasks.runtime import Runtime, runtime
+from corec_tasks.settings import Settings
 
 log = logging.getLogger("corec_tasks.nucleus")
 
@@ -84,11 +90,6 @@ class Nucleus:
 
     def initialize(self) -> None:
         """Connect to Redis, load plugins and initialise the four modules."""
-        from corec_tasks.modules.audit import AuditModule
-        from corec_tasks.modules.execution import ExecutionModule
-        from corec_tasks.modules.registry import RegistryModule
-        from corec_tasks.modules.sync import SyncModule
-
         self.store.r.ping()
         self.plugins = load_plugins(self.settings, self.registry)
         for cls in (RegistryModule, ExecutionModule, SyncModule, AuditModule):
@@ -111,9 +112,12 @@ class Nucleus:
         return flushed
 
 
-@lru_cache(maxsize=1)
 def worker_nucleus() -> Nucleus:
     """The nucleus of this worker process, built on first use."""
-    nucleus = Nucleus(get_settings())
+    return runtime().service("corec.nucleus", _initialized_nucleus)
+
+
+def _initialized_nucleus(rt: Runtime) -> Nucleus:
+    nucleus = Nucleus(rt.settings)
     nucleus.initialize()
     return nucleus

@@ -16,8 +16,10 @@ from typing import Any
 from corec_tasks.discovery import resolve
 from corec_tasks.errors import ConfigurationError
 from corec_tasks.settings import Settings
-from corec_tasks.streams.bus import Entry
+from corec_tasks.streams.bus import Entry, StreamBus
+from corec_tasks.streams.consumer import ConsumerLoop
 from corec_tasks.streams.handler import Done, EntryHandler, Handler, Verdict
+from corec_tasks.streams.schemas import validate_payload
 
 
 class ManifestHandler(EntryHandler):
@@ -29,8 +31,6 @@ class ManifestHandler(EntryHandler):
 
     def handle(self, entry: Entry, deliveries: int) -> Verdict:
         """Validate (a PayloadError is poison: dead-lettered), then call the handler."""
-        from corec_tasks.streams.schemas import validate_payload
-
         self.call(self.settings, validate_payload(self.stream, entry.original_bytes()))
         return Done()
 
@@ -39,9 +39,6 @@ def consume_round(settings: Settings, plugin: str, stream: str, group: str, hand
                   max_batches: int = 10, loop: bool = False) -> dict[str, Any]:  # fmt: skip
     """One consumer-loop round of ``handler`` on ``stream`` for consumer group ``group``
     (``loop``: ``handler`` builds the loop's own handler, see ``manifest.Consumer``)."""
-    from corec_tasks.streams.bus import StreamBus
-    from corec_tasks.streams.consumer import ConsumerLoop
-
     target = resolve(handler, plugin)
     loop_handler: Handler = (target(settings) if loop
                              else ManifestHandler(settings, stream, group, target))  # fmt: skip

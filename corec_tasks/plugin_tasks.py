@@ -7,7 +7,7 @@ from typing import Any
 
 from corec_tasks.celery import app
 from corec_tasks.plugin_consumers import consume_round
-from corec_tasks.settings import get_settings
+from corec_tasks.runtime import get_settings
 
 
 @app.task(name="corec.plugins.consume", ignore_result=True)

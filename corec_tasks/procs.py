@@ -12,10 +12,9 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
-from corec_tasks.config import CHANNEL_QUEUES
+from corec_tasks.config import CELERY_DEFAULT_QUEUE, CHANNEL_QUEUES
 
-#: Celery's default queue: a plain client's ``send_task`` lands here; workers serve it.
-CELERY_DEFAULT_QUEUE = "celery"
+#: Every queue a worker serves by default: the channels' and Celery's default queue.
 ALL_QUEUES = ",".join((*CHANNEL_QUEUES.values(), CELERY_DEFAULT_QUEUE))
 
 
@@ -68,6 +67,8 @@ def managed(
 
 def wait_for_workers(count: int = 1, timeout: float = 60) -> list[str]:
     """Node names of at least ``count`` live workers; raises TimeoutError otherwise."""
+    # Here, not at the top: the CLI imports procs to start servers and workers, and the
+    # Celery app (with every plugin's task modules in its config) is needed only to wait.
     from corec_tasks.celery import app
 
     deadline = time.monotonic() + timeout

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -70,7 +69,7 @@ class Env(BaseSettings):
     #: ``corec status`` reports a dispatched cycle with no finish record after this long.
     cycle_overdue_s: int = Field(900, ge=10, alias="COREC_CYCLE_OVERDUE_S")
     #: A cycle still missing blocks this long after dispatch, none of them running for
-    #: a while, has those blocks sent again (corec_tasks/cycle.py:rescue_stalled): the
+    #: a while, has those blocks sent again (corec_tasks/blocks/cycle.py:rescue_stalled): the
     #: Redis transport can lose a message a worker popped as it died. Default: the
     #: broker's own redelivery time (visibility timeout + restore sweep + heartbeat)
     #: plus 10 s, at least 60 s.
@@ -288,9 +287,3 @@ def load_settings(config_path: str | Path | None = None) -> Settings:
     env = load_env()
     path = Path(config_path) if config_path else env.config_path
     return Settings(env, load_config(path), path)
-
-
-@lru_cache(maxsize=1)
-def get_settings() -> Settings:
-    """The process-wide settings, parsed once (workers, beat, CLI)."""
-    return load_settings()

@@ -8,15 +8,16 @@ from __future__ import annotations
 import socket
 import time
 from dataclasses import asdict
-from functools import lru_cache
 from typing import Any
 
-import redis
 from celery.signals import task_prerun
 
 from corec_tasks.celery import app
-from corec_tasks.redis_conn import redis_client
-from corec_tasks.settings import get_settings
+from corec_tasks.db import make_engine
+from corec_tasks.discovery import enabled
+from corec_tasks.runtime import Runtime, get_settings, runtime
+from corec_tasks.storage.partitions import ensure_partitions
+from corec_tasks.streams.persister import persist_once
 
 #: The framework's jobs beat runs; each run is counted in Redis
 #: (``corec:jobs:<task>:runs``, ``:last``), and so is each enabled plugin's beat task.
@@ -26,18 +27,13 @@ PERIODIC = frozenset({
 })  # fmt: skip
 
 
-@lru_cache(maxsize=1)
 def periodic_tasks() -> frozenset[str]:
     """The framework's periodic tasks and those of the enabled plugins' beat entries."""
-    from corec_tasks.discovery import enabled
-
-    plugins = {e.task for p in enabled(get_settings()) for e in p.manifest.beat}
-    return PERIODIC | plugins
+    return runtime().service("corec.periodic_tasks", _periodic_tasks)
 
 
-@lru_cache(maxsize=1)
-def _jobs_client() -> redis.Redis:
-    return redis_client(get_settings())
+def _periodic_tasks(rt: Runtime) -> frozenset[str]:
+    return PERIODIC | {e.task for p in enabled(rt.settings) for e in p.manifest.beat}
 
 
 @task_prerun.connect
@@ -45,8 +41,9 @@ def _count_periodic_run(task: Any = None, **_: Any) -> None:
     """Count runs of periodic jobs: `corec status` shows them; tests check beat with them."""
     if task is None or task.name not in periodic_tasks():
         return
-    key = get_settings().key(f"corec:jobs:{task.name}")
-    pipe = _jobs_client().pipeline(transaction=False)
+    rt = runtime()
+    key = rt.settings.key(f"corec:jobs:{task.name}")
+    pipe = rt.redis.pipeline(transaction=False)
     pipe.incr(f"{key}:runs")
     pipe.set(f"{key}:last", repr(time.time()))
     pipe.execute()
@@ -61,8 +58,6 @@ def ping() -> dict[str, Any]:
 @app.task(name="corec.streams.persist", ignore_result=True)
 def persist_streams(streams: list[str] | None = None, max_batches: int = 20) -> dict[str, Any]:
     """Move stream entries into PostgreSQL ``eventos`` (ack after commit)."""
-    from corec_tasks.streams.persister import persist_once
-
     stats = persist_once(get_settings(), streams=streams, max_batches=max_batches)
     return asdict(stats)
 
@@ -70,9 +65,6 @@ def persist_streams(streams: list[str] | None = None, max_batches: int = 20) -> 
 @app.task(name="corec.db.partitions")
 def partition_upkeep() -> dict[str, Any]:
     """Create the current month's partitions and the next ones; return what was created."""
-    from corec_tasks.db import make_engine
-    from corec_tasks.storage.partitions import ensure_partitions
-
     settings = get_settings()
     engine = make_engine(settings.database_url)
     try:

@@ -25,6 +25,8 @@ from typing import Any
 
 from celery import bootsteps
 
+from corec_tasks.runtime import get_settings
+
 log = logging.getLogger(__name__)
 
 #: kombu's names for the ack-emulation keys (``global_keyprefix`` is prepended).
@@ -68,8 +70,6 @@ class UnackedHeartbeat(bootsteps.StartStopStep):  # type: ignore[misc]  # Celery
         self.consumer: Any = None
 
     def start(self, parent: Any) -> None:
-        from corec_tasks.settings import get_settings
-
         channel = getattr(parent.task_consumer, "channel", None)
         if channel is None or not hasattr(channel, "unacked_index_key"):
             return  # not the Redis transport: the broker itself redelivers

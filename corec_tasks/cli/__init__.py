@@ -1,4 +1,9 @@
-"""The ``corec`` command line: ``corec --help``."""
+"""The ``corec`` command line: ``corec --help``.
+
+Subcommands import what they use inside their functions, so ``corec --help`` and a
+quick command do not pay for the Celery app, SQLAlchemy or the plugins (start-up
+time; the framework has no import cycle, tests/unit/test_import_cycles.py).
+"""
 
 from __future__ import annotations
 

@@ -54,7 +54,7 @@ def blocks() -> None:
 @handle_errors
 def list_(every: bool, as_json: bool) -> None:
     """Blocks with their fitness, load and entity count."""
-    from corec_tasks.block_store import BlockStore
+    from corec_tasks.blocks.store import BlockStore
 
     metas = BlockStore(settings()).metas()
     if every:
@@ -80,7 +80,7 @@ def list_(every: bool, as_json: bool) -> None:
 @handle_errors
 def show(block_id: str, as_json: bool) -> None:
     """One block: spec, version, fitness and its entities' state."""
-    from corec_tasks.block_store import BlockStore
+    from corec_tasks.blocks.store import BlockStore
 
     stored = BlockStore(settings()).load(block_id)
     e = stored.block.entities
@@ -173,7 +173,7 @@ def run_cycles(
 @handle_errors
 def redirect(src: str, dst: str, count: int) -> None:
     """Move COUNT entities from block SRC to block DST (atomic, conserving ids)."""
-    from corec_tasks.block_store import BlockStore
+    from corec_tasks.blocks.store import BlockStore
     from corec_tasks.modules.sync import redirect as do_redirect
 
     moved = do_redirect(BlockStore(settings()), src, dst, count)

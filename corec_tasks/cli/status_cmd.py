@@ -74,7 +74,7 @@ def collect(s: Settings, worker_timeout: float = 1.0) -> dict[str, Any]:
 
 def _delivery(s: Settings) -> dict[str, Any]:
     """Unacknowledged broker tasks (Redis broker) and cycles that did not complete."""
-    from corec_tasks.cycle import cycle_health
+    from corec_tasks.blocks.cycle import cycle_health
     from corec_tasks.redis_conn import redis_client
     from corec_tasks.unacked import unacked_stats
 

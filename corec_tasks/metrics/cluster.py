@@ -15,8 +15,8 @@ from typing import Any
 import redis
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from corec_tasks.block_store import BlockStore
-from corec_tasks.cycle import INCOMPLETE_CYCLES, OPEN_CYCLES
+from corec_tasks.blocks.cycle import INCOMPLETE_CYCLES, OPEN_CYCLES
+from corec_tasks.blocks.store import BlockStore
 from corec_tasks.metrics import counters
 from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings

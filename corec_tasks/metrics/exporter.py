@@ -23,7 +23,10 @@ from typing import Any, Protocol
 from prometheus_client import CollectorRegistry
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from corec_tasks.blocks.builtin import default_registry
+from corec_tasks.errors import PluginError
 from corec_tasks.metrics.cluster import ClusterMetrics
+from corec_tasks.nucleus import load_plugins
 from corec_tasks.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -42,10 +45,6 @@ class Source(Protocol):
 
 def plugin_sources(settings: Settings) -> list[tuple[str, Source]]:
     """``(plugin name, collector)`` from each enabled plugin's ``metrics_collectors``."""
-    from corec_tasks.errors import PluginError
-    from corec_tasks.nucleus import load_plugins
-    from corec_tasks.processors import default_registry
-
     out: list[tuple[str, Source]] = []
     for plugin in load_plugins(settings, default_registry()):
         hook = getattr(plugin.module, HOOK, None)

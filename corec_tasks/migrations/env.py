@@ -11,6 +11,8 @@ from alembic import context
 from sqlalchemy import Connection
 from sqlalchemy.pool import NullPool
 
+from corec_tasks.db import make_engine, sqlalchemy_url
+from corec_tasks.runtime import get_settings
 from corec_tasks.storage.autogen import include_object, target_metadata
 
 config = context.config
@@ -20,8 +22,6 @@ def _database_url() -> str:
     url = config.get_main_option("sqlalchemy.url")
     if url:
         return url
-    from corec_tasks.settings import get_settings
-
     return get_settings().migrate_database_url
 
 
@@ -40,8 +40,6 @@ def _run(connection: Connection) -> None:
 
 def run_offline() -> None:
     """Print the SQL instead of running it (``alembic upgrade --sql``)."""
-    from corec_tasks.db import sqlalchemy_url
-
     context.configure(
         url=sqlalchemy_url(_database_url()),
         target_metadata=target_metadata(),
@@ -58,8 +56,6 @@ def run_online() -> None:
     if connection is not None:
         _run(connection)
         return
-    from corec_tasks.db import make_engine
-
     engine = make_engine(_database_url(), poolclass=NullPool)
     try:
         with engine.connect() as conn:

@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from corec_tasks.block_store import BlockStore
+from corec_tasks.blocks.store import BlockStore
 from corec_tasks.errors import CorecError
 from corec_tasks.modules.base import Module
 from corec_tasks.streams.bus import StreamBus

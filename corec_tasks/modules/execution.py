@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from corec_tasks.cycle import DEFAULT_CHUNK, dispatch
+from corec_tasks.blocks.cycle import DEFAULT_CHUNK, dispatch
 from corec_tasks.modules.base import Module
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from corec_tasks.blocks import specs_from_config
+from corec_tasks.blocks.model import specs_from_config
 from corec_tasks.modules.base import Module
 
 

@@ -37,10 +37,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, TypeVar
 
-from corec_tasks import feed
-from corec_tasks.block_store import BlockNotFound, BlockStore, StoredBlock, VersionConflict
-from corec_tasks.blocks import BlockSpec, SymbioticBlock, state_bytes
-from corec_tasks.entities import EntityArrays
+from corec_tasks.alerts import alert
+from corec_tasks.blocks import feed
+from corec_tasks.blocks.entities import EntityArrays
+from corec_tasks.blocks.model import BlockSpec, SymbioticBlock, state_bytes
+from corec_tasks.blocks.store import BlockNotFound, BlockStore, StoredBlock, VersionConflict
 from corec_tasks.errors import CorecError
 from corec_tasks.metrics import counters
 from corec_tasks.modules.base import Module
@@ -439,8 +440,6 @@ class SyncModule(Module):
     @staticmethod
     def _announce(store: BlockStore, moves: list[dict[str, Any]]) -> None:
         """Log the seed's line; one info alert per donor on corec_alerts (rate-limited)."""
-        from corec_tasks.alerts import alert
-
         moved = sum(int(m["count"]) for m in moves)
         shown = ", ".join(f"{m['src']} -> {m['dst']} ({m['count']})" for m in moves[:10])
         log.info("[Sincronizacion] Entidades redirigidas: %d entities in %d moves: %s",

@@ -31,7 +31,10 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
 from corec_tasks.db import make_engine, redact
-from corec_tasks.errors import StorageError
+from corec_tasks.discovery import available, enabled
+from corec_tasks.errors import ConfigurationError, StorageError
+from corec_tasks.manifest import read_manifest
+from corec_tasks.settings import load_settings
 from corec_tasks.storage.partitions import PARTITION_FUNCTION
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
@@ -45,11 +48,6 @@ def plugin_version_dirs(every: bool = False) -> list[Path]:
     plugin.json): each an Alembic branch whose first revision depends on the framework's.
     With ``every``, those of every plugin that can be found, enabled or not. None when
     the config cannot be read (``corec config check`` says why)."""
-    from corec_tasks.discovery import available, enabled
-    from corec_tasks.errors import ConfigurationError
-    from corec_tasks.manifest import read_manifest
-    from corec_tasks.settings import load_settings
-
     try:
         settings = load_settings()
         dirs = [p.folder / p.manifest.migrations for p in enabled(settings)

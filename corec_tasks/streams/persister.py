@@ -32,7 +32,9 @@ import psycopg
 import redis
 
 from corec_tasks.db import libpq_url
+from corec_tasks.discovery import enabled
 from corec_tasks.errors import StorageError, StreamError
+from corec_tasks.runtime import runtime
 from corec_tasks.settings import Settings
 from corec_tasks.storage.writer import EventRow, write_events
 from corec_tasks.streams.bus import F_DATA, F_INSTANCE, F_TIME, Entry, StreamBus, id_key
@@ -47,6 +49,7 @@ from corec_tasks.streams.consumer import (
 )
 from corec_tasks.streams.names import PERSISTED
 from corec_tasks.streams.schemas import PayloadError, payload_checker
+from corec_tasks.wiring import persisted_streams
 
 log = logging.getLogger(__name__)
 
@@ -123,21 +126,15 @@ def entry_row(stream: str, entry: Entry, default_instance: str) -> EventRow:
     )
 
 
-_DEFAULT_STREAMS: dict[tuple[str, str], tuple[str, ...]] = {}
-
-
 def default_streams(settings: Settings) -> tuple[str, ...]:
     """What the persister lands by default: the framework's ``PERSISTED``, then the
     streams the enabled plugins list in ``persisted`` (read once per config file)."""
-    cache_key = (str(settings.config_path), settings.env.plugin_path)
-    found = _DEFAULT_STREAMS.get(cache_key)
-    if found is None:
-        from corec_tasks.discovery import enabled
-        from corec_tasks.wiring import persisted_streams
+    return runtime().per_config(settings, "corec.default_streams", _default_streams)
 
-        extra = [s for s in persisted_streams(enabled(settings)) if s not in PERSISTED]
-        found = _DEFAULT_STREAMS[cache_key] = (*PERSISTED, *dict.fromkeys(extra))
-    return found
+
+def _default_streams(settings: Settings) -> tuple[str, ...]:
+    extra = [s for s in persisted_streams(enabled(settings)) if s not in PERSISTED]
+    return (*PERSISTED, *dict.fromkeys(extra))
 
 
 def persist_once(

@@ -17,9 +17,10 @@ NaN/Infinity anywhere and a payload over ``MAX_PAYLOAD_BYTES`` are refused.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Mapping
-from functools import lru_cache, partial
+from functools import partial
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
@@ -33,7 +34,10 @@ from pydantic import (
     model_validator,
 )
 
-from corec_tasks.errors import StreamError
+from corec_tasks.discovery import enabled
+from corec_tasks.errors import CorecError, StreamError
+from corec_tasks.runtime import runtime
+from corec_tasks.settings import load_settings
 from corec_tasks.streams import names
 from corec_tasks.strict import (
     Key,
@@ -42,6 +46,7 @@ from corec_tasks.strict import (
     Text,
     reason,
 )
+from corec_tasks.wiring import stream_schemas
 
 
 class PayloadError(StreamError):
@@ -120,20 +125,14 @@ def schema_for(stream: str) -> type[BaseModel] | None:
 
 def plugin_schemas() -> Mapping[str, type[BaseModel]]:
     """Payload models the enabled plugins declare, for the config file and plugin path
-    the environment names now (``COREC_CONFIG``, ``COREC_PLUGIN_PATH``); cached per pair."""
-    import os
-
+    the environment names now (``COREC_CONFIG``, ``COREC_PLUGIN_PATH``); read once per
+    pair and runtime."""
     config = str(Path(os.environ.get("COREC_CONFIG") or "corec_config.json").resolve())
-    return _plugin_schemas(config, os.environ.get("COREC_PLUGIN_PATH", ""))
+    key = ("corec.plugin_schemas", config, os.environ.get("COREC_PLUGIN_PATH", ""))
+    return runtime().service(key, lambda _: _plugin_schemas(config))
 
 
-@lru_cache(maxsize=4)
-def _plugin_schemas(config: str, plugin_path: str) -> Mapping[str, type[BaseModel]]:
-    from corec_tasks.discovery import enabled
-    from corec_tasks.errors import CorecError
-    from corec_tasks.settings import load_settings
-    from corec_tasks.wiring import stream_schemas
-
+def _plugin_schemas(config: str) -> Mapping[str, type[BaseModel]]:
     try:  # the settings of this config file (the process-wide ones may be another's)
         return MappingProxyType(stream_schemas(enabled(load_settings(config))))
     except CorecError:

@@ -28,7 +28,11 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
+from corec_tasks.discovery import available
+from corec_tasks.errors import ConfigurationError
 from corec_tasks.keyfile import env_key, key_file
+from corec_tasks.manifest import read_manifest
+from corec_tasks.runtime import runtime
 from corec_tasks.settings import Settings
 
 KEY_ENV = "COREC_STREAM_KEY"
@@ -72,25 +76,18 @@ def entry_signature(fields: Mapping[bytes, bytes]) -> str | None:
     return raw.decode("ascii", "replace")[:64] if raw else None
 
 
-_SIGNED: dict[tuple[str, str], frozenset[str]] = {}
-
-
 def signed_streams(settings: Settings) -> frozenset[str]:
     """The streams the plugins declare signed (``channels.signed``), read once per
     config file and plugin path. Every plugin found counts, enabled or not: a node that
     runs only the producer still signs for a consumer enabled on another node."""
-    from corec_tasks.discovery import available
-    from corec_tasks.errors import ConfigurationError
-    from corec_tasks.manifest import read_manifest
+    return runtime().per_config(settings, "corec.signed_streams", _signed_streams)
 
-    cache_key = (str(settings.config_path), settings.env.plugin_path)
-    found = _SIGNED.get(cache_key)
-    if found is None:
-        names: set[str] = set()
-        for folder in available(settings).values():
-            try:
-                names.update(read_manifest(folder).channels.signed)
-            except ConfigurationError:
-                continue  # a broken manifest fails where that plugin is enabled
-        found = _SIGNED[cache_key] = frozenset(names)
-    return found
+
+def _signed_streams(settings: Settings) -> frozenset[str]:
+    names: set[str] = set()
+    for folder in available(settings).values():
+        try:
+            names.update(read_manifest(folder).channels.signed)
+        except ConfigurationError:
+            continue  # a broken manifest fails where that plugin is enabled
+    return frozenset(names)

@@ -29,7 +29,7 @@ from corec_tasks.strict import Key, UserId, shown
 def _pool(read_only: bool = False) -> Iterator[Any]:
     """The capital pool; ``read_only``: its ledger on DATABASE_READ_URL (which may lag),
     for reads only."""
-    from corec_tasks.settings import get_settings
+    from corec_tasks.runtime import get_settings
     from plugins.capital_pool.service import CapitalPool
     from plugins.capital_pool.settings import capital_config
 

@@ -89,7 +89,7 @@ def load_key(settings: Settings | None = None, environ: Mapping[str, str] | None
     if key is not None:
         return key
     if settings is None:
-        from corec_tasks.settings import get_settings
+        from corec_tasks.runtime import get_settings
 
         settings = get_settings()
     return key_file(Path(settings.data_dir) / KEY_FILE, "grant key")
@@ -169,7 +169,7 @@ def verify(
     redelivery of the same task pass again.
     """
     if settings is None and (key is None or redis_client is None):
-        from corec_tasks.settings import get_settings
+        from corec_tasks.runtime import get_settings
 
         settings = get_settings()
     claims = _decode(grant, key if key is not None else load_key(settings), now)

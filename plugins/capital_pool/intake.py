@@ -10,7 +10,7 @@ one, one per entity, round-robin. Processor ``capital_intake`` applies each:
   "idempotency_key"?}``: the pool's contribute or withdraw, with the same rules and
   audit as the Celery task. The principal is ``stream:<producer instance id>``:
   only entries signed with the stream key get here (the engine dead-letters the
-  others, ``corec_tasks/feed.py``), so holding the key is an operator's authority.
+  others, ``corec_tasks/blocks/feed.py``), so holding the key is an operator's authority.
   The idempotency key is the entry's ``idempotency_key``, else ``stream:<signature>``,
   so a copied or redelivered entry replays the first result.
 - the pool's own allocations (``kind``) are the pipeline's: passed over, not errors.
@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
+from corec_tasks.blocks.processors import EntryMeta, Payload, ProcessorContext, ProcessorUnavailable
 from corec_tasks.commands import answer
-from corec_tasks.processors import EntryMeta, Payload, ProcessorContext, ProcessorUnavailable
 from corec_tasks.streams.schemas import PayloadError, validate_payload
 from plugins.capital_pool.service import CapitalPool
 from plugins.trading.channels import CAPITAL_DATA, CapitalData

@@ -4,22 +4,21 @@ the pool without sending tasks (the manifest's consumers) needs no Celery app.""
 
 from __future__ import annotations
 
-from functools import lru_cache
-
-from corec_tasks.settings import get_settings
+from corec_tasks.runtime import Runtime, runtime
 from plugins.capital_pool import grants
 from plugins.capital_pool.service import CapitalPool
 from plugins.capital_pool.settings import capital_config
 
 
-@lru_cache(maxsize=1)
 def pool() -> CapitalPool:
     """This worker process's capital pool (its own connections)."""
-    settings = get_settings()
-    return CapitalPool(settings, capital_config(settings))
+    return runtime().service("capital_pool.pool", _new_pool)
 
 
-@lru_cache(maxsize=1)
+def _new_pool(rt: Runtime) -> CapitalPool:
+    return CapitalPool(rt.settings, capital_config(rt.settings))
+
+
 def grant_key() -> bytes:
     """The grant key, read once per worker process (a new key needs a restart)."""
-    return grants.load_key(pool().settings)
+    return runtime().service("capital_pool.grant_key", lambda _: grants.load_key(pool().settings))

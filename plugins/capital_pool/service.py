@@ -30,6 +30,7 @@ import pybreaker
 import redis
 
 from corec_tasks.redis_conn import redis_client
+from corec_tasks.runtime import runtime
 from corec_tasks.settings import Settings
 from corec_tasks.streams.bus import StreamBus
 from plugins.capital_pool import accounting as acc
@@ -50,21 +51,16 @@ end
 return 0
 """
 
-_breakers: dict[str, pybreaker.CircuitBreaker] = {}
-
-
 def breaker(name: str, config: CapitalConfig) -> pybreaker.CircuitBreaker:
     """This process's breaker ``name``; only connection failures count against it."""
-    if name not in _breakers:
-        res = config.resilience
-        _breakers[name] = pybreaker.CircuitBreaker(
-            fail_max=res.breaker_fail_max,
-            reset_timeout=res.breaker_reset_s,
-            exclude=[lambda e: not isinstance(e, psycopg.OperationalError | redis.ConnectionError
-                                              | redis.TimeoutError)],
-            name=name,
-        )  # fmt: skip
-    return _breakers[name]
+    res = config.resilience
+    return runtime().service(("capital_pool.breaker", name), lambda _: pybreaker.CircuitBreaker(
+        fail_max=res.breaker_fail_max,
+        reset_timeout=res.breaker_reset_s,
+        exclude=[lambda e: not isinstance(e, psycopg.OperationalError | redis.ConnectionError
+                                          | redis.TimeoutError)],
+        name=name,
+    ))  # fmt: skip
 
 
 class CapitalPool:

@@ -15,7 +15,7 @@ from datetime import date
 from typing import Any
 
 from corec_tasks.celery import app
-from corec_tasks.settings import get_settings
+from corec_tasks.runtime import get_settings
 from plugins.capital_pool import settlement
 
 _DAY = re.compile(r"\A\d{4}-\d{2}-\d{2}\Z", re.ASCII)

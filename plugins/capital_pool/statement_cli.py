@@ -32,7 +32,7 @@ def _day(ctx: click.Context, param: click.Parameter, value: str | None) -> date 
 def statement(user_id: str, day: date | None, as_json: bool) -> None:
     """A member's settled statement: units, value, contributed, withdrawn, ROI for the
     day and to date."""
-    from corec_tasks.settings import get_settings
+    from corec_tasks.runtime import get_settings
     from plugins.capital_pool import settlement
 
     # A settled statement never changes: a replica that lags shows it or not yet.
@@ -66,7 +66,7 @@ def statement(user_id: str, day: date | None, as_json: bool) -> None:
 @handle_errors
 def settle(day: date | None, as_json: bool) -> None:
     """Run the daily settlement now (idempotent: a settled day is left as it is)."""
-    from corec_tasks.settings import get_settings
+    from corec_tasks.runtime import get_settings
     from plugins.capital_pool import settlement
 
     with settlement.connect(get_settings().database_url) as conn:

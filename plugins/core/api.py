@@ -206,7 +206,7 @@ class DirectCapital:
 
     def __init__(self, pool: Any = None) -> None:
         if pool is None:
-            from corec_tasks.settings import get_settings
+            from corec_tasks.runtime import get_settings
             from plugins.capital_pool.service import CapitalPool
             from plugins.capital_pool.settings import capital_config
 

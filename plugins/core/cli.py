@@ -34,7 +34,7 @@ def api(host: str, port: int, capital: str) -> None:
     import uvicorn
 
     from corec_tasks.redis_conn import redis_client
-    from corec_tasks.settings import get_settings
+    from corec_tasks.runtime import get_settings
     from corec_tasks.storage.migrate import current
     from plugins.aaa.service import AAAPlugin
     from plugins.aaa.tokens import secret_from_env

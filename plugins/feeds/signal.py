@@ -26,7 +26,7 @@ from collections.abc import Callable
 import numpy as np
 import redis
 
-from corec_tasks.processors import ProcessorContext
+from corec_tasks.blocks.processors import ProcessorContext
 from corec_tasks.streams.schemas import PayloadError, validate_payload
 from plugins.feeds.config import PredictorConfig
 from plugins.feeds.model import predict

@@ -12,11 +12,11 @@ interval publishes nothing twice. Each returns JSON: ``{"ok": true, "feed", "tic
 from __future__ import annotations
 
 import time
-from functools import lru_cache
 from typing import Any
 
 from corec_tasks.celery import app
-from corec_tasks.settings import Settings, get_settings
+from corec_tasks.runtime import runtime
+from corec_tasks.settings import Settings
 from plugins.feeds.config import FeedsConfig, config_from_settings
 from plugins.feeds.macro import MacroSync
 from plugins.feeds.market import MarketMonitor
@@ -43,10 +43,9 @@ class Feeds:
         self.ticker.close()
 
 
-@lru_cache(maxsize=1)
 def feeds() -> Feeds:
     """This worker process's feeds (built on first use)."""
-    return Feeds(get_settings())
+    return runtime().service("feeds.feeds", lambda rt: Feeds(rt.settings))
 
 
 @app.task(name="feeds.market_tick")

@@ -15,7 +15,6 @@ running total; 0 when that cycle's record is gone or predates the total), ``bloc
 
 from __future__ import annotations
 
-from functools import lru_cache
 from typing import Any
 
 import redis
@@ -24,7 +23,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from corec_tasks.celery import app
 from corec_tasks.redis_conn import redis_client
-from corec_tasks.settings import Settings, get_settings
+from corec_tasks.runtime import Runtime, get_settings, runtime
+from corec_tasks.settings import Settings
 from plugins.trading import statistics
 from plugins.trading.db import make_trading_engine, session_factory
 from plugins.trading.models import Statistics
@@ -43,9 +43,12 @@ CROSS JOIN LATERAL (
 """)
 
 
-@lru_cache(maxsize=1)
 def _db() -> tuple[Engine, sessionmaker[Session]]:
-    engine = make_trading_engine(get_settings().database_url)
+    return runtime().service("pipeline.block_stats_db", _new_db)
+
+
+def _new_db(rt: Runtime) -> tuple[Engine, sessionmaker[Session]]:
+    engine = make_trading_engine(rt.settings.database_url)
     return engine, session_factory(engine)
 
 

@@ -21,7 +21,7 @@ def run_cycle(
     from celery.result import AsyncResult
 
     from corec_tasks.celery import app
-    from corec_tasks.settings import get_settings
+    from corec_tasks.runtime import get_settings
     from plugins.pipeline.cycle import Trading, summarise
     from plugins.pipeline.tasks import dispatch
 

@@ -85,7 +85,7 @@ class CorePlugin(CoreContract):
     def start(self) -> None:
         import uvicorn
 
-        from corec_tasks.settings import get_settings
+        from corec_tasks.runtime import get_settings
         from plugins.aaa.service import AAAPlugin
         from plugins.core.api import CeleryCapital, create_app
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-from functools import lru_cache
 from typing import Any
 
 import psycopg
@@ -20,7 +19,7 @@ import sqlalchemy.exc
 from celery import chord, group
 
 from corec_tasks.celery import app
-from corec_tasks.settings import get_settings
+from corec_tasks.runtime import runtime
 from plugins.pipeline.cycle import Trading, summarise
 from plugins.trading import statistics
 
@@ -31,10 +30,9 @@ TRANSIENT = (psycopg.OperationalError, sqlalchemy.exc.OperationalError, redis.Co
              redis.TimeoutError)  # fmt: skip
 
 
-@lru_cache(maxsize=1)
 def trading() -> Trading:
     """This worker process's trading layer."""
-    return Trading(get_settings())
+    return runtime().service("pipeline.trading", lambda rt: Trading(rt.settings))
 
 
 def finish_id(cycle: str) -> str:

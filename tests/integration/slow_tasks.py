@@ -7,7 +7,7 @@ import time
 
 from corec_tasks.celery import app
 from corec_tasks.redis_conn import redis_client
-from corec_tasks.settings import get_settings
+from corec_tasks.runtime import get_settings
 
 
 @app.task(name="corec.test.sleep")

@@ -14,13 +14,14 @@ import psycopg
 import pytest
 import redis
 
-from corec_tasks.block_store import BlockStore, feed_group
-from corec_tasks.blocks import specs_from_config
+from corec_tasks.blocks.builtin import default_registry
+from corec_tasks.blocks.engine import Engine
+from corec_tasks.blocks.model import specs_from_config
+from corec_tasks.blocks.processors import ProcessorUnavailable
+from corec_tasks.blocks.store import BlockStore, feed_group
 from corec_tasks.config import PluginBlockConfig
 from corec_tasks.db import libpq_url
-from corec_tasks.engine import Engine
 from corec_tasks.nucleus import Nucleus
-from corec_tasks.processors import ProcessorUnavailable, default_registry
 from corec_tasks.settings import Settings, load_settings
 from corec_tasks.streams.bus import StreamBus
 from corec_tasks.streams.names import ALERTS, RESPONSES

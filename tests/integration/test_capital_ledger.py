@@ -326,7 +326,9 @@ def test_the_manifest_declares_the_capital_consumers_and_beat_drives_them(
     from beat_schedule import build_beat_schedule
     from corec_tasks.discovery import enabled
     from corec_tasks.plugin_consumers import consume_round
-    from corec_tasks.settings import get_settings, load_settings
+    from corec_tasks.runtime import get_settings
+    from corec_tasks.runtime import reset as reset_runtime
+    from corec_tasks.settings import load_settings
     from plugins.capital_pool import runtime
 
     monkeypatch.setenv("COREC_CONFIG", str(Path(__file__).parent.parent / "data"
@@ -349,13 +351,11 @@ def test_the_manifest_declares_the_capital_consumers_and_beat_drives_them(
             b"d": json.dumps({"trade_id": "f", "profit": "9", "quantity": "1",
                               "price": "1"}).encode(), b"i": b"mallory", b"t": b"1"})  # fmt: skip
     # What the beat entry's task runs, in this process (no Celery app: see runtime.py).
-    get_settings.cache_clear()
-    runtime.pool.cache_clear()
+    reset_runtime()
     try:
         result = consume_round(get_settings(), **entry["kwargs"])
     finally:
         runtime.pool().close()
-        runtime.pool.cache_clear()
-        get_settings.cache_clear()
+        reset_runtime()
     assert result == {"handled": 1, "failed": 0, "dead_lettered": 1}
     assert pool.status(use_cache=False)["equity"] == "1050.00"

@@ -9,9 +9,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from celery import Celery
 
+from corec_tasks.celeryconfig import build
 from corec_tasks.db import libpq_url
-from corec_tasks.settings import Settings
+from corec_tasks.settings import Settings, load_settings
 from plugins.capital_pool import grants
 from tests.conftest import DATA
 from tests.integration.workers import running_workers
@@ -62,9 +64,11 @@ HOSTILE: list[tuple[str, list[Any], dict[str, Any], str]] = [
 def test_every_capital_task_answers_bad_arguments_with_ok_false(
     capital_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from corec_tasks.celery import app
-
     monkeypatch.setenv("COREC_CONFIG", str(DATA / "capital_config.json"))
+    # A client app on this test's settings (its key prefix): the process's own app keeps
+    # the configuration it first read, which may be an earlier test's.
+    app = Celery("capital-task-args", set_as_current=False)
+    app.conf.update(build(load_settings()))
     with running_workers(["args1"], tmp_path):
         pending = [
             app.send_task(f"capital_pool.{task}", args=args, kwargs=kwargs)

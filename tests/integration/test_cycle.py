@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from corec_tasks.engine import persist_block_results
+from corec_tasks.blocks.engine import persist_block_results
 from corec_tasks.nucleus import Nucleus
 from corec_tasks.procs import celery_cmd, start, stop, worker_cmd
 from corec_tasks.settings import Settings, load_settings

@@ -8,12 +8,12 @@ import psycopg
 import pytest
 import redis
 
-from corec_tasks.block_store import BlockStore
-from corec_tasks.blocks import specs_from_config
+from corec_tasks.blocks.builtin import default_registry
+from corec_tasks.blocks.engine import Engine, persist_block_results
+from corec_tasks.blocks.model import specs_from_config
+from corec_tasks.blocks.store import BlockStore
 from corec_tasks.db import libpq_url
-from corec_tasks.engine import Engine, persist_block_results
 from corec_tasks.nucleus import Nucleus
-from corec_tasks.processors import default_registry
 from corec_tasks.settings import Settings
 from corec_tasks.storage.migrate import upgrade
 

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import redis
 
-from corec_tasks.block_store import BlockStore
-from corec_tasks.blocks import BlockTooLarge, specs_from_config
+from corec_tasks.blocks.builtin import default_registry
+from corec_tasks.blocks.engine import Engine
+from corec_tasks.blocks.model import BlockTooLarge, specs_from_config
+from corec_tasks.blocks.processors import ProcessorContext
+from corec_tasks.blocks.store import BlockStore
 from corec_tasks.config import BlockConfig
-from corec_tasks.engine import Engine
 from corec_tasks.modules.sync import RedirectError, merge, redirect
-from corec_tasks.processors import ProcessorContext, default_registry
 from corec_tasks.settings import Settings
 from corec_tasks.streams.names import ALERTS
 from corec_tasks.streams.schemas import validate_payload

@@ -19,7 +19,8 @@ import pytest
 import redis
 
 from corec_tasks.db import libpq_url
-from corec_tasks.settings import Settings, get_settings
+from corec_tasks.runtime import reset as reset_runtime
+from corec_tasks.settings import Settings
 from corec_tasks.storage.migrate import upgrade
 from corec_tasks.streams.persister import persist_once
 from corec_tasks.streams.schemas import check_payload
@@ -224,8 +225,7 @@ def test_celery_tasks_run_with_the_settings_and_are_idempotent(
 ) -> None:
     from plugins.feeds import tasks
 
-    get_settings.cache_clear()
-    tasks.feeds.cache_clear()
+    reset_runtime()
     try:
         first = tasks.market_tick.apply(kwargs={"tick": "c1"}).get()
         assert first == {"ok": True, "feed": "market", "tick": "c1", "published": 2,
@@ -236,8 +236,7 @@ def test_celery_tasks_run_with_the_settings_and_are_idempotent(
             "BTCUSDT", "ETHUSDT"]  # fmt: skip
     finally:
         tasks.feeds().close()
-        tasks.feeds.cache_clear()
-        get_settings.cache_clear()
+        reset_runtime()
 
 
 # -- the per-symbol signal work as a block of stream-fed entities (signal.py) ---------------
@@ -249,11 +248,11 @@ def test_feeds_signal_block_forecasts_each_candle_and_counts_bad_ones_as_errors(
     """Block ``feeds_signal`` on ``market_data``: entity j gets candle j; its value is the
     predictor's forecast for that candle's symbol (above 0.5 for an up trend, below for a
     down trend, 0.5 with too little history); a malformed candle is one entity's error."""
-    from corec_tasks.block_store import BlockStore
-    from corec_tasks.blocks import specs_from_config
+    from corec_tasks.blocks.builtin import default_registry
+    from corec_tasks.blocks.engine import Engine
+    from corec_tasks.blocks.model import specs_from_config
+    from corec_tasks.blocks.store import BlockStore
     from corec_tasks.config import PluginBlockConfig
-    from corec_tasks.engine import Engine
-    from corec_tasks.processors import default_registry
     from plugins.feeds.market import history_key
     from plugins.feeds.signal import PROCESSOR, MarketSignal, redis_history
 

@@ -16,7 +16,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from corec_tasks.db import libpq_url
-from corec_tasks.settings import Settings, get_settings, load_settings
+from corec_tasks.runtime import reset as reset_runtime
+from corec_tasks.settings import Settings, load_settings
 from corec_tasks.storage.migrate import upgrade
 from plugins.capital_pool import chain
 from plugins.capital_pool.config import load_config
@@ -46,13 +47,13 @@ def cli(capital_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator
 
     monkeypatch.setenv("COREC_CONFIG", str(DATA / "capital_config.json"))
     monkeypatch.setenv("COLUMNS", "240")
-    get_settings.cache_clear()
+    reset_runtime()
 
     def run(*args: str) -> Result:
         return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
     yield run
-    get_settings.cache_clear()
+    reset_runtime()
 
 
 # (1) keys belong to their member ------------------------------------------------------

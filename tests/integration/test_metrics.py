@@ -24,7 +24,7 @@ import redis
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from corec_tasks.block_store import BlockStore
+from corec_tasks.blocks.store import BlockStore
 from corec_tasks.metrics.exporter import CorecCollector
 from corec_tasks.modules.sync import redirect
 from corec_tasks.settings import Settings, load_settings
@@ -285,10 +285,10 @@ def test_self_repairs_are_counted_once_per_block_and_cycle(
 ) -> None:
     import numpy as np
 
-    from corec_tasks.blocks import specs_from_config
-    from corec_tasks.engine import Engine
+    from corec_tasks.blocks.builtin import default_registry
+    from corec_tasks.blocks.engine import Engine
+    from corec_tasks.blocks.model import specs_from_config
     from corec_tasks.metrics import counters
-    from corec_tasks.processors import default_registry
 
     registry = default_registry()
 

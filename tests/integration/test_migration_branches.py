@@ -20,7 +20,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import make_url
 
 from corec_tasks.db import libpq_url, make_engine
-from corec_tasks.settings import get_settings
+from corec_tasks.runtime import reset as reset_runtime
 from corec_tasks.storage import migrate
 from plugins.capital_pool.models import CapitalBase
 from plugins.trading.models import TradingBase
@@ -51,7 +51,7 @@ def _use(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, plugins: list[dict[str
     path = tmp_path / f"config_{uuid.uuid4().hex[:6]}.json"
     path.write_text(json.dumps(config))
     monkeypatch.setenv("COREC_CONFIG", str(path))
-    get_settings.cache_clear()
+    reset_runtime()
 
 
 def _tables(url: str) -> set[str]:

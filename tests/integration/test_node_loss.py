@@ -25,8 +25,8 @@ import pytest
 import redis
 from celery import Celery
 
+from corec_tasks.blocks.engine import persist_block_results
 from corec_tasks.db import libpq_url
-from corec_tasks.engine import persist_block_results
 from corec_tasks.nucleus import Nucleus
 from corec_tasks.procs import managed, start, worker_cmd
 from corec_tasks.settings import Settings, load_settings

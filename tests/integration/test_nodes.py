@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from corec_tasks.engine import persist_block_results
+from corec_tasks.blocks.engine import persist_block_results
 from corec_tasks.nucleus import Nucleus
 from corec_tasks.procs import start, stop
 from corec_tasks.settings import Settings, load_settings

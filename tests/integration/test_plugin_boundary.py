@@ -19,7 +19,9 @@ from beat_schedule import build_beat_schedule
 from corec_tasks.cli import main
 from corec_tasks.db import libpq_url
 from corec_tasks.discovery import enabled
-from corec_tasks.settings import Settings, get_settings, load_settings
+from corec_tasks.runtime import get_settings
+from corec_tasks.runtime import reset as reset_runtime
+from corec_tasks.settings import Settings, load_settings
 
 pytestmark = pytest.mark.integration
 
@@ -142,11 +144,11 @@ def test_its_block_runs_and_its_consumer_receives(settings: Settings, echo_on: P
         bus.publish("echo_events", {"word": "pong"})
         bus.publish("echo_events", {"word": "pong", "extra": 1})  # EchoEvent forbids it
     entry = _schedule()["consume-echo_plugin-echo_events-echo"]
-    get_settings.cache_clear()
+    reset_runtime()
     try:
         result = consume_round(get_settings(), **entry["kwargs"])
     finally:
-        get_settings.cache_clear()
+        reset_runtime()
     assert result == {"handled": 2, "failed": 0, "dead_lettered": 1}
     with psycopg.connect(libpq_url(fresh_db)) as conn:
         words = [r[0] for r in conn.execute("SELECT word FROM echo_words ORDER BY id")]
@@ -220,17 +222,17 @@ def test_plugins_list_and_show(echo_on: Path) -> None:
 
 
 def test_its_stream_schema_validates_payloads(echo_on: Path) -> None:
-    from corec_tasks.settings import get_settings
+    from corec_tasks.runtime import reset as reset_runtime
     from corec_tasks.streams.schemas import PayloadError, check_payload, schema_for
 
-    get_settings.cache_clear()
+    reset_runtime()
     try:
         assert schema_for("echo_events").__name__ == "EchoEvent"  # type: ignore[union-attr]
         check_payload("echo_events", b'{"word": "ok"}')
         with pytest.raises(PayloadError, match="word"):
             check_payload("echo_events", b'{"word": ""}')
     finally:
-        get_settings.cache_clear()
+        reset_runtime()
 
 
 def test_its_command_handler_answers_on_corec_responses(settings: Settings, echo_on: Path
@@ -241,7 +243,7 @@ def test_its_command_handler_answers_on_corec_responses(settings: Settings, echo
     from corec_tasks.nucleus import Nucleus
     from corec_tasks.streams.bus import StreamBus
 
-    get_settings.cache_clear()
+    reset_runtime()
     try:
         echo = load_settings()
         nucleus = Nucleus(echo)
@@ -256,7 +258,7 @@ def test_its_command_handler_answers_on_corec_responses(settings: Settings, echo
             assert drain(echo, bus.client, registry)["answered"] == 3
             answers = {a["payload"]["id"]: a["payload"] for a in bus.tail("corec_responses", 10)}
     finally:
-        get_settings.cache_clear()
+        reset_runtime()
     assert answers["c1"]["response"] == {"echoed": {"x": 1}}
     assert "other" in answers["c2"]["error"]
     assert "boom" in answers["c3"]["error"]
@@ -266,13 +268,13 @@ def test_no_command_of_a_disabled_plugin(settings: Settings, echo_off: Path) -> 
     from corec_tasks.commands import registry_for
     from corec_tasks.nucleus import Nucleus
 
-    get_settings.cache_clear()
+    reset_runtime()
     try:
         nucleus = Nucleus(load_settings())
         nucleus.initialize()
         assert "echo_plugin" not in registry_for(nucleus).targets()
     finally:
-        get_settings.cache_clear()
+        reset_runtime()
 
 
 def test_a_disabled_plugins_applied_branch_does_not_break_upgrades(

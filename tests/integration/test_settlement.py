@@ -14,7 +14,8 @@ import pytest
 from click.testing import CliRunner
 
 from corec_tasks.db import libpq_url
-from corec_tasks.settings import Settings, get_settings, load_settings
+from corec_tasks.runtime import reset as reset_runtime
+from corec_tasks.settings import Settings, load_settings
 from plugins.capital_pool import settlement
 from plugins.capital_pool.config import load_config
 from plugins.capital_pool.service import CapitalPool
@@ -47,11 +48,11 @@ def settle_settings(
     with fresh_migrated_database(servers, run_id) as url:
         assert "0006_settlement" in (current(url) or "")
         monkeypatch.setenv("DATABASE_URL", url)
-        get_settings.cache_clear()
+        reset_runtime()
         try:
             yield load_settings()
         finally:
-            get_settings.cache_clear()
+            reset_runtime()
 
 
 @pytest.fixture()
@@ -228,7 +229,7 @@ def test_statements_are_read_from_database_read_url_and_the_ledger_never_is(
             conn.execute("ALTER TABLE capital_statements DISABLE TRIGGER USER")
             conn.execute("DELETE FROM capital_statements WHERE user_id = 'alice'")
         monkeypatch.setenv("DATABASE_READ_URL", replica_url)
-        get_settings.cache_clear()
+        reset_runtime()
         runner = CliRunner()
         alice = runner.invoke(main, ["capital", "statement", "alice", "--day", str(DAY2)])
         assert alice.exit_code == 1 and "DATABASE_READ_URL, which may lag" in alice.output
@@ -249,12 +250,12 @@ def test_statements_are_read_from_database_read_url_and_the_ledger_never_is(
         users = {e["user_id"] for e in json.loads(lagging.output)["entries"]}
         assert "bob" in users and "carol" not in users, users
         monkeypatch.delenv("DATABASE_READ_URL")
-        get_settings.cache_clear()
+        reset_runtime()
         again = runner.invoke(main, ["capital", "statement", "alice", "--day", str(DAY2)])
         assert again.exit_code == 0 and "990.00" in again.output, again.output
         current = runner.invoke(main, ["capital", "history", "--json"])
         assert "carol" in {e["user_id"] for e in json.loads(current.output)["entries"]}
     finally:
-        get_settings.cache_clear()
+        reset_runtime()
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{replica}" WITH (FORCE)')

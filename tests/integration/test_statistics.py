@@ -18,7 +18,8 @@ import redis
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from corec_tasks.settings import Settings, get_settings
+from corec_tasks.runtime import reset as reset_runtime
+from corec_tasks.settings import Settings
 from corec_tasks.storage.migrate import upgrade
 from plugins.capital_pool.service import CapitalPool
 from plugins.pipeline import block_stats, tasks
@@ -101,8 +102,7 @@ def test_trading_cycles_write_orders_fills_and_profit_once(
 ) -> None:
     pool.contribute("alice", "10000", "a-1", principal="operator:test")
     t = Trading(capital_settings, EAGER)
-    get_settings.cache_clear()
-    tasks.trading.cache_clear()
+    reset_runtime()
     try:
         summaries, stamps = [], []
         for i in range(12):
@@ -142,5 +142,4 @@ def test_trading_cycles_write_orders_fills_and_profit_once(
     finally:
         t.close()
         tasks.trading().close()
-        tasks.trading.cache_clear()
-        get_settings.cache_clear()
+        reset_runtime()

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from corec_tasks.block_store import BlockStore, feed_group
-from corec_tasks.blocks import specs_from_config
-from corec_tasks.engine import Engine
-from corec_tasks.processors import default_registry
+from corec_tasks.blocks.builtin import default_registry
+from corec_tasks.blocks.engine import Engine
+from corec_tasks.blocks.model import specs_from_config
+from corec_tasks.blocks.store import BlockStore, feed_group
 from corec_tasks.settings import Settings, load_settings
 from corec_tasks.streams.bus import StreamBus
 from corec_tasks.streams.names import BLOCK_RESULTS
@@ -76,7 +76,7 @@ def test_entries_are_processed_once_and_acked_after_the_write(engine: Engine) ->
 def test_entries_read_by_a_run_that_died_are_processed_by_its_rerun(engine: Engine) -> None:
     """A run that read its entries and died before its write: the rerun takes the same
     entries (its pending ones), and a lost ack after the write is redone, not rerun."""
-    from corec_tasks import feed
+    from corec_tasks.blocks import feed
 
     _publish(engine, 60)
     block = _feed_ids(engine)[0]

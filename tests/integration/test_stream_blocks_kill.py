@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from corec_tasks.block_store import feed_group
+from corec_tasks.blocks.store import feed_group
 from corec_tasks.nucleus import Nucleus
 from corec_tasks.procs import managed, start, worker_cmd
 from corec_tasks.settings import Settings, load_settings

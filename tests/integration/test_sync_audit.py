@@ -14,13 +14,13 @@ import numpy.typing as npt
 import pytest
 import redis
 
-from corec_tasks.block_store import BlockStore, VersionConflict
-from corec_tasks.blocks import specs_from_config
+from corec_tasks.blocks.builtin import default_registry
+from corec_tasks.blocks.engine import Engine
+from corec_tasks.blocks.model import specs_from_config
+from corec_tasks.blocks.store import BlockStore, VersionConflict
 from corec_tasks.config import BlockConfig
-from corec_tasks.engine import Engine
 from corec_tasks.modules.audit import AuditModule
 from corec_tasks.modules.sync import RedirectError, SyncModule, merge, redirect, split
-from corec_tasks.processors import default_registry
 from corec_tasks.settings import Settings
 from corec_tasks.streams.names import ALERTS
 from corec_tasks.streams.schemas import validate_payload

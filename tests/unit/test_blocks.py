@@ -13,22 +13,22 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corec_tasks.blocks import (
+from corec_tasks.blocks.builtin import default_registry
+from corec_tasks.blocks.entities import WIRE_DTYPE, EntityArrays
+from corec_tasks.blocks.model import (
     BlockSpec,
     SymbioticBlock,
     fitness_of,
     selection_size,
     specs_from_config,
 )
-from corec_tasks.config import BlockConfig, load_config
-from corec_tasks.entities import WIRE_DTYPE, EntityArrays
-from corec_tasks.processors import (
+from corec_tasks.blocks.processors import (
     Payload,
     ProcessorContext,
     ProcessorNotFound,
     ProcessorRegistry,
-    default_registry,
 )
+from corec_tasks.config import BlockConfig, load_config
 
 SEED = Path(__file__).resolve().parents[1] / "data" / "seed_sample_config.json"
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from pydantic import ValidationError
 
-from corec_tasks.entities import (
+from corec_tasks.blocks.entities import (
     WIRE_DTYPE,
     WIRE_FORMAT,
     EntityArrays,

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 from corec_tasks.alerts import run_problems
-from corec_tasks.block_store import StoredBlock
-from corec_tasks.blocks import BlockSpec, BlockTooLarge, SymbioticBlock, specs_from_config
+from corec_tasks.blocks.builtin import default_registry
+from corec_tasks.blocks.engine import fold_history, update_load
+from corec_tasks.blocks.entities import EntityArrays
+from corec_tasks.blocks.model import BlockSpec, BlockTooLarge, SymbioticBlock, specs_from_config
+from corec_tasks.blocks.store import StoredBlock
 from corec_tasks.config import BlockConfig, parse_config
-from corec_tasks.engine import fold_history, update_load
-from corec_tasks.entities import EntityArrays
 from corec_tasks.errors import ConfigurationError
 from corec_tasks.modules.audit import own_history_anomalies
 from corec_tasks.modules.sync import load_of, plan_redirections
-from corec_tasks.processors import default_registry
 
 
 def _stored(n: int = 10, **spec: Any) -> StoredBlock:

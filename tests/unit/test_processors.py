@@ -8,21 +8,20 @@ from typing import Any
 import numpy as np
 import pytest
 
-from corec_tasks.config import BlockConfig
-from corec_tasks.errors import CorecError
-from corec_tasks.processors import (
-    ISOLATION_MODEL_KEY,
+from corec_tasks.blocks.builtin import ISOLATION_MODEL_KEY, default_registry
+from corec_tasks.blocks.processors import (
     Payload,
     ProcessorContext,
     ProcessorError,
     ProcessorNotFound,
     ProcessorRegistry,
     block_rng,
-    default_registry,
     processor_for_block,
     reseeded_thread_rng,
     run_async,
 )
+from corec_tasks.config import BlockConfig
+from corec_tasks.errors import CorecError
 
 BUILTINS = ["async_echo", "example", "isolation_forest", "security_node", "sensor_swarm"]
 

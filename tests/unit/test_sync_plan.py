@@ -10,12 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corec_tasks.blocks import BlockSpec, SymbioticBlock
-from corec_tasks.entities import EntityArrays
+from corec_tasks.blocks.builtin import default_registry
+from corec_tasks.blocks.entities import EntityArrays
+from corec_tasks.blocks.model import BlockSpec, SymbioticBlock
 from corec_tasks.errors import CorecError
 from corec_tasks.modules.audit import AuditRow, find_anomalies
 from corec_tasks.modules.sync import Merge, Move, Split, plan_merges, plan_redirections, plan_splits
-from corec_tasks.processors import default_registry
 
 
 def meta(

@@ -2,7 +2,7 @@
 
 from corec_tasks.celery import app
 from corec_tasks.redis_conn import redis_client
-from corec_tasks.settings import get_settings
+from corec_tasks.runtime import get_settings
 
 
 @app.task(name="echo_plugin.tick")

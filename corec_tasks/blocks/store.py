@@ -26,8 +26,8 @@ from typing import Any
 
 import redis
 
-from corec_tasks.blocks import BlockSpec, BlockTooLarge, SymbioticBlock
-from corec_tasks.entities import EntityArrays
+from corec_tasks.blocks.entities import EntityArrays
+from corec_tasks.blocks.model import BlockSpec, BlockTooLarge, SymbioticBlock
 from corec_tasks.errors import CorecError
 from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings

@@ -11,13 +11,21 @@ import psycopg
 import redis
 from celery.exceptions import Reject
 
-from corec_tasks.block_store import VersionConflict
+from corec_tasks.blocks.cycle import (
+    DEFAULT_CHUNK,
+    FINISH_CYCLE,
+    RUN_CHUNK,
+    close_cycle,
+    rescue_stalled,
+)
+from corec_tasks.blocks.engine import landed_stats, persist_block_results
+from corec_tasks.blocks.processors import ProcessorUnavailable
+from corec_tasks.blocks.store import VersionConflict
 from corec_tasks.celery import app
-from corec_tasks.cycle import DEFAULT_CHUNK, close_cycle, rescue_stalled
-from corec_tasks.engine import landed_stats, persist_block_results
+from corec_tasks.commands import drain, registry_for
 from corec_tasks.metrics.counters import TOTALS
 from corec_tasks.nucleus import worker_nucleus
-from corec_tasks.processors import ProcessorUnavailable
+from corec_tasks.streams.bus import StreamBus
 from corec_tasks.streams.names import ALERTS
 
 log = logging.getLogger(__name__)
@@ -52,7 +60,7 @@ def with_retry(task: Any, fn: Callable[[], T]) -> T:
 
 
 @app.task(
-    name="corec.blocks.run_chunk",
+    name=RUN_CHUNK,
     bind=True,
     autoretry_for=(VersionConflict,),
     retry_backoff=0.2,
@@ -67,7 +75,7 @@ def run_chunk(self: Any, block_ids: list[str], cycle: int, ts: float) -> list[di
 LAND_WAIT_S = 10.0
 
 
-@app.task(name="corec.blocks.finish_cycle", bind=True)
+@app.task(name=FINISH_CYCLE, bind=True)
 def finish_cycle(
     self: Any, results: list[list[dict[str, Any]]], cycle: int, blocks: int, started: float,
     ts: float, rescue: dict[str, Any] | None = None,
@@ -79,7 +87,7 @@ def finish_cycle(
     A cycle whose blocks did not all land (a task came back after later cycles had
     run its blocks) is recorded ``complete: false`` and raises one alert.
 
-    ``rescue`` (from :func:`corec_tasks.cycle.rescue_stalled`): ``results`` are only the
+    ``rescue`` (from :func:`corec_tasks.blocks.cycle.rescue_stalled`): ``results`` are only the
     blocks sent again, so the record counts what landed in ``bloques`` instead.
     """
     return with_retry(self, lambda: _finish(results, cycle, blocks, started, ts, rescue))
@@ -151,8 +159,6 @@ def _alert_incomplete(
         message += (f"; {len(never_ran)} never ran after every rescue "
                     f"({', '.join(never_ran[:10])}{' ...' if len(never_ran) > 10 else ''})")
     log.error("[cycle] %s", message)
-    from corec_tasks.streams.bus import StreamBus
-
     StreamBus(n.settings, n.store.r).publish(ALERTS, {
         "level": "error", "source": "cycle", "message": message, "cycle": cycle,
         "blocks": record["blocks"], "persisted": record["persisted"],
@@ -211,7 +217,5 @@ def audit() -> dict[str, Any]:
 @app.task(name="corec.commands.dispatch", ignore_result=True)
 def dispatch_commands() -> dict[str, int]:
     """Answer what arrived on ``corec_commands`` (beat runs this every few seconds)."""
-    from corec_tasks.commands import drain, registry_for
-
     n = worker_nucleus()
     return drain(n.settings, n.store.r, registry_for(n))

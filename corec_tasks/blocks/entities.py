@@ -3,7 +3,7 @@
 An entity is ``id uint32, canal uint8, valor float32, activo bool`` (seed 004 §2.1)
 plus a ``failures`` counter for self-repair: 11 bytes, against ~1 KB for the seed's
 object per entity. The entity's *function* is not stored per row; it is the block's
-processor (see :mod:`corec_tasks.processors`).
+processor (see :mod:`corec_tasks.blocks.processors`).
 
 Two byte formats:
 

@@ -20,12 +20,12 @@ from typing import Any
 import psycopg
 import redis
 
-from corec_tasks import feed
 from corec_tasks.alerts import check_runs
-from corec_tasks.block_store import BlockStore, StoredBlock, VersionConflict
+from corec_tasks.blocks import feed
+from corec_tasks.blocks.processors import ProcessorRegistry
+from corec_tasks.blocks.store import BlockStore, StoredBlock, VersionConflict
 from corec_tasks.db import libpq_url
 from corec_tasks.metrics.counters import count_repairs
-from corec_tasks.processors import ProcessorRegistry
 from corec_tasks.settings import Settings
 from corec_tasks.streams.block_results import RESULTS_GROUP, persist_block_results
 from corec_tasks.streams.names import BLOCK_RESULTS

@@ -34,10 +34,8 @@ import numpy as np
 import numpy.typing as npt
 import zstandard
 
-from corec_tasks.config import BlockConfig
-from corec_tasks.entities import EntityArrays, EntityFormatError
-from corec_tasks.errors import ConfigurationError
-from corec_tasks.processors import (
+from corec_tasks.blocks.entities import EntityArrays, EntityFormatError
+from corec_tasks.blocks.processors import (
     AsyncFn,
     EntryMeta,
     Payload,
@@ -51,6 +49,8 @@ from corec_tasks.processors import (
     reseeded_thread_rng,
     run_async,
 )
+from corec_tasks.config import BlockConfig
+from corec_tasks.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 

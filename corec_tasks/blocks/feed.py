@@ -28,8 +28,8 @@ from typing import Any
 import redis
 
 from corec_tasks.alerts import alert
-from corec_tasks.block_store import BlockStore, StoredBlock, ensure_feed_group, feed_group
-from corec_tasks.processors import EntryMeta, Payload
+from corec_tasks.blocks.processors import EntryMeta, Payload
+from corec_tasks.blocks.store import BlockStore, StoredBlock, ensure_feed_group, feed_group
 from corec_tasks.settings import Settings
 from corec_tasks.streams.bus import dead_fields
 from corec_tasks.streams.names import DEAD_LETTER

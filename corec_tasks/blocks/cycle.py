@@ -25,7 +25,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
+from celery import chord
 
+from corec_tasks.alerts import alert
+from corec_tasks.celery import app
 from corec_tasks.config import queue_for_channel
 from corec_tasks.settings import Settings
 
@@ -34,6 +37,11 @@ log = logging.getLogger(__name__)
 CHANNEL_PRIORITY = {2: 0, 4: 1, 3: 2, 5: 3, 1: 4}
 #: Blocks per Celery message by default (chosen with `make bench ONLY=cycle_wall_s`).
 DEFAULT_CHUNK = 62
+#: The block tasks a cycle sends (``corec_tasks.blocks.tasks``), by name: the tasks
+#: module imports this one, and a process that has not imported it still sends the same
+#: messages (Celery falls back to ``send_task``).
+RUN_CHUNK = "corec.blocks.run_chunk"
+FINISH_CYCLE = "corec.blocks.finish_cycle"
 
 # Cycle numbers: one per dispatching task id, so a redelivered dispatch reuses its number.
 _CYCLE_FOR_TASK = """
@@ -104,14 +112,10 @@ def dispatch(
     interval: float | None = None,
 ) -> dict[str, Any]:
     """Send one cycle as a chord; return its number and shape (does not wait)."""
-    from celery import chord
-
-    from corec_tasks.block_tasks import finish_cycle, run_chunk
-
     number = cycle_number(settings, client, dispatch_id)
     chunks = plan_chunks(metas, plugin_groups, chunk, interval)
     ts = _cycle_timestamp(settings, client, number)
-    header = [run_chunk.s(list(c.block_ids), number, ts).set(queue=c.queue) for c in chunks]
+    header = [_run_chunk(c, number, ts) for c in chunks]
     blocks = sum(len(c.block_ids) for c in chunks)
     if not header:
         return {"cycle": number, "blocks": 0, "tasks": 0, "task_id": None}
@@ -120,8 +124,21 @@ def dispatch(
     _open_cycle(settings, client, number, {"ids": json.dumps(ids), "blocks": blocks,
                                            "started": repr(started), "ts": repr(ts),
                                            "chunk": chunk})  # fmt: skip
-    result = chord(header)(finish_cycle.s(number, blocks, started, ts))
+    result = chord(header)(_finish_cycle(number, blocks, started, ts))
     return {"cycle": number, "blocks": blocks, "tasks": len(header), "task_id": result.id}
+
+
+def _run_chunk(c: Chunk, number: int, ts: float) -> Any:
+    """The ``run_chunk`` signature of one chunk, on its channel's queue."""
+    return app.signature(RUN_CHUNK, (list(c.block_ids), number, ts), queue=c.queue)
+
+
+def _finish_cycle(
+    number: int, blocks: int, started: float, ts: float, rescue: dict[str, Any] | None = None
+) -> Any:
+    """The ``finish_cycle`` signature of a cycle, waiting for its chunks' results."""
+    kwargs = {} if rescue is None else {"rescue": rescue}
+    return app.signature(FINISH_CYCLE, (number, blocks, started, ts), kwargs)
 
 
 def _cycle_timestamp(settings: Settings, client: redis.Redis, number: int) -> float:
@@ -211,11 +228,6 @@ def rescue_stalled(
     cycle (``rescued`` in its record) and one ``warning`` goes to ``corec_alerts``.
     After ``RESCUE_TRIES`` rescues the cycle is recorded incomplete instead.
     """
-    from celery import chord
-
-    from corec_tasks.alerts import alert
-    from corec_tasks.block_tasks import finish_cycle, run_chunk
-
     now = time.time() if now is None else now
     rescue_after = settings.env.cycle_rescue_s
     quiet = min(QUIET_S, rescue_after / 4)
@@ -253,18 +265,18 @@ def rescue_stalled(
         shown = ", ".join(missing_ids[:10]) + (" ..." if len(missing_ids) > 10 else "")
         if tries >= RESCUE_TRIES:
             rescue = {"merged": merged, "blocks": 0, "never_ran": missing_ids[:100]}
-            finish_cycle.delay([], number, blocks, started, ts, rescue=rescue)
+            _finish_cycle(number, blocks, started, ts, rescue).delay([])
             report["given_up"][number] = len(missing_ids)
             log.error("[cycle] %d: %d blocks never ran after %d rescues (%s)", number,
                       len(missing_ids), tries, shown)  # fmt: skip
             continue
         rescue = {"merged": merged, "blocks": len(missing_ids)}
         chunks = plan_chunks(missing, plugin_groups, int(plan["chunk"]))
-        header = [run_chunk.s(list(c.block_ids), number, ts).set(queue=c.queue) for c in chunks]
+        header = [_run_chunk(c, number, ts) for c in chunks]
         if header:
-            chord(header)(finish_cycle.s(number, blocks, started, ts, rescue=rescue))
+            chord(header)(_finish_cycle(number, blocks, started, ts, rescue))
         else:  # every block ran, but the chord's callback never came: record the cycle
-            finish_cycle.delay([], number, blocks, started, ts, rescue=rescue)
+            _finish_cycle(number, blocks, started, ts, rescue).delay([])
         report["rescued"][number] = len(missing_ids)
         message = (f"cycle {number}: {len(missing_ids)} of {blocks} blocks had not run "
                    f"{now - float(dispatched):.0f} s after dispatch, none running for "

@@ -17,20 +17,16 @@ What the engine checks after each block run (:func:`check_runs`):
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import redis
 
 from corec_tasks.settings import Settings
-from corec_tasks.streams.bus import StreamBus
-from corec_tasks.streams.names import ALERTS
+from corec_tasks.streams.bus import ALERT_TTL_S, StreamBus
 
 log = logging.getLogger(__name__)
 
-#: How long one (source, subject) stays silent after it alerted.
-ALERT_TTL_S = 3600
 #: A run replacing more than this share of its block's entities alerts.
 REPAIR_RATE = 0.1
 
@@ -45,21 +41,9 @@ def alert(
     extra: Mapping[str, Any] | None = None,
     ttl_s: int = ALERT_TTL_S,
 ) -> bool:
-    """Publish one alert unless (source, subject) alerted within ``ttl_s``; True if sent.
-
-    The marker is set before the publish: a crash in between loses one alert rather
-    than repeating it on every retry.
-    """
-    marker = settings.key(f"corec:alert:{source}:{subject}")
-    if not client.set(marker, b"%d" % time.time(), nx=True, ex=ttl_s):
-        return False
-
-    payload = {"level": level, "source": source, "subject": subject, "message": message,
-               **(extra or {})}  # fmt: skip
-    getattr(log, "error" if level in ("error", "critical") else "warning")(
-        "[alert] %s %s: %s", source, subject, message)  # fmt: skip
-    StreamBus(settings, client).publish(ALERTS, payload)
-    return True
+    """Publish one alert unless (source, subject) alerted within ``ttl_s``; True if sent
+    (:meth:`StreamBus.alert`)."""
+    return StreamBus(settings, client).alert(level, source, subject, message, extra, ttl_s)
 
 
 def run_problems(

@@ -70,6 +70,8 @@ from corec_tasks.streams.signing import F_SIG, load_key, sign, signed_streams
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
+#: How long one (source, subject) stays silent after it alerted (:meth:`StreamBus.alert`).
+ALERT_TTL_S = 3600
 #: A group's backlog above this share of ``stream_maxlen`` raises an alert.
 ALERT_RATIO = 0.8
 #: At most one backlog alert per stream this often (across every process).
@@ -740,14 +742,12 @@ class StreamBus:
         """One ``warning`` per stream and hour (source ``stream.dead_letter``): entries an
         operator must look at (``corec streams dead-letter``). Never raises: the dead
         letters are written; an alert lost to a Redis error is only logged."""
-        from corec_tasks.alerts import alert
-
         entry, reason, _ = dead[0]
         by = f" by {group}" if group else ""
         try:
-            alert(self.settings, self.client, "warning", "stream.dead_letter", stream,
-                  f"{len(dead)} entries of {stream} dead-lettered{by} (first: {entry.id}, "
-                  f"{reason[:300]}); see `corec streams dead-letter`")  # fmt: skip
+            self.alert("warning", "stream.dead_letter", stream,
+                       f"{len(dead)} entries of {stream} dead-lettered{by} (first: "
+                       f"{entry.id}, {reason[:300]}); see `corec streams dead-letter`")  # fmt: skip
         except redis.RedisError as exc:
             log.warning("could not alert on dead letters of %s: %r", stream, exc)
 
@@ -756,6 +756,33 @@ class StreamBus:
     ) -> dict[bytes, bytes]:
         return dead_fields(stream, entry.id, entry.fields, reason, deliveries,
                            payload=entry.original_bytes())  # fmt: skip
+
+    # -- alerts ----------------------------------------------------------------------
+
+    def alert(
+        self,
+        level: str,
+        source: str,
+        subject: str,
+        message: str,
+        extra: Mapping[str, Any] | None = None,
+        ttl_s: int = ALERT_TTL_S,
+    ) -> bool:
+        """Publish one alert on ``corec_alerts`` unless (source, subject) alerted within
+        ``ttl_s``; True if sent (``corec_tasks/alerts.py``: one alert per incident).
+
+        The marker ``corec:alert:<source>:<subject>`` is set before the publish: a crash
+        in between loses one alert rather than repeating it on every retry.
+        """
+        marker = self.settings.key(f"corec:alert:{source}:{subject}")
+        if not self.client.set(marker, b"%d" % time.time(), nx=True, ex=ttl_s):
+            return False
+        payload = {"level": level, "source": source, "subject": subject, "message": message,
+                   **(extra or {})}  # fmt: skip
+        getattr(log, "error" if level in ("error", "critical") else "warning")(
+            "[alert] %s %s: %s", source, subject, message)  # fmt: skip
+        self.publish(ALERTS, payload)
+        return True
 
     # -- inspection (CLI) ------------------------------------------------------------
 

@@ -211,12 +211,26 @@ def answer(
     settings: Settings, client: redis.Redis, payload: dict[str, Any]
 ) -> str | None:
     """Publish ``payload`` on ``corec_responses`` unless its id was answered; the entry id."""
-    key = settings.key(f"corec:cmd:answered:{payload['id']}")
-    data = json.dumps(payload, separators=(",", ":"), default=str)
-    rid: Any = client.eval(_ANSWER_ONCE, 2, key, settings.key(RESPONSES), b"%d" % time.time(),
-                           ANSWERED_TTL_S, data,
-                           settings.instance_id, b"%d" % (time.time() * 1000))  # fmt: skip
-    return None if rid is None else (rid.decode() if isinstance(rid, bytes) else str(rid))
+    return answer_many(settings, client, [payload])[0]
+
+
+def answer_many(
+    settings: Settings, client: redis.Redis, payloads: list[dict[str, Any]]
+) -> list[str | None]:
+    """:func:`answer` for each of ``payloads``, in one round trip (a pipeline of the
+    answer-once script); each entry id, None where that id was answered before."""
+    if not payloads:
+        return []
+    pipe = client.pipeline(transaction=False)
+    now, ms = b"%d" % time.time(), b"%d" % (time.time() * 1000)
+    for payload in payloads:
+        key = settings.key(f"corec:cmd:answered:{payload['id']}")
+        data = json.dumps(payload, separators=(",", ":"), default=str)
+        pipe.eval(_ANSWER_ONCE, 2, key, settings.key(RESPONSES), now, ANSWERED_TTL_S, data,
+                  settings.instance_id, ms)  # fmt: skip
+    rids: list[Any] = pipe.execute()
+    return [None if r is None else (r.decode() if isinstance(r, bytes) else str(r))
+            for r in rids]  # fmt: skip
 
 
 def handle(

@@ -34,12 +34,13 @@ import json
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from corec_tasks.blocks.processors import EntryMeta, Payload, ProcessorContext, ProcessorUnavailable
-from corec_tasks.commands import answer
+from corec_tasks.commands import answer_many
 from corec_tasks.streams.schemas import PayloadError, validate_payload
 from plugins.capital_pool.service import CapitalPool
 from plugins.trading.channels import CAPITAL_DATA, CapitalData
@@ -53,8 +54,25 @@ STREAM_ACTIONS = ("contribute", "withdraw")
 _PRINCIPAL_CHARS = re.compile(r"[^A-Za-z0-9_.@:+-]")
 
 
+@dataclass(slots=True)
+class _Action:
+    """One entry's action, checked: its answer is ``out`` (``error`` already set if the
+    entry asks for nothing the pool can do)."""
+
+    j: int
+    principal: str
+    act: tuple[str, object, object, object]
+    out: dict[str, Any]
+
+
 class CapitalIntake:
-    """Processor ``capital_intake`` over this process's pool (``pool`` made on first use)."""
+    """Processor ``capital_intake`` over this process's pool (``pool`` made on first use).
+
+    A run's actions are applied in stream order, one ledger transaction per run of
+    consecutive entries from the same producer (``CapitalPool.apply_batch``: the same
+    rules, results, keys and audit rows as one call each), and answered in one round
+    trip, so a burst costs one pool lock and one commit, not one per member.
+    """
 
     def __init__(self, pool: Callable[[], CapitalPool]) -> None:
         self._pool = pool
@@ -63,49 +81,67 @@ class CapitalIntake:
         k = len(ctx)
         values = np.ones(k, np.float32)
         errors = np.zeros(k, np.bool_)
-        pool = self._pool()
         entries = ctx.entries or ()
+        actions: list[_Action] = []
         for j in range(k):
             payload = ctx.payload_for(j)
             meta = entries[j] if j < len(entries) else None
-            if payload is None or meta is None:
+            got = None if payload is None or meta is None else _check(payload, meta, j)
+            if got is None:  # the schema refuses it, or no entry behind it
                 errors[j] = True
-                continue
-            errors[j] = not apply_entry(pool, payload, meta)
+            elif got is not _PASS:
+                actions.append(got)
+        if not actions:
+            return values, errors
+        pool = self._pool()
+        todo = [a for a in actions if "error" not in a.out]
+        start = 0
+        while start < len(todo):  # runs of one producer, in stream order
+            end = start + 1
+            while end < len(todo) and todo[end].principal == todo[start].principal:
+                end += 1
+            batch = todo[start:end]
+            results = pool.apply_batch([a.act for a in batch], principal=batch[0].principal)
+            for a, result in zip(batch, results, strict=True):
+                if result.get("retry"):
+                    raise ProcessorUnavailable(f"capital_intake: {result.get('error')}")
+                if result.get("ok"):
+                    a.out["response"] = result
+                else:
+                    log.info("capital_intake: %s refused: %s", a.out["id"], result.get("error"))
+                    a.out["error"] = str(result.get("error"))[:1000]
+            start = end
+        answer_many(pool.settings, pool.redis, [a.out for a in actions if a.out["id"]])
+        for a in actions:
+            errors[a.j] = "error" in a.out
         return values, errors
 
 
-def apply_entry(pool: CapitalPool, payload: Payload, meta: EntryMeta) -> bool:
-    """Apply one ``capital_data`` payload; False if it is an error of its entity."""
+#: An entry that is not the pool's to act on (an allocation, for the pipeline).
+_PASS = _Action(-1, "", ("", None, None, None), {})
+
+
+def _check(payload: Payload, meta: EntryMeta, j: int) -> _Action | None:
+    """Entry ``j``'s action; ``_PASS`` if it is none of the pool's, None if the schema
+    refuses it (the persister dead-letters it)."""
     try:
         raw = json.dumps(payload, separators=(",", ":")).encode()
         data = validate_payload(CAPITAL_DATA, raw, CapitalData)
     except PayloadError as exc:
         log.info("capital_intake: %s %s fails the schema: %s", CAPITAL_DATA, meta.id, exc.reason)
-        return False
+        return None
     action = data.get("action")
     if action is None:
-        return True  # an allocation, for the pipeline
+        return _PASS
     user, amount = data.get("user_id"), data.get("amount")
     key = data.get("idempotency_key") or f"stream:{meta.signature or meta.id}"
+    producer = _PRINCIPAL_CHARS.sub("_", meta.instance_id)[:150] or "unknown"
     out: dict[str, Any] = {"id": f"capital:{user}:{key}"[:200], "target": "capital_pool",
                            "command": str(action)[:64]}  # fmt: skip
     if action not in STREAM_ACTIONS:
         out["error"] = f"capital_data action must be contribute or withdraw, not {action!r}"
     elif user is None or amount is None:
         out["error"] = f"a capital_data {action} needs user_id and amount"
-    else:
-        producer = _PRINCIPAL_CHARS.sub("_", meta.instance_id)[:150] or "unknown"
-        act = pool.contribute if action == "contribute" else pool.withdraw
-        result = act(user, amount, key, principal=f"stream:{producer}")
-        if result.get("retry"):
-            raise ProcessorUnavailable(f"capital_intake: {result.get('error')}")
-        if result.get("ok"):
-            out["response"] = result
-        else:
-            log.info("capital_intake: %s of %s by entry %s refused: %s", action, user, meta.id,
-                     result.get("error"))  # fmt: skip
-            out["error"] = str(result.get("error"))[:1000]
-    if user is not None:  # an answer needs an id; without a user there is none to wait on
-        answer(pool.settings, pool.redis, out)
-    return "error" not in out
+    if "error" in out and user is None:
+        out["id"] = ""  # no member: no id anyone waits on; an error of its entity only
+    return _Action(j, f"stream:{producer}", (str(action), user, amount, key), out)

@@ -102,6 +102,19 @@ class CapitalPool:
         return self._mutate(partial(self.ledger.withdraw, principal=principal), user_id,
                             amount, key)  # fmt: skip
 
+    def apply_batch(
+        self, actions: list[tuple[str, object, object, object]], *, principal: str
+    ) -> list[dict[str, Any]]:
+        """``Ledger.apply_batch``: ``(kind, user_id, amount, key)`` actions in one
+        transaction, in order, each as its own call would be. If the database cannot be
+        reached, every result is that call's error (``retry: true``)."""
+        result = self._db(partial(self.ledger.apply_batch, principal=principal), actions)
+        if isinstance(result, dict):  # the breaker's or the connection's one error
+            return [result for _ in actions]
+        if any(r.get("ok") for r in result):
+            self.invalidate()
+        return list(result)
+
     def refuse(
         self, kind: str, user_id: object, amount: object, key: object, *, principal: str,
         reason: str, **extra: Any,

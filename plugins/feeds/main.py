@@ -12,7 +12,6 @@ PLUGIN_NAME = "feeds"
 __all__ = ["PLUGIN_NAME", "FeedsConfig"]
 
 
-
 def register_processors(registry: Any) -> None:
     """Processor ``market_signal`` (block ``feeds_signal`` on ``market_data``, signal.py)
     over this worker process's feeds: their Redis client and predictor options."""

@@ -19,23 +19,36 @@ from plugins.capital_pool.service import CapitalPool
 
 
 @contextmanager
-def fresh_migrated_database(servers: dict[str, str], run_id: str) -> Iterator[str]:
-    """A new database migrated to head, capital_pool's branch included whatever the
-    config enables (these tests drive the pool directly); its URL, dropped afterwards."""
+def fresh_database(servers: dict[str, str], run_id: str) -> Iterator[str]:
+    """A new, empty database (its URL); dropped afterwards."""
     from sqlalchemy.engine import make_url
 
     admin = libpq_url(servers["database_url"])
     name = f"corec_t_{run_id}_{uuid.uuid4().hex[:6]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(servers["database_url"]).set(database=name).render_as_string(False)
     try:
-        migrate.upgrade(url)
-        migrate.upgrade(url, "capital_pool@head")
-        yield url
+        yield make_url(servers["database_url"]).set(database=name).render_as_string(False)
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def fresh_migrated_database(servers: dict[str, str], run_id: str) -> Iterator[str]:
+    """A new database migrated to head, capital_pool's branch included whatever the
+    config enables (these tests drive the pool directly); its URL, dropped afterwards."""
+    with fresh_database(servers, run_id) as url:
+        migrate.upgrade(url)
+        migrate.upgrade(url, "capital_pool@head")
+        yield url
+
+
+@pytest.fixture()
+def fresh_db(servers: dict[str, str], run_id: str) -> Iterator[str]:
+    """An empty database of its own, for tests that migrate from scratch."""
+    with fresh_database(servers, run_id) as url:
+        yield url
 
 
 @pytest.fixture()

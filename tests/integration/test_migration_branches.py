@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -30,17 +29,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests/data"
 CAPITAL = {"name": "capital_pool", "enabled": True,
            "config_path": str(ROOT / "plugins/capital_pool/capital_pool.yaml")}  # fmt: skip
-
-
-@pytest.fixture()
-def fresh_db(servers: dict[str, str], run_id: str) -> Iterator[str]:
-    admin = libpq_url(servers["database_url"])
-    name = f"corec_t_{run_id}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(servers["database_url"]).set(database=name).render_as_string(False)
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _use(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, plugins: list[dict[str, object]]

@@ -19,7 +19,6 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine
-from sqlalchemy.engine import make_url
 
 from corec_tasks.db import libpq_url, make_engine
 from corec_tasks.errors import CorecError, StorageError
@@ -66,20 +65,6 @@ def check(db_url: str) -> Iterator[psycopg.Connection]:
     """An autocommit connection for assertions, so they hold no locks between reads."""
     with psycopg.connect(libpq_url(db_url), autocommit=True) as conn:
         yield conn
-
-
-@pytest.fixture()
-def fresh_db(servers: dict[str, str], run_id: str) -> Iterator[str]:
-    """An empty database of its own, for tests that migrate from scratch."""
-    admin = libpq_url(servers["database_url"])
-    name = f"corec_t_{run_id}_{uuid.uuid4().hex[:6]}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    yield make_url(servers["database_url"]).set(database=name).render_as_string(
-        hide_password=False
-    )
-    with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _ts(year: int, month: int, offset: float = 0.0) -> float:

@@ -16,6 +16,7 @@ key it owns, ``runtime().service("capital_pool.pool", factory)``.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections.abc import Callable, Hashable
@@ -27,6 +28,7 @@ from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings, load_settings
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class Runtime:
@@ -69,6 +71,22 @@ class Runtime:
                 self._services[key] = factory(self)
             return cast(T, self._services[key])
 
+    def close(self) -> None:
+        """Close the Redis client and every service that has a ``close()`` (a pool's
+        connections), so a dropped runtime leaves no socket for the garbage collector.
+        Errors are logged, not raised: closing is best effort."""
+        with self._lock:
+            things = [*self._services.values(), self._redis]
+            self._services.clear()
+            self._redis = None
+        for thing in things:
+            close = getattr(thing, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception as exc:  # a service's own code
+                    log.warning("runtime: closing %r failed: %r", thing, exc)
+
     def per_config(self, settings: Settings, name: str, read: Callable[[Settings], T]) -> T:
         """``read(settings)``, once per config file and plugin path: what the plugins'
         manifests declare, for a process that may see more than one config (tests)."""
@@ -103,11 +121,14 @@ def reset(settings: Settings | None = None) -> Runtime:
     """Drop this process's runtime and start a new one (on ``settings`` if given, else
     read from the environment on first use); return it.
 
-    Nothing is closed: a caller may still hold a client or a service of the old one,
-    and a forked child must not close its parent's connections.
+    The old runtime is closed if this process made it (tests, a CLI switching config);
+    a forked child (``worker_process_init``) leaves its parent's connections alone.
     """
     with _current.lock:
+        old = _current.runtime
         current = _current.runtime = Runtime(settings)
+    if old is not None and old.pid == os.getpid():
+        old.close()
     return current
 
 

@@ -35,7 +35,7 @@ from corec_tasks.streams.bus import StreamBus
 from corec_tasks.streams.names import ALERTS, BLOCK_RESULTS
 from tests.integration.own_redis import OwnRedis
 from tests.integration.test_cycle import _corec
-from tests.integration.workers import celery, cycle_rows, running_workers, wait_for_nodes
+from tests.integration.workers import Beat, celery, cycle_rows, running_workers, wait_for_nodes
 
 pytestmark = pytest.mark.integration
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -62,21 +62,6 @@ def _registered(settings: Settings) -> tuple[int, redis.Redis]:
     nucleus.initialize()
     nucleus.modules["registry"].run()
     return nucleus.store.count(), redis.Redis.from_url(settings.redis_url)
-
-
-class Beat:
-    """What beat's ``persist-block-results`` entry does, every 5 s (its default): the
-    test's loops call :meth:`tick`; a worker runs the task (landing results, and
-    rescuing a cycle whose task message the broker lost, as a Redis restart or a
-    worker killed just after its ``BRPOP`` can)."""
-
-    def __init__(self, every: float = 5.0) -> None:
-        self.every, self.last = every, 0.0
-
-    def tick(self) -> None:
-        if time.monotonic() - self.last >= self.every:
-            self.last = time.monotonic()
-            celery("call", "corec.blocks.persist")
 
 
 def _task_ids(log: Path, state: str) -> set[str]:

@@ -25,7 +25,7 @@ from corec_tasks.settings import Settings, load_settings
 from corec_tasks.storage.migrate import upgrade
 from tests.integration import netns
 from tests.integration.own_redis import free_port, own_redis
-from tests.integration.workers import celery, cycle_rows, wait_for_nodes
+from tests.integration.workers import Beat, celery, cycle_rows, wait_for_nodes
 
 pytestmark = pytest.mark.integration
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -45,9 +45,12 @@ def _dispatch(settings: Settings, client: redis.Redis) -> int:
 
 
 def _wait_landed(settings: Settings, client: redis.Redis, cycle: int, since: float) -> float:
-    """Seconds from ``since`` until every block of ``cycle`` is in ``bloques``
-    (landing what the chord callback has not, as beat's persistence job would)."""
+    """Seconds from ``since`` until every block of ``cycle`` is in ``bloques`` (landing
+    what the chord callback has not, and sending again the blocks of a message lost to
+    a kill just after its BRPOP, as beat's ``corec.blocks.persist`` does every 5 s)."""
+    beat = Beat()
     while True:
+        beat.tick()
         persist_block_results(settings, client)
         rows = cycle_rows(settings, cycle)
         if rows[0] >= BLOCKS:

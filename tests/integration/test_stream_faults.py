@@ -158,6 +158,7 @@ def own_postgres(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iterato
     server = OwnPostgres()
     try:
         upgrade(server.url)
+        upgrade(server.url, "capital_pool@head")  # the pool is driven directly
         monkeypatch.setenv("DATABASE_URL", server.url)
         monkeypatch.setenv("COREC_STREAM_CLAIM_IDLE_MS", "1000")  # reclaim eagerly: harsher
         yield server

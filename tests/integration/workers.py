@@ -80,3 +80,18 @@ def cycle_rows(settings: Settings, cycle: int) -> tuple[int, int]:
             "AND timestamp = %s", (cycle, float(ts))).fetchone()  # fmt: skip
     assert row is not None
     return int(row[0]), int(row[1])
+
+
+class Beat:
+    """What beat's ``persist-block-results`` entry does, every 5 s (its default): the
+    test's loops call :meth:`tick`; a worker runs the task (landing results, and
+    rescuing a cycle whose task message the broker lost, as a Redis restart or a
+    worker killed just after its ``BRPOP`` can)."""
+
+    def __init__(self, every: float = 5.0) -> None:
+        self.every, self.last = every, 0.0
+
+    def tick(self) -> None:
+        if time.monotonic() - self.last >= self.every:
+            self.last = time.monotonic()
+            celery("call", "corec.blocks.persist")

@@ -22,18 +22,17 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, overload
 
 import redis
 
-from corec_tasks.alerts import alert
 from corec_tasks.blocks.processors import EntryMeta, Payload
 from corec_tasks.blocks.store import BlockStore, StoredBlock, ensure_feed_group, feed_group
 from corec_tasks.settings import Settings
-from corec_tasks.streams.bus import dead_fields
-from corec_tasks.streams.names import DEAD_LETTER
-from corec_tasks.streams.signing import check, entry_signature, load_key, signed_streams
+from corec_tasks.streams.bus import Entry, StreamBus
+from corec_tasks.streams.signing import check, entry_signature, signed_streams
 
 log = logging.getLogger(__name__)
 
@@ -42,13 +41,44 @@ log = logging.getLogger(__name__)
 ORPHAN_IDLE_MS = 1000
 
 
+class EntryMetas(Sequence[EntryMeta]):
+    """Where each payload came from (``ProcessorContext.entries``), built only for the
+    entries a processor asks about: most processors never look, and building one per
+    entry would sit on the hot path of every stream-fed block."""
+
+    __slots__ = ("_fields", "_ids")
+
+    def __init__(self, ids: list[str], fields: list[Any]) -> None:
+        self._ids, self._fields = ids, fields
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    @overload
+    def __getitem__(self, i: int) -> EntryMeta: ...
+
+    @overload
+    def __getitem__(self, i: slice) -> list[EntryMeta]: ...
+
+    def __getitem__(self, i: int | slice) -> EntryMeta | list[EntryMeta]:
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        fields = self._fields[i]
+        return EntryMeta(self._ids[i], _s(fields.get(b"i", b"")), entry_signature(fields))
+
+
 @dataclass(slots=True)
 class Feed:
-    """One run's input: entry ids, their payloads and who sent them, in processing order."""
+    """One run's input: entry ids, their payloads and raw fields, in processing order."""
 
     ids: list[str] = field(default_factory=list)
     payloads: list[Payload] = field(default_factory=list)
-    meta: list[EntryMeta] = field(default_factory=list)
+    fields: list[Any] = field(default_factory=list)
+
+    @property
+    def meta(self) -> EntryMetas:
+        """Who sent each entry (id, producer, signature), made on demand."""
+        return EntryMetas(self.ids, self.fields)
 
 
 def _s(v: bytes | str) -> str:
@@ -98,7 +128,7 @@ def take(settings: Settings, store: BlockStore, stored: StoredBlock) -> Feed:
             continue
         feed.ids.append(eid)
         feed.payloads.append(payload)
-        feed.meta.append(EntryMeta(eid, _s(fields.get(b"i", b"")), entry_signature(fields)))
+        feed.fields.append(fields)
     if gone:
         log.warning("[feed] %s: %d entries of %s unreadable (trimmed or not a JSON "
                     "object); skipped", me, len(gone), spec.stream)  # fmt: skip
@@ -110,27 +140,21 @@ def _screen(
     settings: Settings, r: redis.Redis, stream: str, group: str, raw: list[Any]
 ) -> list[Any]:
     """The entries of ``raw`` with a valid signature; the others dead-lettered and
-    acked in one MULTI (so none is dead-lettered twice), and alerted."""
-    key = load_key(settings)
+    acked in one MULTI (so none is dead-lettered twice) and alerted, as the consumer
+    loop does (``StreamBus.settle``, ``StreamBus.alert_unsigned``)."""
+    bus = StreamBus(settings, r)
     good, bad = [], []
     for eid, fields in raw:
-        why = check(key, stream, fields or {})
+        why = check(bus.stream_key, stream, fields or {})
         if why is None:
             good.append((eid, fields))
-        else:
-            bad.append((_s(eid), fields or {}, f"{group}: {why}"))
+            continue
+        entry = Entry(stream, _s(eid), (fields or {}).get(b"d", b""), fields or {})
+        bad.append((entry, f"{group}: {why}", 1))
+        log.warning("[feed] dead-lettered %s %s: %s", stream, entry.id, why)
     if bad:
-        pipe = r.pipeline(transaction=True)
-        for eid, fields, why in bad:
-            dead: Any = dead_fields(stream, eid, fields, why, 1)
-            pipe.xadd(settings.key(DEAD_LETTER), dead)
-            log.warning("[feed] dead-lettered %s %s: %s", stream, eid, why)
-        pipe.xack(settings.key(stream), group, *(b[0] for b in bad))
-        pipe.execute()
-        alert(settings, r, "error", "stream.signature", stream,
-              f"{len(bad)} entries on {stream} without a valid signature were dead-lettered "
-              f"by {group} (first: {bad[0][0]}, {bad[0][2]}); someone who is not a CoreC "
-              "producer writes to Redis")  # fmt: skip
+        bus.settle(stream, group, [], bad, alert=False)
+        bus.alert_unsigned(stream, group, bad)
     return good
 
 

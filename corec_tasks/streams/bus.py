@@ -237,29 +237,6 @@ class Entry:
         return _fields_json(self.fields)
 
 
-def dead_fields(
-    stream: str,
-    entry_id: str,
-    fields: Mapping[bytes, bytes],
-    reason: str,
-    deliveries: int,
-    *,
-    payload: bytes | None = None,
-) -> dict[bytes, bytes]:
-    """The fields of the dead letter of entry ``entry_id`` of ``stream`` (module doc)."""
-    if payload is None:
-        payload = fields[F_DATA] if F_DATA in fields else _fields_json(fields)
-    return {
-        b"stream": stream.encode(),
-        b"id": entry_id.encode(),
-        b"reason": reason.encode("utf-8", "replace"),
-        b"deliveries": b"%d" % deliveries,
-        b"payload": payload,
-        b"instance_id": fields.get(F_INSTANCE, b""),
-        b"time": b"%d" % (time.time() * 1000),
-    }
-
-
 class StreamBus:
     """Publish to and consume from CoreC's streams (one Redis client, thread-safe)."""
 
@@ -736,6 +713,16 @@ class StreamBus:
         if alert:
             self._alert_dead(stream, group, dead)
 
+    def alert_unsigned(
+        self, stream: str, group: str, bad: Sequence[tuple[Entry, str, int]]
+    ) -> None:
+        """The one ``error`` alert (source ``stream.signature``) for entries without a
+        valid signature that ``group`` dead-lettered: a consumer loop's or a block's."""
+        self.alert("error", "stream.signature", stream,
+                   f"{len(bad)} entries on {stream} without a valid signature were "
+                   f"dead-lettered by {group} (first: {bad[0][0].id}, {bad[0][1]}); "
+                   "someone who is not a CoreC producer writes to Redis")  # fmt: skip
+
     def _alert_dead(
         self, stream: str, group: str | None, dead: Sequence[tuple[Entry, str, int]]
     ) -> None:
@@ -754,8 +741,15 @@ class StreamBus:
     def _dead_fields(
         self, stream: str, entry: Entry, reason: str, deliveries: int
     ) -> dict[bytes, bytes]:
-        return dead_fields(stream, entry.id, entry.fields, reason, deliveries,
-                           payload=entry.original_bytes())  # fmt: skip
+        return {
+            b"stream": stream.encode(),
+            b"id": entry.id.encode(),
+            b"reason": reason.encode("utf-8", "replace"),
+            b"deliveries": b"%d" % deliveries,
+            b"payload": entry.original_bytes(),
+            b"instance_id": entry.fields.get(F_INSTANCE, b""),
+            b"time": b"%d" % (time.time() * 1000),
+        }
 
     # -- alerts ----------------------------------------------------------------------
 

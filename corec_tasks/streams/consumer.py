@@ -40,7 +40,6 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
-from corec_tasks.alerts import alert
 from corec_tasks.streams.bus import Entry, StreamBus
 from corec_tasks.streams.handler import (
     Batch,
@@ -271,10 +270,7 @@ class ConsumerLoop:
                 s.dead_lettered += len(bad)
             for e, why, _ in bad:
                 log.warning("dead-lettered %s %s: %s", batch.stream, e.id, why)
-            alert(self.bus.settings, self.bus.client, "error", "stream.signature", batch.stream,
-                  f"{len(bad)} entries on {batch.stream} without a valid signature were "
-                  f"dead-lettered by {self.group} (first: {bad[0][0].id}, {bad[0][1]}); "
-                  "someone who is not a CoreC producer writes to Redis")  # fmt: skip
+            self.bus.alert_unsigned(batch.stream, self.group, bad)
         if not good:
             return None
         return Batch(batch.stream, [], good, batch.counts)

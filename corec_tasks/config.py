@@ -11,7 +11,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from corec_tasks.errors import ConfigurationError
 
@@ -41,6 +49,15 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _floor_fits(value: int, info: ValidationInfo) -> int:
+    """``min_entidades`` no larger than a block's configured size: a floor above it
+    could never be kept, so it is a mistake, said with its key."""
+    per = info.data.get("entidades_por_bloque")
+    if isinstance(per, int) and value > per:
+        raise ValueError(f"must be at most entidades_por_bloque ({per}), got {value}")
+    return value
+
+
 class AutoRepair(_Strict):
     """Self-repair thresholds of a block (``autoreparacion``)."""
 
@@ -67,6 +84,8 @@ class BlockConfig(_Strict):
     #: stream-fed block that must keep up with a burst, like the capital intake).
     min_entidades: int = Field(1, ge=1, le=1_000_000)
 
+    _min_fits = field_validator("min_entidades")(_floor_fits)
+
 
 class PluginBlockConfig(_Strict):
     """The block a plugin contributes (its ``bloque``)."""
@@ -83,6 +102,8 @@ class PluginBlockConfig(_Strict):
     intervalo_s: float = Field(300.0, gt=0)
     stream: str | None = Field(None, min_length=1, max_length=64, pattern=STREAM_NAME)
     min_entidades: int = Field(1, ge=1, le=1_000_000)
+
+    _min_fits = field_validator("min_entidades")(_floor_fits)
 
     def as_block(self) -> BlockConfig:
         """The same block in the ``bloques`` shape."""

@@ -77,6 +77,7 @@ BROKEN = [
     (lambda d: d["bloques"][0]["autoreparacion"].update(max_errores=1.5),
      "bloques[0].autoreparacion.max_errores"),
     (lambda d: d["bloques"][2].pop("id"), "bloques[2].id"),
+    (lambda d: d["bloques"][0].update(min_entidades=1001), "bloques[0].min_entidades"),
     (lambda d: d["plugins"][0]["bloque"].update(min_fitness=-1), "plugins[0].bloque.min_fitness"),
     (lambda d: d["bloques"][0].update(entidadez=5), "bloques[0].entidadez"),
     (lambda d: d["db_config"].update(port=70000), "db_config.port"),

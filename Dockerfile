@@ -1,7 +1,9 @@
 FROM python:3.11-slim
 WORKDIR /app
 COPY . /app
-RUN pip install --no-cache-dir -e . \
+# The runtime lock, exact versions with hashes, then CoreC itself with nothing resolved.
+RUN pip install --no-cache-dir --require-hashes --no-deps -r requirements/runtime.txt \
+ && pip install --no-cache-dir --no-deps --no-build-isolation -e . \
  && useradd --system --uid 10001 --home-dir /app --shell /usr/sbin/nologin corec \
  && mkdir -p /app/.corec && chown corec /app/.corec
 # Workers, beat, API and Flower run unprivileged; only .corec/ (beat's schedule) is writable.

@@ -18,18 +18,58 @@ FLOWER_PORT ?= 5555
 FLOWER_ADDRESS ?= 127.0.0.1
 FLOWER_MAX_TASKS ?= 10000
 
-.PHONY: all install demo test lint bench workers beat flower services-up services-down clean
+.PHONY: all install lock deps-latest demo test lint bench workers beat flower services-up services-down clean
 
 all: lint test
 
-$(STAMP): setup.cfg pyproject.toml
+# Installs come from the committed lock (exact versions with hashes): what a fresh
+# machine runs does not change with the day it was installed. A changed lock rebuilds
+# the venv from scratch, so nothing outside the lock survives in it; a changed
+# setup.cfg only reinstalls CoreC itself. `make lock` regenerates both locks.
+LOCK     := requirements/dev.txt
+LINT_PATHS := corec_tasks plugins tests benchmarks requirements celeryconfig.py beat_schedule.py
+VENVSTAMP := $(VENV)/.lock-stamp
+
+$(VENVSTAMP): $(LOCK)
 	@test -n "$(PYTHON)" || { echo "python3.11 not found"; exit 1; }
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	@touch $(VENVSTAMP)
+
+$(STAMP): $(VENVSTAMP) setup.cfg pyproject.toml
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python requirements/check_freeze.py $(LOCK)
 	@touch $(STAMP)
 
 install: $(STAMP)
+
+# Regenerate the locks from setup.cfg: the newest versions its bounds allow, with hashes.
+# The runtime lock (what the Dockerfile installs) first; dev adds the test and lint tools
+# at the same versions. Upgrading one package only: make lock LOCK_ARGS="-P redis".
+LOCK_ARGS ?=
+PIP_COMPILE = $(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links $(LOCK_ARGS)
+lock: install
+	$(PIP_COMPILE) --build-deps-for wheel -o requirements/runtime.txt setup.cfg
+	$(PIP_COMPILE) --extra dev --build-deps-for editable -c requirements/runtime.txt \
+		-o requirements/dev.txt setup.cfg
+
+# Off the required path: a throw-away venv with the newest versions setup.cfg allows,
+# then lint and the unit tests, so a breaking upstream release is seen before the lock
+# is bumped. Prints what differs from the lock.
+LATEST ?= .venv-latest
+deps-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet -e '.[dev]'
+	-$(LATEST)/bin/python requirements/check_freeze.py $(LOCK)
+	$(LATEST)/bin/ruff check $(LINT_PATHS)
+	$(LATEST)/bin/mypy
+	$(LATEST)/bin/python -m pytest tests/unit -q $(PYTEST_ARGS)
+	rm -rf $(LATEST)
+	@echo "deps-latest: lint and unit tests pass on the newest versions; make lock to take them"
 
 demo: install
 	$(BIN)/corec demo $(DEMO_ARGS)
@@ -38,7 +78,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check corec_tasks plugins tests benchmarks celeryconfig.py beat_schedule.py
+	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/mypy
 
 bench: install

@@ -26,9 +26,9 @@ def redis_client(settings: Settings, *, decode: bool = False, **options: Any) ->
     # REDIS_URL gives the master's password, user and database; its host is not used.
     parsed: dict[str, Any] = parse_url(settings.env.redis_url or "redis://")  # type: ignore[no-untyped-call]
     master = {k: v for k, v in parsed.items() if k in ("db", "username", "password")}
-    sentinel = Sentinel(settings.sentinels,  # type: ignore[no-untyped-call]
+    sentinel = Sentinel(settings.sentinels,
                         sentinel_kwargs=sentinel_kwargs(settings))  # fmt: skip
-    client: redis.Redis = sentinel.master_for(  # type: ignore[no-untyped-call]
+    client: redis.Redis = sentinel.master_for(
         settings.env.redis_master, redis_class=redis.Redis, **master, **kwargs)
     return client
 

@@ -2,6 +2,11 @@
 
 Each `benchmarks/bench_<name>.py` defines ``main() -> None`` and calls
 :func:`emit` once per figure, with the value and baseline measured in the same run.
+``python -m benchmarks`` runs each in a process of its own.
+
+``BENCH_SMOKE=1`` is the smoke mode CI runs after the tests: one run of each figure at
+small sizes (:func:`sized`), through the same code path, so a benchmark a change broke
+fails CI instead of rotting unseen. Its figures prove the path runs, nothing more.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import redis
@@ -23,7 +29,25 @@ from sqlalchemy.engine import make_url
 
 from corec_tasks.db import libpq_url
 
-RUNS = int(os.environ.get("BENCH_RUNS", "5"))
+
+def _int_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    if not raw.isascii() or not raw.isdigit() or int(raw) < 1:
+        raise SystemExit(f"{name} must be a whole number >= 1, not {raw!r}")
+    return int(raw)
+
+
+SMOKE = os.environ.get("BENCH_SMOKE", "") not in ("", "0")
+RUNS = 1 if SMOKE else _int_env("BENCH_RUNS", 5)
+
+
+def sized(name: str, full: int, smoke: int) -> int:
+    """A size: environment variable ``name`` if set, else ``smoke`` in smoke mode, else
+    ``full``."""
+    return _int_env(name, smoke if SMOKE else full)
+
 
 
 def emit(name: str, values: Sequence[float], unit: str, baseline: Sequence[float]) -> dict:
@@ -93,3 +117,35 @@ def bench_env() -> Iterator[BenchEnv]:
             client.close()
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def seed_nucleus() -> tuple[Any, Any, int]:
+    """Inside :func:`bench_env`: the shipped ``corec_config.json`` (the seed's sample and
+    the plugins' blocks) migrated and registered. Returns settings, the nucleus and the
+    number of blocks registered, which every figure about "a full cycle" checks against
+    (never a constant: the count follows the config)."""
+    os.environ["COREC_CONFIG"] = str(ROOT / "corec_config.json")
+    from corec_tasks.nucleus import Nucleus
+    from corec_tasks.settings import load_settings
+    from corec_tasks.storage.migrate import upgrade
+
+    settings = load_settings()
+    upgrade(settings.database_url)
+    nucleus = Nucleus(settings)
+    nucleus.initialize()
+    blocks = int(nucleus.modules["registry"].run()["blocks"])
+    return settings, nucleus, blocks
+
+
+def full_cycle(nucleus: Any, blocks: int, chunk: int | None) -> dict[str, Any]:
+    """Run one cycle of every registered block through the workers; fail unless all
+    ``blocks`` ran and landed in `bloques`."""
+    from corec_tasks.cli.blocks_cmd import run_cycles
+
+    record: dict[str, Any] = run_cycles(nucleus, 1, chunk, timeout=600, quiet=True)[0]
+    if not record["ran"] == record["persisted"] == blocks:
+        raise SystemExit(f"a full cycle of {blocks} blocks did not run whole: {record}")
+    return record

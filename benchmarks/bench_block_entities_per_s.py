@@ -24,16 +24,16 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks._common import RUNS, emit
+from benchmarks._common import RUNS, emit, sized
 from corec_tasks.blocks.builtin import default_registry
 from corec_tasks.blocks.entities import EntityArrays
 from corec_tasks.blocks.model import SymbioticBlock, compress_messages, specs_from_config
 from corec_tasks.config import load_config
 
 SEED = Path(__file__).resolve().parent.parent / "tests" / "data" / "seed_sample_config.json"
-BLOCKS = 50
-CYCLES = 20
-BASELINE_BLOCKS = 20
+BLOCKS = sized("BENCH_BLOCKS", 50, 5)
+CYCLES = sized("BENCH_CYCLES", 20, 2)
+BASELINE_BLOCKS = sized("BENCH_BASELINE_BLOCKS", 20, 2)
 
 
 def _blocks() -> list[SymbioticBlock]:

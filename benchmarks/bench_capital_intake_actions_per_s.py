@@ -13,13 +13,12 @@ path costs over the ledger itself.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
-from benchmarks._common import RUNS, bench_env, emit
+from benchmarks._common import RUNS, bench_env, emit, sized
 
-N = int(os.environ.get("BENCH_INTAKE_N", "500"))
+N = sized("BENCH_INTAKE_N", 500, 50)
 OP = "operator:bench"
 
 

@@ -19,10 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import RUNS, bench_env, emit
+from benchmarks._common import RUNS, bench_env, emit, sized
 
-N = int(os.environ.get("BENCH_CAPITAL_N", "1000"))
-CONCURRENCY = int(os.environ.get("BENCH_CAPITAL_CONCURRENCY", "8"))
+N = sized("BENCH_CAPITAL_N", 1000, 100)
+CONCURRENCY = sized("BENCH_CAPITAL_CONCURRENCY", 8, 8)
 #: Extra worker options, e.g. "--prefetch-multiplier 4 --loglevel WARNING".
 WORKER_ARGS = os.environ.get("BENCH_CAPITAL_WORKER_ARGS", "").split()
 ROOT = Path(__file__).resolve().parent.parent

@@ -1,10 +1,11 @@
 """cycle_scaling: how a cycle's wall time follows the worker count.
 
-One full cycle of the seed's sample config (992 blocks, 1,002,000 entities, persisted
-into `bloques`) on one worker node with 1, 2 and 4 prefork processes, each at a
-couple of chunk sizes (blocks per task message) sized to that count: the best chunk
-is the figure. One JSON line per process count, ``cycle_scaling_<n>p``; the baseline
-is the 1-process figure of the same run, so ``ratio`` < 1 is a speed-up.
+One full cycle of the shipped config (every registered block, the seed sample's
+1,001,000 entities among them, persisted into `bloques`) on one worker node with 1, 2
+and 4 prefork processes (1 and 2 in smoke mode), each at a couple of chunk sizes
+(blocks per task message) sized to that count: the best chunk is the figure. One JSON
+line per process count, ``cycle_scaling_<n>p``; the baseline is the 1-process figure
+of the same run, so ``ratio`` < 1 is a speed-up.
 
 The CI machine has 2 cores shared by the client, the workers, Redis and PostgreSQL:
 4 processes there measure oversubscription, not a 4-core node.
@@ -12,43 +13,29 @@ The CI machine has 2 cores shared by the client, the workers, Redis and PostgreS
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._common import RUNS, bench_env, emit
+from benchmarks._common import RUNS, SMOKE, bench_env, emit, full_cycle, seed_nucleus
 
-ROOT = Path(__file__).resolve().parent.parent
-BLOCKS = 992
-PROCESSES = (1, 2, 4)
+PROCESSES = (1, 2) if SMOKE else (1, 2, 4)
 
 
-def chunk_sizes(processes: int) -> tuple[int, int]:
+def chunk_sizes(blocks: int, processes: int) -> tuple[int, ...]:
     """Four and eight messages per process: fewer round trips against better balance."""
-    return -(-BLOCKS // (4 * processes)), -(-BLOCKS // (8 * processes))
+    sizes = (-(-blocks // (4 * processes)), -(-blocks // (8 * processes)))
+    return sizes[:1] if SMOKE else sizes
 
 
 def main() -> None:
     with bench_env():
-        os.environ["COREC_CONFIG"] = str(ROOT / "corec_config.json")
-        from corec_tasks.cli.blocks_cmd import run_cycles
-        from corec_tasks.nucleus import Nucleus
+        _settings, nucleus, blocks = seed_nucleus()
         from corec_tasks.procs import managed, wait_for_workers, worker_cmd
-        from corec_tasks.settings import load_settings
-        from corec_tasks.storage.migrate import upgrade
-
-        settings = load_settings()
-        upgrade(settings.database_url)
-        nucleus = Nucleus(settings)
-        nucleus.initialize()
-        nucleus.modules["registry"].run()
 
         def wall(size: int) -> float:
-            record = run_cycles(nucleus, 1, size, timeout=600, quiet=True)[0]
-            assert record["ran"] == BLOCKS and record["persisted"] == BLOCKS, record
-            return float(record["client_wall_s"])
+            return float(full_cycle(nucleus, blocks, size)["client_wall_s"])
 
         # Rounds interleave the process counts, so load from other jobs on the machine
         # drifts over all of them alike instead of biasing whichever ran last.
@@ -59,8 +46,8 @@ def main() -> None:
                     worker_cmd(f"scale{n}", concurrency=n), Path(logs) / "worker.log"
                 ):
                     wait_for_workers(1)
-                    wall(chunk_sizes(n)[0])  # warm-up: imports, the processes' first fit
-                    for size in chunk_sizes(n):
+                    wall(chunk_sizes(blocks, n)[0])  # warm-up: imports, the processes' first fit
+                    for size in chunk_sizes(blocks, n):
                         walls[n].setdefault(size, []).append(wall(size))
         best: dict[int, list[float]] = {}
         for n in PROCESSES:

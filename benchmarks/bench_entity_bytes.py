@@ -16,12 +16,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks._common import RUNS, emit
+from benchmarks._common import RUNS, SMOKE, emit
 
 ROOT = Path(__file__).resolve().parent.parent
 SEED = ROOT / "tests" / "data" / "seed_sample_config.json"
 #: The Python-object baseline takes seconds a run; three runs are enough for a median.
-BASELINE_RUNS = 3
+BASELINE_RUNS = 1 if SMOKE else 3
 
 
 class PyEntity:
@@ -77,7 +77,7 @@ def _measure(kind: str) -> float:
 
 def main() -> None:
     """Emit ``entity_bytes``: medians of resident bytes per entity, arrays vs objects."""
-    values = [_measure("arrays") for _ in range(max(RUNS, 5))]
+    values = [_measure("arrays") for _ in range(RUNS if SMOKE else max(RUNS, 5))]
     baseline = [_measure("objects") for _ in range(BASELINE_RUNS)]
     emit("entity_bytes", values, "bytes/entity", baseline)
 

@@ -19,7 +19,7 @@ import time
 
 import psycopg
 
-from benchmarks._common import RUNS, bench_env, emit
+from benchmarks._common import RUNS, bench_env, emit, sized
 from corec_tasks.db import libpq_url
 from corec_tasks.settings import Settings, load_settings
 from corec_tasks.storage.migrate import upgrade
@@ -28,7 +28,7 @@ from corec_tasks.streams.bus import StreamBus
 from corec_tasks.streams.persister import Writer, persist_once
 from plugins.trading.channels import MARKET_DATA
 
-N = int(os.environ.get("BENCH_INGEST_N", "100000"))
+N = sized("BENCH_INGEST_N", 100_000, 5_000)
 #: Entries per XREADGROUP and per transaction. Larger batches amortise the commit
 #: (a WAL flush) and the round trips; 5,000 measured best here (1,000: ~25% slower).
 BATCH = os.environ.get("BENCH_INGEST_BATCH", "5000")

@@ -17,15 +17,14 @@ is printed beside them, to show what one-transaction-per-action can reach here.
 from __future__ import annotations
 
 import multiprocessing as mp
-import os
 import sys
 import time
 
-from benchmarks._common import RUNS, bench_env, emit
+from benchmarks._common import RUNS, bench_env, emit, sized
 
-PROCS = int(os.environ.get("BENCH_LEDGER_PROCS", "4"))
-PER_PROC = int(os.environ.get("BENCH_LEDGER_N", "400"))
-BATCH = int(os.environ.get("BENCH_LEDGER_BATCH", "50"))
+PROCS = sized("BENCH_LEDGER_PROCS", 4, 2)
+PER_PROC = sized("BENCH_LEDGER_N", 400, 50)
+BATCH = sized("BENCH_LEDGER_BATCH", 50, 25)
 #: The principal audited for every action (one audit_log row each, as in production).
 BENCH = "operator:bench"
 

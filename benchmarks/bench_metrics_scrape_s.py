@@ -1,5 +1,5 @@
 """metrics_scrape_s: one HTTP scrape of the exporter (`corec metrics serve`) on the
-seed's sample config (992 blocks, 1,002,000 entities registered, one cycle run, its
+shipped config (the seed's sample and the plugins' blocks registered, one cycle run, its
 plugins enabled: the capital pool and the pipeline's orders read from PostgreSQL).
 
 Value: GET /metrics with the per-scrape cache off, so every scrape reads the cluster.
@@ -9,7 +9,6 @@ Baseline, same run: GET /metrics of an empty registry on the same HTTP server co
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import tempfile
@@ -18,9 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import RUNS, bench_env, emit
-
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks._common import RUNS, SMOKE, bench_env, emit, full_cycle, seed_nucleus
 
 
 def _scrape(port: int) -> tuple[float, int]:
@@ -53,27 +50,17 @@ def _per_source(registry: Any) -> None:
 
 def main() -> None:
     with bench_env():
-        os.environ["COREC_CONFIG"] = str(ROOT / "corec_config.json")
+        settings, nucleus, blocks = seed_nucleus()
         from prometheus_client import CollectorRegistry, start_http_server
 
-        from corec_tasks.cli.blocks_cmd import run_cycles
         from corec_tasks.metrics.exporter import build_registry
-        from corec_tasks.nucleus import Nucleus
         from corec_tasks.procs import managed, wait_for_workers, worker_cmd
-        from corec_tasks.settings import load_settings
-        from corec_tasks.storage.migrate import upgrade
 
-        settings = load_settings()
-        upgrade(settings.database_url)
-        nucleus = Nucleus(settings)
-        nucleus.initialize()
-        nucleus.modules["registry"].run()
         with tempfile.TemporaryDirectory() as logs, managed(
             worker_cmd("bench", concurrency=2), Path(logs) / "worker.log"
         ):
             wait_for_workers(1)
-            record = run_cycles(nucleus, 1, None, timeout=600, quiet=True)[0]
-            assert record["ran"] == 992, record
+            full_cycle(nucleus, blocks, None)
         servers = []
         try:
             registry = build_registry(settings, min_interval_s=0.0)
@@ -83,17 +70,17 @@ def main() -> None:
             port, empty_port = (s[0].server_port for s in servers)
             _scrape(port)  # warm-up: connections, first queries
             values, sizes = [], []
-            for _ in range(max(RUNS, 10)):
+            for _ in range(RUNS if SMOKE else max(RUNS, 10)):
                 seconds, size = _scrape(port)
                 values.append(seconds)
                 sizes.append(size)
-            baseline = [_scrape(empty_port)[0] for _ in range(max(RUNS, 10))]
+            baseline = [_scrape(empty_port)[0] for _ in range(RUNS if SMOKE else max(RUNS, 10))]
             _per_source(registry)
         finally:
             for server, thread in servers:
                 server.shutdown()
                 thread.join(timeout=5)
-        print(f"  {nucleus.store.count()} blocks, scrape body {sizes[-1]} bytes",
+        print(f"  {blocks} blocks, scrape body {sizes[-1]} bytes",
               file=sys.stderr)  # fmt: skip
         emit("metrics_scrape_s", values, "s", baseline)
 

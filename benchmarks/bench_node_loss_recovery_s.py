@@ -1,8 +1,8 @@
 """node_loss_recovery_s: seconds from SIGKILL of a worker node (its whole process group)
-in the middle of a cycle of the seed's sample config (992 blocks, chunks of
+in the middle of a cycle of the shipped config (every registered block, chunks of
 COREC_BLOCK_CHUNK) to the last block of that cycle landed in `bloques`, with a second
 worker node alive, at the SHIPPED delivery defaults (30 s visibility timeout kept
-fresh by the unacked heartbeat, 10 s restore sweep). Median of 3 runs.
+fresh by the unacked heartbeat, 10 s restore sweep). Median of 3 runs (1 in smoke mode).
 
 Baseline (implied, not run): the old defaults requeued a dead node's tasks only after
 the visibility timeout 2 x COREC_TASK_TIME_LIMIT + 300 = 3,900 s, plus up to one 10 s
@@ -19,10 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import bench_env, emit
+from benchmarks._common import SMOKE, bench_env, emit, seed_nucleus
 
-ROOT = Path(__file__).resolve().parent.parent
-RUNS = 3
+RUNS = 1 if SMOKE else 3
 OLD_IMPLIED_S = 2 * 1800 + 300 + 10
 DELIVERY_ENV = ("COREC_VISIBILITY_TIMEOUT", "COREC_UNACKED_HEARTBEAT_S",
                 "COREC_RESTORE_INTERVAL_S", "COREC_TASK_TIME_LIMIT", "COREC_BROKER_URL")
@@ -41,21 +40,14 @@ def main() -> None:
     for name in DELIVERY_ENV:
         os.environ.pop(name, None)
     with bench_env():
-        os.environ["COREC_CONFIG"] = str(ROOT / "corec_config.json")
-        from corec_tasks.blocks.engine import landed, persist_block_results
-        from corec_tasks.nucleus import Nucleus
+        settings, nucleus, _blocks = seed_nucleus()
+        from corec_tasks.blocks.engine import landed_stats, persist_block_results
         from corec_tasks.procs import managed, start, wait_for_workers, worker_cmd
-        from corec_tasks.settings import load_settings
-        from corec_tasks.storage.migrate import upgrade
         from corec_tasks.streams.names import BLOCK_RESULTS
 
-        settings = load_settings()
         assert settings.env.visibility_timeout_s == 30
-        upgrade(settings.database_url)
-        nucleus = Nucleus(settings)
-        nucleus.initialize()
-        nucleus.modules["registry"].run()
         r = nucleus.store.r
+        chunk = settings.env.block_chunk
         values: list[float] = []
         with tempfile.TemporaryDirectory() as tmp, managed(
             worker_cmd("rescuer", concurrency=2), Path(tmp) / "rescuer.log"
@@ -68,10 +60,10 @@ def main() -> None:
                 try:
                     wait_for_workers(2)
                     before = r.xlen(settings.key(BLOCK_RESULTS))
-                    sent = nucleus.modules["execution"].run(chunk=settings.env.block_chunk)
+                    sent = nucleus.modules["execution"].run(chunk=chunk)
                     deadline = time.monotonic() + 120
                     # Kill once a chunk or two have run: the rest are in flight or queued.
-                    while r.xlen(settings.key(BLOCK_RESULTS)) < before + 2 * 62:
+                    while r.xlen(settings.key(BLOCK_RESULTS)) < before + 2 * chunk:
                         assert time.monotonic() < deadline, "the cycle never started"
                         time.sleep(0.01)
                 finally:
@@ -80,7 +72,7 @@ def main() -> None:
                     victim.wait()
                 cycle, blocks = sent["cycle"], sent["blocks"]
                 ts = float(r.get(settings.key(f"corec:cycle:ts:{cycle}")) or 0)
-                while landed(settings, cycle, ts) < blocks:
+                while landed_stats(settings, cycle, ts)[0] < blocks:
                     assert time.monotonic() - killed < 600, "the cycle never landed"
                     persist_block_results(settings, r, claim_idle_ms=500)
                     time.sleep(0.2)

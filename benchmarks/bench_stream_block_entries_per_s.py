@@ -17,10 +17,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks._common import RUNS, bench_env, emit
+from benchmarks._common import RUNS, bench_env, emit, sized
 
-BLOCKS = int(os.environ.get("BENCH_STREAM_BLOCKS", "20"))
-N = int(os.environ.get("BENCH_STREAM_N", str(BLOCKS * 1000)))
+BLOCKS = sized("BENCH_STREAM_BLOCKS", 20, 2)
+N = sized("BENCH_STREAM_N", BLOCKS * 1000, BLOCKS * 1000)
 
 
 def _payloads(n: int, run: int) -> list[dict[str, object]]:

@@ -19,11 +19,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks._common import RUNS, bench_env, emit
+from benchmarks._common import RUNS, bench_env, emit, sized
 
 ROOT = Path(__file__).resolve().parent.parent
-INSTRUMENTS = int(os.environ.get("BENCH_TRADING_INSTRUMENTS", "50"))
-PER_TASK = int(os.environ.get("BENCH_TRADING_PER_TASK", "4"))
+INSTRUMENTS = sized("BENCH_TRADING_INSTRUMENTS", 50, 10)
+PER_TASK = sized("BENCH_TRADING_PER_TASK", 4, 4)
 #: Simulated exchange round trip of the paper broker (0: instant, the default).
 LATENCY_MS = float(os.environ.get("BENCH_TRADING_LATENCY_MS", "0"))
 

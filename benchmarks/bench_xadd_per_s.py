@@ -9,13 +9,13 @@ from __future__ import annotations
 import os
 import time
 
-from benchmarks._common import RUNS, bench_env, emit
+from benchmarks._common import RUNS, bench_env, emit, sized
 from corec_tasks.settings import load_settings
 from corec_tasks.streams.bus import StreamBus
 from plugins.trading.channels import MARKET_DATA
 
-N = int(os.environ.get("BENCH_XADD_N", "50000"))
-N_BASELINE = int(os.environ.get("BENCH_XADD_BASELINE_N", "5000"))
+N = sized("BENCH_XADD_N", 50_000, 2_000)
+N_BASELINE = sized("BENCH_XADD_BASELINE_N", 5_000, 500)
 
 
 def _payloads(n: int) -> list[dict[str, object]]:

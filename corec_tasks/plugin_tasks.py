@@ -11,7 +11,7 @@ from corec_tasks.runtime import get_settings
 
 
 @app.task(name="corec.plugins.consume", ignore_result=True)
-def consume(plugin: str, stream: str, group: str, handler: str,
-            max_batches: int = 10, loop: bool = False) -> dict[str, Any]:  # fmt: skip
-    """One consumer-loop round of ``handler`` on ``stream`` for consumer group ``group``."""
-    return consume_round(get_settings(), plugin, stream, group, handler, max_batches, loop)
+def consume(plugin: str, stream: str, group: str, max_batches: int = 10) -> dict[str, Any]:
+    """One consumer-loop round of the consumer ``plugin`` declares on ``stream`` for
+    consumer group ``group``: the arguments name a declared consumer, never code."""
+    return consume_round(get_settings(), plugin, stream, group, max_batches)

@@ -79,8 +79,7 @@ def beat_entries(settings: Settings, specs: list[PluginSpec]) -> dict[str, dict[
                 "task": CONSUME_TASK,
                 "schedule": every,
                 "kwargs": {"plugin": spec.name, "stream": consumer.stream,
-                           "group": consumer.group, "handler": consumer.handler,
-                           **({"loop": True} if consumer.loop else {})},
+                           "group": consumer.group},
                 "options": {"expires": max(10.0, 4 * every)},
             }  # fmt: skip
     return out

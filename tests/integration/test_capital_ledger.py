@@ -340,7 +340,9 @@ def test_the_manifest_declares_the_capital_consumers_and_beat_drives_them(
     assert f"consume-capital_pool-{CAPITAL_DATA}-capital_pool" not in schedule
     assert not any(e["task"] == "capital_pool.consume" for e in schedule.values())
     entry = schedule[f"consume-capital_pool-{TRADING_RESULTS}-capital_pool"]
-    assert entry["kwargs"]["loop"] is True
+    # The message names the declared consumer, never its code (handler, loop).
+    assert entry["kwargs"] == {"plugin": "capital_pool", "stream": TRADING_RESULTS,
+                               "group": "capital_pool"}
     assert entry["schedule"] == settings.env.persist_every_s
     pool.contribute("alice", "1000", "a1", principal=OP)
     pool.allocate("r1")

@@ -1,5 +1,10 @@
 """The daily settlement on real PostgreSQL: one statement per member and day however
-often it runs, the worked example of the README, the CLI, the beat entry."""
+often it runs, the worked example of the README, the CLI, the beat entry.
+
+Time is an input: every test settles at the fixed ``NOW`` (or a clock it builds), never
+at the wall clock, so a run that crosses midnight changes nothing (three of these once
+failed because the module fixed its days at import and the code asked the clock later).
+"""
 
 from __future__ import annotations
 
@@ -24,7 +29,9 @@ from tests.integration.conftest import fresh_migrated_database
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-TODAY = datetime.now(UTC).date()
+#: When these tests settle: a fixed afternoon, far from any real run's date.
+NOW = datetime(2027, 3, 1, 15, 30, tzinfo=UTC)
+TODAY = NOW.date()
 DAY1, DAY2 = TODAY - timedelta(days=2), TODAY - timedelta(days=1)
 
 
@@ -97,13 +104,13 @@ def _count(settings: Settings) -> tuple[int, int]:
 def test_the_worked_example_and_a_rerun_writes_nothing(pool: CapitalPool) -> None:
     _worked_example(pool)
     with settlement.connect(pool.settings.database_url) as conn:
-        first = settlement.settle_missing(conn)
+        first = settlement.settle_missing(conn, NOW)
         assert [r["day"] for r in first] == [str(DAY1), str(DAY2)]
         assert _count(pool.settings) == (4, 2)
         # Twice more, and one day by name: nothing new, nothing changed.
-        again = settlement.settle_missing(conn)
+        again = settlement.settle_missing(conn, NOW)
         assert again == []  # every finished day has its pool row
-        assert settlement.settle_day(conn, DAY2)["statements"] == 0
+        assert settlement.settle_day(conn, DAY2, NOW)["statements"] == 0
         assert _count(pool.settings) == (4, 2)
         a1 = settlement.statement(conn, "alice", DAY1)
         a2 = settlement.statement(conn, "alice", DAY2)
@@ -135,7 +142,7 @@ def test_a_day_is_settled_once_even_by_two_at_once(pool: CapitalPool) -> None:
 
     def run() -> None:
         with settlement.connect(pool.settings.database_url) as conn:
-            results.append(settlement.settle_day(conn, DAY2))
+            results.append(settlement.settle_day(conn, DAY2, NOW))
 
     threads = [threading.Thread(target=run) for _ in range(4)]
     for t in threads:
@@ -148,17 +155,18 @@ def test_a_day_is_settled_once_even_by_two_at_once(pool: CapitalPool) -> None:
 
 def test_today_is_not_settled_and_a_statement_cannot_be_changed(pool: CapitalPool) -> None:
     assert pool.contribute("alice", "1000.00", "a1", principal="operator:test")["ok"]
+    _move_to(pool.settings, TODAY, 0)  # the pool opens today, whenever the test runs
     with settlement.connect(pool.settings.database_url) as conn:
-        out = settlement.settle_day(conn, TODAY)
+        out = settlement.settle_day(conn, TODAY, NOW)
         assert not out["ok"] and "is not over" in out["error"]
         # Shortly after midnight, within the grace, yesterday is not settled either.
         just_after = datetime.combine(TODAY, datetime.min.time(), UTC) + timedelta(minutes=1)
         assert not settlement.settle_day(conn, DAY2, now=just_after)["ok"]
         # A day before the pool existed: nothing to write.
-        assert settlement.settle_day(conn, DAY1)["skipped"]
+        assert settlement.settle_day(conn, DAY1, NOW)["skipped"]
     _move_to(pool.settings, DAY2, 0)
     with settlement.connect(pool.settings.database_url) as conn:
-        assert settlement.settle_day(conn, DAY2)["statements"] == 1
+        assert settlement.settle_day(conn, DAY2, NOW)["statements"] == 1
         with pytest.raises(psycopg.errors.RaiseException, match="written once"):
             conn.execute("UPDATE capital_statements SET value = 0")
         conn.rollback()
@@ -168,12 +176,12 @@ def test_today_is_not_settled_and_a_statement_cannot_be_changed(pool: CapitalPoo
 
 def test_cli_statement_json_and_the_task(pool: CapitalPool) -> None:
     from corec_tasks.cli import main
-    from plugins.capital_pool.settlement_tasks import settle
+    from plugins.capital_pool.settlement_tasks import run, settle
 
     _worked_example(pool)
     assert settle("2026-13-01") == {"ok": False, "error": "day '2026-13-01' is not a date"}
     assert not settle("yesterday")["ok"]
-    out = settle()
+    out = run(pool.settings.database_url, None, NOW)  # the task's body, at NOW
     assert out["ok"] and [d["statements"] for d in out["days"]] == [2, 2]
     runner = CliRunner()
     shown = runner.invoke(main, ["capital", "statement", "alice", "--day", str(DAY2), "--json"])
@@ -187,7 +195,8 @@ def test_cli_statement_json_and_the_task(pool: CapitalPool) -> None:
     assert missing.exit_code == 1 and "no statement for carol" in missing.output
     bad = runner.invoke(main, ["capital", "statement", "alice", "--day", "2026-1-1"])
     assert bad.exit_code == 2 and "YYYY-MM-DD" in bad.output
-    rerun = runner.invoke(main, ["capital", "settle", "--day", str(DAY2), "--json"])
+    rerun = runner.invoke(main, ["capital", "settle", "--day", str(DAY2), "--json"],
+                          obj={"clock": lambda: NOW})  # fmt: skip
     assert rerun.exit_code == 0 and json.loads(rerun.output)["days"][0]["statements"] == 0
 
 
@@ -210,10 +219,10 @@ def test_statements_are_read_from_database_read_url_and_the_ledger_never_is(
     of the primary taken after settling, from which alice's statements are then removed,
     so the answer shows which database it came from."""
     from corec_tasks.cli import main
-    from plugins.capital_pool.settlement_tasks import settle
+    from plugins.capital_pool.settlement_tasks import run
 
     _worked_example(pool)
-    assert settle()["ok"]
+    assert run(settle_settings.database_url, None, NOW)["ok"]
     pool.close()
     primary = settle_settings.database_url
     admin = libpq_url(primary).rsplit("/", 1)[0] + "/postgres"

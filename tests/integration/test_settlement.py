@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -172,6 +173,59 @@ def test_today_is_not_settled_and_a_statement_cannot_be_changed(pool: CapitalPoo
         conn.rollback()
         with pytest.raises(psycopg.errors.RaiseException, match="written once"):
             conn.execute("DELETE FROM capital_pool_days")
+
+
+class Ticks:
+    """A clock that answers each call with the next of ``times`` and fails when none is
+    left: a run that asked it twice would see two instants, and the runs after it would
+    find the clock empty."""
+
+    def __init__(self, *times: datetime) -> None:
+        self.times = list(times)
+
+    def __call__(self) -> datetime:
+        assert self.times, "the clock was asked more often than once per run"
+        return self.times.pop(0)
+
+
+def test_runs_across_midnight_settle_the_right_days(pool: CapitalPool) -> None:
+    """The clock crosses midnight between runs (23:59:59.9, then 00:00:00.1 UTC) and the
+    grace ends later (00:05): today is refused before and after midnight, by the CLI and
+    the task alike, and is settled, once, only when its grace is over."""
+    from corec_tasks.cli import main
+    from plugins.capital_pool.settlement_tasks import run
+
+    _worked_example(pool)
+    assert pool.contribute("carol", "500.00", "c1", principal="operator:test")["ok"]
+    _move_to(pool.settings, TODAY, 4)  # carol's entry is today's
+    midnight = datetime.combine(TODAY + timedelta(days=1), datetime.min.time(), UTC)
+    tick, over = timedelta(milliseconds=100), midnight + settlement.GRACE
+    before, after, in_grace = midnight - tick, midnight + tick, over - tick
+    clock = Ticks(before, before, after, after, in_grace, over, over)
+    url, runner = pool.settings.database_url, CliRunner()
+
+    def cli(*args: str) -> tuple[int, dict[str, Any]]:
+        done = runner.invoke(main, ["capital", "settle", *args, "--json"], obj={"clock": clock})
+        return done.exit_code, json.loads(done.output)
+
+    code, first = cli()  # 23:59:59.9: the two finished days
+    assert code == 0 and [d["day"] for d in first["days"]] == [str(DAY1), str(DAY2)]
+    for _ in (before, after):  # today, either side of midnight
+        code, today = cli("--day", str(TODAY))
+        assert code == 1 and "is not over" in today["days"][0]["error"]
+    assert cli() == (0, {"ok": True, "days": []})  # 00:00:00.1: within the grace
+    assert run(url, None, clock()) == {"ok": True, "days": []}  # 00:04:59.9: still
+    assert _count(pool.settings) == (4, 2)
+    settled = run(url, None, clock())  # 00:05:00: the grace is over
+    assert [(d["day"], d["statements"]) for d in settled["days"]] == [(str(TODAY), 3)]
+    code, tomorrow = cli("--day", str(TODAY + timedelta(days=1)))
+    assert code == 1 and "is not over" in tomorrow["days"][0]["error"]
+    assert clock.times == [] and _count(pool.settings) == (7, 3)
+    with settlement.connect(url) as conn:
+        carol = settlement.statement(conn, "carol", TODAY)
+    # 500 buys 454.54545454 units at NAV 1.10, worth 499.99 rounded down to the cent.
+    assert carol and (carol.units, carol.value, carol.contributed_day) == (
+        D("454.54545454"), D("499.99"), D("500.00"))  # fmt: skip
 
 
 def test_cli_statement_json_and_the_task(pool: CapitalPool) -> None:

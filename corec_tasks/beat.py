@@ -18,11 +18,13 @@ from __future__ import annotations
 
 import logging
 import uuid
+from pathlib import Path
 from typing import Any
 
 import redis
 from celery.beat import PersistentScheduler
 
+from corec_tasks.folders import ensure_dir
 from corec_tasks.redis_conn import redis_client
 from corec_tasks.runtime import get_settings
 
@@ -72,6 +74,12 @@ class LeaderScheduler(PersistentScheduler):  # type: ignore[misc]  # Celery: unt
         self._outage: str | None = None  # what failed, while Redis is unreachable
         self._retry_s = RETRY_S
         super().__init__(*args, **kwargs)
+
+    def setup_schedule(self) -> None:
+        """Open the schedule file, making its folder first: beat may be the first
+        process to run on a fresh machine (``COREC_DATA_DIR`` not made yet)."""
+        ensure_dir(Path(self.schedule_filename).parent)
+        super().setup_schedule()
 
     def _hold(self) -> bool:
         """Take or renew the lock; False (stand by) when it is another's or Redis is down."""

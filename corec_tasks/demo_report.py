@@ -13,6 +13,8 @@ from pathlib import Path
 
 from rich.table import Table
 
+from corec_tasks.folders import ensure_dir
+
 #: A point of a series: (cycle number, value).
 Point = tuple[int, float]
 
@@ -77,6 +79,6 @@ def write_chart(path: Path, nav: Sequence[Point], fitness: Sequence[Point]) -> P
         else:
             ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes)
     fig.suptitle("CoreC demo")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(path.parent)
     fig.savefig(path, format="png")
     return path

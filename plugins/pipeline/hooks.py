@@ -24,6 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from corec_tasks.demo_report import TradingRow
 from corec_tasks.errors import CorecError
+from corec_tasks.folders import ensure_dir
 from corec_tasks.settings import Settings
 
 Entry = tuple[str, dict[str, Any]]
@@ -61,7 +62,7 @@ def write_demo_config(settings: Settings, out_dir: Path) -> Path:
 
     shipped = trading_config(settings)
     eager = shipped.model_copy(update={"strategy": {**shipped.strategy, **DEMO_STRATEGY}})
-    out_dir.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out_dir)
     pipeline_path = (out_dir / "pipeline.json").resolve()
     pipeline_path.write_text(eager.model_dump_json(indent=2) + "\n")
 

@@ -1,5 +1,10 @@
 """The daily settlement on real PostgreSQL: one statement per member and day however
-often it runs, the worked example of the README, the CLI, the beat entry."""
+often it runs, the worked example of the README, the CLI, the beat entry.
+
+Time is an input: every test settles at the fixed ``NOW`` (or a clock it builds), never
+at the wall clock, so a run that crosses midnight changes nothing (three of these once
+failed because the module fixed its days at import and the code asked the clock later).
+"""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal as D
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -24,7 +30,9 @@ from tests.integration.conftest import fresh_migrated_database
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-TODAY = datetime.now(UTC).date()
+#: When these tests settle: a fixed afternoon, far from any real run's date.
+NOW = datetime(2027, 3, 1, 15, 30, tzinfo=UTC)
+TODAY = NOW.date()
 DAY1, DAY2 = TODAY - timedelta(days=2), TODAY - timedelta(days=1)
 
 
@@ -97,13 +105,13 @@ def _count(settings: Settings) -> tuple[int, int]:
 def test_the_worked_example_and_a_rerun_writes_nothing(pool: CapitalPool) -> None:
     _worked_example(pool)
     with settlement.connect(pool.settings.database_url) as conn:
-        first = settlement.settle_missing(conn)
+        first = settlement.settle_missing(conn, NOW)
         assert [r["day"] for r in first] == [str(DAY1), str(DAY2)]
         assert _count(pool.settings) == (4, 2)
         # Twice more, and one day by name: nothing new, nothing changed.
-        again = settlement.settle_missing(conn)
+        again = settlement.settle_missing(conn, NOW)
         assert again == []  # every finished day has its pool row
-        assert settlement.settle_day(conn, DAY2)["statements"] == 0
+        assert settlement.settle_day(conn, DAY2, NOW)["statements"] == 0
         assert _count(pool.settings) == (4, 2)
         a1 = settlement.statement(conn, "alice", DAY1)
         a2 = settlement.statement(conn, "alice", DAY2)
@@ -135,7 +143,7 @@ def test_a_day_is_settled_once_even_by_two_at_once(pool: CapitalPool) -> None:
 
     def run() -> None:
         with settlement.connect(pool.settings.database_url) as conn:
-            results.append(settlement.settle_day(conn, DAY2))
+            results.append(settlement.settle_day(conn, DAY2, NOW))
 
     threads = [threading.Thread(target=run) for _ in range(4)]
     for t in threads:
@@ -148,17 +156,18 @@ def test_a_day_is_settled_once_even_by_two_at_once(pool: CapitalPool) -> None:
 
 def test_today_is_not_settled_and_a_statement_cannot_be_changed(pool: CapitalPool) -> None:
     assert pool.contribute("alice", "1000.00", "a1", principal="operator:test")["ok"]
+    _move_to(pool.settings, TODAY, 0)  # the pool opens today, whenever the test runs
     with settlement.connect(pool.settings.database_url) as conn:
-        out = settlement.settle_day(conn, TODAY)
+        out = settlement.settle_day(conn, TODAY, NOW)
         assert not out["ok"] and "is not over" in out["error"]
         # Shortly after midnight, within the grace, yesterday is not settled either.
         just_after = datetime.combine(TODAY, datetime.min.time(), UTC) + timedelta(minutes=1)
         assert not settlement.settle_day(conn, DAY2, now=just_after)["ok"]
         # A day before the pool existed: nothing to write.
-        assert settlement.settle_day(conn, DAY1)["skipped"]
+        assert settlement.settle_day(conn, DAY1, NOW)["skipped"]
     _move_to(pool.settings, DAY2, 0)
     with settlement.connect(pool.settings.database_url) as conn:
-        assert settlement.settle_day(conn, DAY2)["statements"] == 1
+        assert settlement.settle_day(conn, DAY2, NOW)["statements"] == 1
         with pytest.raises(psycopg.errors.RaiseException, match="written once"):
             conn.execute("UPDATE capital_statements SET value = 0")
         conn.rollback()
@@ -166,14 +175,67 @@ def test_today_is_not_settled_and_a_statement_cannot_be_changed(pool: CapitalPoo
             conn.execute("DELETE FROM capital_pool_days")
 
 
+class Ticks:
+    """A clock that answers each call with the next of ``times`` and fails when none is
+    left: a run that asked it twice would see two instants, and the runs after it would
+    find the clock empty."""
+
+    def __init__(self, *times: datetime) -> None:
+        self.times = list(times)
+
+    def __call__(self) -> datetime:
+        assert self.times, "the clock was asked more often than once per run"
+        return self.times.pop(0)
+
+
+def test_runs_across_midnight_settle_the_right_days(pool: CapitalPool) -> None:
+    """The clock crosses midnight between runs (23:59:59.9, then 00:00:00.1 UTC) and the
+    grace ends later (00:05): today is refused before and after midnight, by the CLI and
+    the task alike, and is settled, once, only when its grace is over."""
+    from corec_tasks.cli import main
+    from plugins.capital_pool.settlement_tasks import run
+
+    _worked_example(pool)
+    assert pool.contribute("carol", "500.00", "c1", principal="operator:test")["ok"]
+    _move_to(pool.settings, TODAY, 4)  # carol's entry is today's
+    midnight = datetime.combine(TODAY + timedelta(days=1), datetime.min.time(), UTC)
+    tick, over = timedelta(milliseconds=100), midnight + settlement.GRACE
+    before, after, in_grace = midnight - tick, midnight + tick, over - tick
+    clock = Ticks(before, before, after, after, in_grace, over, over)
+    url, runner = pool.settings.database_url, CliRunner()
+
+    def cli(*args: str) -> tuple[int, dict[str, Any]]:
+        done = runner.invoke(main, ["capital", "settle", *args, "--json"], obj={"clock": clock})
+        return done.exit_code, json.loads(done.output)
+
+    code, first = cli()  # 23:59:59.9: the two finished days
+    assert code == 0 and [d["day"] for d in first["days"]] == [str(DAY1), str(DAY2)]
+    for _ in (before, after):  # today, either side of midnight
+        code, today = cli("--day", str(TODAY))
+        assert code == 1 and "is not over" in today["days"][0]["error"]
+    assert cli() == (0, {"ok": True, "days": []})  # 00:00:00.1: within the grace
+    assert run(url, None, clock()) == {"ok": True, "days": []}  # 00:04:59.9: still
+    assert _count(pool.settings) == (4, 2)
+    settled = run(url, None, clock())  # 00:05:00: the grace is over
+    assert [(d["day"], d["statements"]) for d in settled["days"]] == [(str(TODAY), 3)]
+    code, tomorrow = cli("--day", str(TODAY + timedelta(days=1)))
+    assert code == 1 and "is not over" in tomorrow["days"][0]["error"]
+    assert clock.times == [] and _count(pool.settings) == (7, 3)
+    with settlement.connect(url) as conn:
+        carol = settlement.statement(conn, "carol", TODAY)
+    # 500 buys 454.54545454 units at NAV 1.10, worth 499.99 rounded down to the cent.
+    assert carol and (carol.units, carol.value, carol.contributed_day) == (
+        D("454.54545454"), D("499.99"), D("500.00"))  # fmt: skip
+
+
 def test_cli_statement_json_and_the_task(pool: CapitalPool) -> None:
     from corec_tasks.cli import main
-    from plugins.capital_pool.settlement_tasks import settle
+    from plugins.capital_pool.settlement_tasks import run, settle
 
     _worked_example(pool)
     assert settle("2026-13-01") == {"ok": False, "error": "day '2026-13-01' is not a date"}
     assert not settle("yesterday")["ok"]
-    out = settle()
+    out = run(pool.settings.database_url, None, NOW)  # the task's body, at NOW
     assert out["ok"] and [d["statements"] for d in out["days"]] == [2, 2]
     runner = CliRunner()
     shown = runner.invoke(main, ["capital", "statement", "alice", "--day", str(DAY2), "--json"])
@@ -187,7 +249,8 @@ def test_cli_statement_json_and_the_task(pool: CapitalPool) -> None:
     assert missing.exit_code == 1 and "no statement for carol" in missing.output
     bad = runner.invoke(main, ["capital", "statement", "alice", "--day", "2026-1-1"])
     assert bad.exit_code == 2 and "YYYY-MM-DD" in bad.output
-    rerun = runner.invoke(main, ["capital", "settle", "--day", str(DAY2), "--json"])
+    rerun = runner.invoke(main, ["capital", "settle", "--day", str(DAY2), "--json"],
+                          obj={"clock": lambda: NOW})  # fmt: skip
     assert rerun.exit_code == 0 and json.loads(rerun.output)["days"][0]["statements"] == 0
 
 
@@ -210,10 +273,10 @@ def test_statements_are_read_from_database_read_url_and_the_ledger_never_is(
     of the primary taken after settling, from which alice's statements are then removed,
     so the answer shows which database it came from."""
     from corec_tasks.cli import main
-    from plugins.capital_pool.settlement_tasks import settle
+    from plugins.capital_pool.settlement_tasks import run
 
     _worked_example(pool)
-    assert settle()["ok"]
+    assert run(settle_settings.database_url, None, NOW)["ok"]
     pool.close()
     primary = settle_settings.database_url
     admin = libpq_url(primary).rsplit("/", 1)[0] + "/postgres"

@@ -10,14 +10,18 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init, worker_ready
+from celery.signals import task_postrun, worker_init, worker_process_init, worker_ready
 
 from corec_tasks.celeryconfig import build
 from corec_tasks.redis_conn import redis_client
 from corec_tasks.runtime import get_settings, reset
+from corec_tasks.task_auth import load_key, mark_done
 from corec_tasks.unacked import UnackedHeartbeat
 
-app = Celery("corec_tasks")
+# Every task's messages are authenticated: signed when sent, checked before a worker
+# runs them (corec_tasks/task_auth.py).
+app = Celery("corec_tasks", task_cls="corec_tasks.task_auth:AuthenticatedTask",
+             amqp="corec_tasks.task_auth:SigningAMQP")  # fmt: skip
 # A promise: evaluated once, when the configuration is first read (a worker's start,
 # a first send). The task modules, the framework's and the enabled plugins', are in it.
 app.add_defaults(lambda: build(get_settings()))
@@ -25,6 +29,17 @@ app.add_defaults(lambda: build(get_settings()))
 app.steps["consumer"].add(UnackedHeartbeat)
 
 log = logging.getLogger("corec_tasks")
+
+
+@task_postrun.connect
+def _task_done(task_id: str = "", state: str = "", **_: Any) -> None:
+    mark_done(task_id, state)
+
+
+@worker_init.connect
+def _require_task_key(**_: Any) -> None:
+    """A worker without the task key could check nothing: it does not start."""
+    load_key(get_settings().data_dir)
 
 
 @worker_process_init.connect

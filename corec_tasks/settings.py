@@ -78,6 +78,9 @@ class Env(BaseSettings):
     #: How often a worker sweeps for tasks whose worker died (older than the visibility
     #: timeout) and requeues them.
     restore_interval_s: int = Field(10, ge=1, le=3600, alias="COREC_RESTORE_INTERVAL_S")
+    #: A task message signed longer ago than this is refused (corec_tasks/task_auth.py),
+    #: and a finished task's id is remembered this long, so a copy of it is refused.
+    task_max_age_s: int = Field(86_400, ge=60, le=30 * 86_400, alias="COREC_TASK_MAX_AGE_S")
     result_expires_s: int = Field(86_400, ge=60, alias="COREC_RESULT_EXPIRES")
     stream_maxlen: int = Field(100_000, ge=100, alias="COREC_STREAM_MAXLEN")
     stream_claim_idle_ms: int = Field(60_000, ge=100, alias="COREC_STREAM_CLAIM_IDLE_MS")

@@ -1,10 +1,14 @@
 """The broker is not a way in, and every capital action is audited: real worker processes.
 
 A plain Celery client that knows only the Redis URL (no CoreC code, no key) sends
-capital tasks with no grant, a forged, expired, reused or mismatched one: nothing moves
-and each refusal is an ``audit_log`` row. A valid grant applies once, audited with its
-principal; operators' paths (``corec capital grant`` + ``celery call``, ``--via-celery``,
-direct) are audited as ``operator:...``.
+capital tasks: its unsigned messages are refused before they run (corec_tasks/task_auth.py),
+counted and alerted; nothing moves. Behind that, a client holding the task key but no
+grant key (defence in depth) sends capital tasks with no grant, a forged, expired, reused
+or mismatched one: nothing moves and each refusal is an ``audit_log`` row. A valid grant
+applies once, audited with its principal; a copy of its message is refused, and if a
+Redis holder deletes the "already ran" record the ledger's idempotency key still replays.
+Operators' paths (``corec capital grant`` + ``celery call``, ``--via-celery``, direct)
+are audited as ``operator:...``.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -20,11 +25,13 @@ from typing import Any
 import jwt
 import psycopg
 import pytest
+import redis
 from celery import Celery
 
 from corec_tasks.config import CHANNEL_QUEUES
 from corec_tasks.db import libpq_url
 from corec_tasks.settings import Settings
+from corec_tasks.task_auth import REFUSED, SigningAMQP, done_key
 from plugins.aaa.service import AAAPlugin
 from plugins.capital_pool import audit, grants
 from plugins.capital_pool.config import load_config
@@ -37,14 +44,21 @@ pytestmark = pytest.mark.integration
 FAST = {"argon2_time_cost": 1, "argon2_memory_cost": 8, "argon2_parallelism": 1}
 
 
-def _plain_client(settings: Settings) -> Celery:
+def _plain_client(settings: Settings, signing: bool = False) -> Celery:
     """What an intruder on the broker can build: the URL (and the deployment's key
-    prefix, which is no secret; empty by default), and nothing of CoreC."""
+    prefix, which is no secret; empty by default), and nothing of CoreC. ``signing``:
+    the same client with CoreC's message signing and the node's task key."""
     opts = {"global_keyprefix": settings.redis_prefix} if settings.redis_prefix else {}
-    app = Celery("intruder", broker=settings.redis_url, backend=settings.redis_url)
+    app = Celery("insider" if signing else "intruder", broker=settings.redis_url,
+                 backend=settings.redis_url, set_as_current=False,
+                 amqp=SigningAMQP if signing else None)  # fmt: skip
     app.conf.update(broker_transport_options=opts, result_backend_transport_options=opts,
                     task_default_queue=CHANNEL_QUEUES[1])  # fmt: skip
     return app
+
+
+def _refused(settings: Settings) -> int:
+    return int(redis.Redis.from_url(settings.redis_url).get(settings.key(REFUSED)) or 0)
 
 
 def _rows(settings: Settings, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -79,6 +93,7 @@ def test_a_plain_celery_client_moves_nothing_and_every_refusal_is_audited(
 
     good = grant()
     intruder = _plain_client(capital_settings)
+    insider = _plain_client(capital_settings, signing=True)
     #: (task, args, kwargs, a fragment of the refusal)
     refused: list[tuple[str, list[Any], dict[str, Any], str]] = [
         ("withdraw", ["alice", "100.00", "w-1"], {}, "a capital grant is required"),
@@ -93,26 +108,52 @@ def test_a_plain_celery_client_moves_nothing_and_every_refusal_is_audited(
         ("withdraw", ["alice", "100.00", "w-ok"], {"grant": "not.a.jwt"}, "well-formed"),
         ("withdraw", ["alice", "1e9", "w-3"], {}, "not a number in plain decimal digits"),
     ]  # fmt: skip
+    client = redis.Redis.from_url(capital_settings.redis_url)
     try:
         with running_workers(["sec1"], tmp_path):
-            answers = [intruder.send_task(f"capital_pool.{t}", args=a, kwargs=k).get(timeout=60)
+            # Unsigned: refused before running, even with a valid grant; nothing answers.
+            unsigned = [intruder.send_task(f"capital_pool.{t}", args=a, kwargs=k)
+                        for t, a, k, _ in refused[:2]]  # fmt: skip
+            unsigned.append(intruder.send_task("capital_pool.withdraw",
+                                               args=["alice", "100.00", "w-ok"],
+                                               kwargs={"grant": good}))  # fmt: skip
+            deadline = time.monotonic() + 60
+            while _refused(capital_settings) < len(unsigned):
+                assert time.monotonic() < deadline, _refused(capital_settings)
+                time.sleep(0.1)
+            assert all(r.state == "PENDING" for r in unsigned)
+            answers = [insider.send_task(f"capital_pool.{t}", args=a, kwargs=k).get(timeout=60)
                        for t, a, k, _ in refused]  # fmt: skip
-            first = intruder.send_task("capital_pool.withdraw", args=["alice", "100.00", "w-ok"],
-                                       kwargs={"grant": good})  # fmt: skip
+            first = insider.send_task("capital_pool.withdraw", args=["alice", "100.00", "w-ok"],
+                                      kwargs={"grant": good})  # fmt: skip
             applied = first.get(timeout=60)
-            # The same grant in another task: refused. In the same task (a redelivery): it
-            # passes, and the ledger's idempotency key replays the first result.
-            reused = intruder.send_task("capital_pool.withdraw", args=["alice", "100.00", "w-ok"],
-                                        kwargs={"grant": good}).get(timeout=60)  # fmt: skip
-            first.forget()  # else the first result would answer for the redelivery
-            redelivered = intruder.send_task(
+            # The same grant in another task: refused by the grant's single use.
+            reused = insider.send_task("capital_pool.withdraw", args=["alice", "100.00", "w-ok"],
+                                       kwargs={"grant": good}).get(timeout=60)  # fmt: skip
+            # The same task again: refused as a copy of one that ran, never run.
+            first.forget()  # else the first result would answer for the copy
+            before = _refused(capital_settings)
+            insider.send_task("capital_pool.withdraw", args=["alice", "100.00", "w-ok"],
+                              kwargs={"grant": good}, task_id=first.id)  # fmt: skip
+            while _refused(capital_settings) == before:
+                assert time.monotonic() < deadline + 60, "the copy was not refused"
+                time.sleep(0.1)
+            # A Redis holder deletes the "ran" record: the copy runs, and the ledger's
+            # idempotency key replays the first result (nothing moves twice).
+            assert client.delete(done_key(capital_settings, first.id)) == 1
+            redelivered = insider.send_task(
                 "capital_pool.withdraw", args=["alice", "100.00", "w-ok"],
                 kwargs={"grant": good}, task_id=first.id).get(timeout=60)  # fmt: skip
         member = pool.member("alice")
         verified = pool.verify()
+        log = (tmp_path / "sec1.log").read_text()
     finally:
         pool.close()
         intruder.close()
+        insider.close()
+        client.close()
+    assert log.count("unsigned task message (not run)") == len(unsigned)
+    assert log.count("a copy of a task that already ran (not run)") == 1
 
     for answer, (task, args, _, fragment) in zip(answers, refused, strict=True):
         assert answer["ok"] is False and fragment in answer["error"], (task, args, answer)
@@ -157,7 +198,7 @@ def test_operators_grant_celery_call_via_celery_and_direct_are_audited(
     monkeypatch.setenv("COREC_CONFIG", str(DATA / "capital_config.json"))
     monkeypatch.delenv("COREC_GRANT_KEY", raising=False)
     # Results read by id (not corec_tasks.celery.app: it keeps the first settings it saw).
-    app = _plain_client(capital_settings)
+    app = _plain_client(capital_settings, signing=True)
     me = audit.operator()
     assert me.startswith("operator:") and "@" in me
     # Direct: no worker, the ledger itself, as the OS user at this host.

@@ -14,6 +14,7 @@ from celery import Celery
 from corec_tasks.celeryconfig import build
 from corec_tasks.db import libpq_url
 from corec_tasks.settings import Settings, load_settings
+from corec_tasks.task_auth import SigningAMQP
 from plugins.capital_pool import grants
 from tests.conftest import DATA
 from tests.integration.workers import running_workers
@@ -67,7 +68,7 @@ def test_every_capital_task_answers_bad_arguments_with_ok_false(
     monkeypatch.setenv("COREC_CONFIG", str(DATA / "capital_config.json"))
     # A client app on this test's settings (its key prefix): the process's own app keeps
     # the configuration it first read, which may be an earlier test's.
-    app = Celery("capital-task-args", set_as_current=False)
+    app = Celery("capital-task-args", set_as_current=False, amqp=SigningAMQP)
     app.conf.update(build(load_settings()))
     with running_workers(["args1"], tmp_path):
         pending = [

@@ -2,7 +2,7 @@
 a 7.5 s unacked heartbeat, a 10 s restore sweep): a killed node's tasks are done by
 another worker within 2 minutes, a long task on a live worker is not delivered twice,
 a cycle overtaken by later ones says it is incomplete, a connection error is retried,
-and a plain Celery client's ``send_task`` is served."""
+and a plain Celery client's ``send_task`` is served when it signs."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from corec_tasks.settings import Settings, load_settings
 from corec_tasks.storage.migrate import upgrade
 from corec_tasks.streams.bus import StreamBus
 from corec_tasks.streams.names import ALERTS, BLOCK_RESULTS
+from corec_tasks.task_auth import SigningAMQP
 from tests.integration.own_redis import OwnRedis
 from tests.integration.test_cycle import _corec
 from tests.integration.workers import Beat, celery, cycle_rows, running_workers, wait_for_nodes
@@ -332,21 +333,30 @@ def test_finish_cycle_retries_while_the_database_is_unreachable(
                 conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_plain_client_send_task_is_served(
+def test_plain_client_send_task_is_served_when_it_signs(
     capital_settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """A plain Celery client (no CoreC config, no routes) sends to Celery's default queue
-    `celery`, which CoreC workers serve."""
+    """A plain Celery client (no CoreC config, no routes) with CoreC's message signing
+    (``amqp=SigningAMQP``, the node's task key) sends to Celery's default queue `celery`,
+    which CoreC workers serve; the same client without it is refused."""
     monkeypatch.setenv("COREC_CONFIG", str(DATA / "capital_config.json"))
     prefix = {"global_keyprefix": capital_settings.redis_prefix}
-    plain = Celery("plain", broker=capital_settings.redis_url,
-                   backend=capital_settings.redis_url)  # fmt: skip
-    plain.conf.broker_transport_options = prefix
-    plain.conf.result_backend_transport_options = prefix
+    clients = [Celery(name, broker=capital_settings.redis_url, set_as_current=False,
+                      backend=capital_settings.redis_url, amqp=amqp)
+               for name, amqp in (("signing", SigningAMQP), ("plain", None))]  # fmt: skip
+    for client in clients:
+        client.conf.broker_transport_options = prefix
+        client.conf.result_backend_transport_options = prefix
     with running_workers(["cap"], tmp_path):
-        result = plain.send_task("capital_pool.status")
-        status = result.get(timeout=30)
+        status = clients[0].send_task("capital_pool.status").get(timeout=30)
+        refused = clients[1].send_task("capital_pool.status")
+        log = tmp_path / "cap.log"
+        deadline = time.monotonic() + 30
+        while "unsigned task message (not run)" not in log.read_text():
+            assert time.monotonic() < deadline, log.read_text()[-2000:]
+            time.sleep(0.1)
     assert isinstance(status, dict) and status, status
+    assert refused.state == "PENDING"
 
 
 @contextmanager

@@ -2,8 +2,9 @@
 call whatever ``module:attr`` its ``handler`` argument named, so anyone who could write
 to the broker ran ``sys:exit`` in a worker on every delivery. It now takes a declared
 consumer's plugin, stream and group, and the worker finds the handler in its own
-reading of the manifests. Through a real worker process: the forged calls are refused,
-named in the log, and no pool process dies."""
+reading of the manifests. Through a real worker process: forged calls are refused,
+named in the log, and no pool process dies; unsigned they never reach the pool, and
+signed (a key holder, or a bug) they still name no code."""
 
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from corec_tasks.runtime import get_settings
 from corec_tasks.runtime import reset as reset_runtime
 from corec_tasks.settings import Settings, load_settings
 from corec_tasks.strict import StrictInputError
+from corec_tasks.task_auth import SigningAMQP
 from tests.conftest import DATA
 from tests.integration.workers import celery, running_workers
 
@@ -40,8 +42,10 @@ def test_a_forged_consume_runs_no_code_and_kills_no_worker(
     capital_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COREC_CONFIG", str(DATA / "capital_config.json"))
-    app = Celery("forged-consume", set_as_current=False)
-    app.conf.update(build(load_settings()))
+    signed = Celery("forged-consume", set_as_current=False, amqp=SigningAMQP)
+    signed.conf.update(build(load_settings()))
+    plain = Celery("plain", set_as_current=False)
+    plain.conf.update(build(load_settings()))
     forged = [
         {**DECLARED, "handler": "sys:exit"},                       # the measured attack
         {**DECLARED, "handler": "builtins:print", "loop": False},
@@ -51,10 +55,11 @@ def test_a_forged_consume_runs_no_code_and_kills_no_worker(
     with running_workers(["forged1"], tmp_path, concurrency=2):
         before = _pool_pids()
         for kwargs in forged:
-            app.send_task("corec.plugins.consume", kwargs=kwargs)
+            plain.send_task("corec.plugins.consume", kwargs=kwargs)
+            signed.send_task("corec.plugins.consume", kwargs=kwargs)
         log = tmp_path / "forged1.log"
         deadline = time.monotonic() + 60
-        while log.read_text().count("corec.plugins.consume[") < 2 * len(forged):
+        while log.read_text().count("corec.plugins.consume[") < 3 * len(forged):
             assert time.monotonic() < deadline, log.read_text()[-3000:]
             time.sleep(0.2)
         text = log.read_text()
@@ -62,6 +67,7 @@ def test_a_forged_consume_runs_no_code_and_kills_no_worker(
     refused = ('raised unexpected: TypeError("consume() got an unexpected keyword '
                "argument 'handler'")
     assert text.count(refused) == 2
+    assert text.count("unsigned task message (not run)") == len(forged)
     assert "no enabled plugin declares a consumer capital_pool/capital_data/evil" in text
     assert f"max_batches must be a whole number from 1 to {MAX_BATCHES}" in text
     assert "exited with 'exitcode" not in text and "WorkerLostError" not in text

@@ -28,6 +28,8 @@ import redis
 from sqlalchemy.engine import make_url
 
 from corec_tasks.db import libpq_url
+from corec_tasks.keyfile import create_key_file
+from corec_tasks.keys import all_shipped
 
 
 def _int_env(name: str, default: int) -> int:
@@ -41,6 +43,7 @@ def _int_env(name: str, default: int) -> int:
 
 SMOKE = os.environ.get("BENCH_SMOKE", "") not in ("", "0")
 RUNS = 1 if SMOKE else _int_env("BENCH_RUNS", 5)
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def sized(name: str, full: int, smoke: int) -> int:
@@ -101,8 +104,16 @@ def bench_env() -> Iterator[BenchEnv]:
             conn.execute(f'CREATE DATABASE "{dbname}"')
         url = make_url(database_url).set(database=dbname).render_as_string(hide_password=False)
         prefix = f"corec_bench_{run}:"
-        old = {k: os.environ.get(k) for k in ("REDIS_URL", "DATABASE_URL", "COREC_REDIS_PREFIX")}
-        os.environ.update(REDIS_URL=redis_url, DATABASE_URL=url, COREC_REDIS_PREFIX=prefix)
+        # Its own data folder with the node's keys, as `corec keys init` makes them.
+        keys = Path(tempfile.mkdtemp(prefix="corec-bench-keys-"))
+        servers.callback(shutil.rmtree, keys, ignore_errors=True)
+        folders = [m.parent for m in (ROOT / "plugins").glob("*/plugin.json")]
+        for spec in all_shipped(folders):
+            create_key_file(keys / spec.file)
+        names = ("REDIS_URL", "DATABASE_URL", "COREC_REDIS_PREFIX", "COREC_DATA_DIR")
+        old = {k: os.environ.get(k) for k in names}
+        os.environ.update(REDIS_URL=redis_url, DATABASE_URL=url, COREC_REDIS_PREFIX=prefix,
+                          COREC_DATA_DIR=str(keys))  # fmt: skip
         try:
             yield BenchEnv(redis_url, url, prefix)
         finally:
@@ -117,9 +128,6 @@ def bench_env() -> Iterator[BenchEnv]:
             client.close()
             with psycopg.connect(admin, autocommit=True) as conn:
                 conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def seed_nucleus() -> tuple[Any, Any, int]:

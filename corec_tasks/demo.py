@@ -111,9 +111,15 @@ def _run(settings: Settings, events: int, cycles: int, timeout: float, seed: int
     from corec_tasks.cli.output import table
     from corec_tasks.demo_report import trading_table, write_chart
     from corec_tasks.discovery import enabled
+    from corec_tasks.keys import init as init_keys
     from corec_tasks.storage.migrate import current, upgrade
     from corec_tasks.storage.partitions import ensure_partitions
 
+    # The demo's node holds the deployment's keys (made once in its data folder, as
+    # `corec keys init` does; a key set in the environment is used as it is).
+    made = [p.spec.env for p, how in init_keys(settings) if how == "made"]
+    if made:
+        console.print(f"made keys {', '.join(made)} in {settings.data_dir}")
     console.rule("[bold]2. migrate")
     # As the owner; then upkeep as the application role, the way beat runs it.
     upgrade(settings.migrate_database_url, app_url=settings.database_url)

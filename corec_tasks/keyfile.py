@@ -1,9 +1,14 @@
-"""Deployment keys: from the environment, or a random key made once under the data dir.
+"""Deployment keys: from the environment, or a key file in the data folder.
 
-Used by the capital grants (``COREC_GRANT_KEY``, ``grant.key``) and the signatures of
-money streams (``COREC_STREAM_KEY``, ``stream.key``). A key file is created once, mode
-0600, atomically (two processes starting together agree on one key); every node of a
-deployment must share each key, so multi-node deployments set the variables.
+Used by task messages (``COREC_TASK_KEY``, ``task.key``), the signatures of money
+streams (``COREC_STREAM_KEY``, ``stream.key``) and the plugins' keys their manifests
+declare (the capital grants' ``COREC_GRANT_KEY``, ``grant.key``, ...). A process only
+reads a key: ``corec keys init`` (and ``corec services up``, the one-machine path)
+makes the missing files once, mode 0600, atomically (two processes starting together
+agree on one key). A process that finds neither the variable nor the file refuses to
+run, naming both: every node of a deployment must share each key, and a node that made
+its own would sign what no other node accepts (issue 21: each node silently made its
+own keys and the capital calls other nodes' workers took were refused).
 """
 
 from __future__ import annotations
@@ -12,7 +17,6 @@ import os
 import secrets
 import tempfile
 from collections.abc import Mapping
-from contextlib import suppress
 from pathlib import Path
 
 from corec_tasks.errors import ConfigurationError
@@ -39,23 +43,16 @@ def env_key(name: str, environ: Mapping[str, str], *, differ_from: str = "") -> 
     return key
 
 
-def key_file(path: Path, label: str = "key") -> bytes:
-    """The key in ``path``, created with 64 random hex digits, mode 0600, if missing.
-
-    Written to a private temporary file then hard-linked into place: the link fails if
-    another process got there first, and then its key is the one read back.
-    """
+def key_file(path: Path, label: str = "key", env: str = "") -> bytes:
+    """The key in ``path``; a ConfigurationError naming ``env`` and ``path`` if the
+    file is missing, readable by others, or too short."""
     if not path.exists():
-        ensure_dir(path.parent)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", dir=path.parent)  # mode 0600
-        try:
-            os.write(fd, secrets.token_hex(32).encode())
-            os.fsync(fd)
-            os.close(fd)
-            with suppress(FileExistsError):  # another process made it first: use theirs
-                os.link(tmp, path)
-        finally:
-            os.unlink(tmp)
+        where = f"{env} is not set and " if env else ""
+        raise ConfigurationError(
+            [(env or str(path), f"{where}{path} does not exist: run `corec keys init` on the "
+                                "first node, then give every other node the same keys "
+                                "(`corec keys show-paths` says which)")], label,
+        )  # fmt: skip
     mode = path.stat().st_mode & 0o777
     if mode & 0o077:
         raise ConfigurationError([(str(path), f"has mode {mode:o}; chmod 600 it")], label)
@@ -64,3 +61,26 @@ def key_file(path: Path, label: str = "key") -> bytes:
         raise ConfigurationError([(str(path), f"holds {len(key)} bytes, {MIN_KEY_BYTES} needed")],
                                  label)  # fmt: skip
     return key
+
+
+def create_key_file(path: Path) -> bool:
+    """Make ``path`` with 64 random hex digits, mode 0600, if missing; True if made.
+
+    Written to a private temporary file then hard-linked into place: the link fails if
+    another process got there first, and then its key stands.
+    """
+    if path.exists():
+        return False
+    ensure_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", dir=path.parent)  # mode 0600
+    try:
+        os.write(fd, secrets.token_hex(32).encode())
+        os.fsync(fd)
+        os.close(fd)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:  # another process made it first: theirs stands
+            return False
+    finally:
+        os.unlink(tmp)
+    return True

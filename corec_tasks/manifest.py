@@ -81,6 +81,18 @@ class Consumer(_Strict):
     loop: bool = False
 
 
+class KeySpec(_Strict):
+    """A deployment key the plugin needs: ``env`` (e.g. ``COREC_GRANT_KEY``), else the
+    key file ``file`` in the data folder. ``corec keys init`` makes the file once;
+    ``corec keys show-paths`` says where it is and which processes need it."""
+
+    env: str = Field(pattern=r"^COREC_[A-Z0-9_]+$", max_length=64)
+    file: str = Field(pattern=r"^[a-z0-9_]+\.key$", max_length=64)
+    purpose: str = Field(max_length=300)
+    #: The processes that load it: worker, beat, api, cli, producer.
+    needed_by: list[Name] = []
+
+
 class Demo(_Strict):
     """The plugin's part of ``corec demo`` (each ``"module:callable"``): ``config(settings,
     out_dir) -> Path`` writes the demo's copy of the config; ``events(n, rng) -> (entries,
@@ -133,6 +145,8 @@ class Manifest(_Strict):
     demo: Demo | None = None
     #: Plugins this one imports or whose tables it uses; each must be enabled with it.
     requires: list[PluginName] = []
+    #: Deployment keys this plugin's code loads (``corec keys``).
+    keys: list[KeySpec] = []
 
 
 def read_manifest(folder: Path) -> Manifest:

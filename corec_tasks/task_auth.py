@@ -72,7 +72,7 @@ def load_key(data_dir: Path, environ: Mapping[str, str] | None = None) -> bytes:
     key = env_key(KEY_ENV, env, differ_from="COREC_STREAM_KEY")
     if key is not None:
         return key
-    return key_file(Path(data_dir) / KEY_FILE, "task key")
+    return key_file(Path(data_dir) / KEY_FILE, "task key", KEY_ENV)
 
 
 def publisher_key() -> bytes:

@@ -19,6 +19,8 @@ import pytest
 import redis
 
 from corec_tasks.db import libpq_url
+from corec_tasks.keyfile import create_key_file
+from corec_tasks.keys import all_shipped
 from corec_tasks.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,6 +107,11 @@ def settings(
     monkeypatch.setenv("COREC_REDIS_PREFIX", prefix)
     monkeypatch.setenv("COREC_DATA_DIR", str(tmp_path / ".corec"))
     monkeypatch.setenv("COREC_CONFIG", str(DATA / config))
+    # The node's keys, as `corec keys init` makes them: every key any shipped plugin
+    # declares, since a test may switch to another config that enables more.
+    folders = [m.parent for m in (ROOT / "plugins").glob("*/plugin.json")]
+    for spec in all_shipped(folders):
+        create_key_file(tmp_path / ".corec" / spec.file)
     return load_settings()
 
 

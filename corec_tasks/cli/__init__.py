@@ -19,6 +19,7 @@ from corec_tasks.cli.commands_cmd import commands
 from corec_tasks.cli.config_cmd import config
 from corec_tasks.cli.db_cmd import db
 from corec_tasks.cli.demo_cmd import demo
+from corec_tasks.cli.keys_cmd import keys
 from corec_tasks.cli.metrics_cmd import metrics
 from corec_tasks.cli.plugins_cmd import plugins
 from corec_tasks.cli.services_cmd import services
@@ -90,7 +91,8 @@ def main(config_path: Path | None, data_dir: Path | None) -> None:
         os.environ["COREC_DATA_DIR"] = str(data_dir)
 
 
-for command in (config, services, db, streams, blocks, status, demo, metrics, commands, plugins):
+for command in (config, services, db, streams, blocks, status, demo, metrics, commands, plugins,
+                keys):
     main.add_command(command)
 
 

@@ -19,10 +19,18 @@ def services() -> None:
 @services.command("up")
 @handle_errors
 def up() -> None:
-    """Start both (or reuse the running ones) and print the URLs to export."""
+    """Start both (or reuse the running ones), make this machine's keys if missing
+    (`corec keys init`), and print the URLs to export."""
+    from corec_tasks.keys import init
+    from corec_tasks.settings import load_settings
+
     data_dir = load_env().data_dir
     state = embedded.up(data_dir)
-    console.print(f"[green]embedded services running[/] under {data_dir}", highlight=False)
+    # One machine: its keys are made here once (a multi-node deployment runs
+    # `corec keys init` on its first node and copies them).
+    made = [p.spec.env for p, how in init(load_settings()) if how == "made"]
+    keys = f"; made keys {', '.join(made)}" if made else ""
+    console.print(f"[green]embedded services running[/] under {data_dir}{keys}", highlight=False)
     click.echo(f"export REDIS_URL={shlex.quote(state.redis_url)}")
     click.echo(f"export DATABASE_URL={shlex.quote(state.database_url)}")
     click.echo(f"export COREC_MIGRATE_DATABASE_URL={shlex.quote(state.owner_database_url)}")

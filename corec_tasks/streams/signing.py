@@ -43,12 +43,12 @@ _DOMAIN = b"corec-stream-v1\n"
 
 
 def load_key(settings: Settings, environ: Mapping[str, str] | None = None) -> bytes:
-    """The stream key: ``COREC_STREAM_KEY``, else ``<data_dir>/stream.key`` (made once)."""
+    """The stream key: ``COREC_STREAM_KEY``, else ``<data_dir>/stream.key``."""
     env = os.environ if environ is None else environ
     key = env_key(KEY_ENV, env, differ_from="COREC_GRANT_KEY")
     if key is not None:
         return key
-    return key_file(Path(settings.data_dir) / KEY_FILE, "stream key")
+    return key_file(Path(settings.data_dir) / KEY_FILE, "stream key", KEY_ENV)
 
 
 def sign(key: bytes, stream: str, i: bytes, t: bytes, d: bytes) -> bytes:

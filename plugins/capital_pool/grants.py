@@ -83,7 +83,7 @@ class Principal:
 
 
 def load_key(settings: Settings | None = None, environ: Mapping[str, str] | None = None) -> bytes:
-    """The grant key: ``COREC_GRANT_KEY``, else ``<data_dir>/grant.key`` (made once)."""
+    """The grant key: ``COREC_GRANT_KEY``, else ``<data_dir>/grant.key``."""
     env = os.environ if environ is None else environ
     key = env_key(KEY_ENV, env, differ_from="COREC_JWT_SECRET")
     if key is not None:
@@ -92,7 +92,7 @@ def load_key(settings: Settings | None = None, environ: Mapping[str, str] | None
         from corec_tasks.runtime import get_settings
 
         settings = get_settings()
-    return key_file(Path(settings.data_dir) / KEY_FILE, "grant key")
+    return key_file(Path(settings.data_dir) / KEY_FILE, "grant key", KEY_ENV)
 
 
 def _amount(amount: str | Decimal) -> str:

@@ -14,6 +14,7 @@ import pytest
 import redis
 
 from corec_tasks.errors import ConfigurationError
+from corec_tasks.keyfile import create_key_file
 from corec_tasks.settings import Settings
 from plugins.capital_pool import grants
 from plugins.capital_pool.grants import GrantError, load_key, mint, verify
@@ -127,11 +128,18 @@ def test_the_key_comes_from_the_environment_or_one_private_file(
         load_key(settings, {"COREC_GRANT_KEY": "short"})
     with pytest.raises(ConfigurationError, match="must differ"):
         load_key(settings, {"COREC_GRANT_KEY": "s" * 40, "COREC_JWT_SECRET": "s" * 40})
-    # No env: one key under the data dir, the same for every process that starts together.
-    with ThreadPoolExecutor(8) as pool:
-        keys = set(pool.map(lambda _: load_key(settings, {}), range(16)))
+    # No env and no file: refused, naming the variable, the file and `corec keys init`.
     path = Path(settings.data_dir) / "grant.key"
-    assert len(keys) == 1 and len(keys.pop()) == 64
+    path.unlink()  # the settings fixture made the node's keys, as `corec keys init` does
+    with pytest.raises(ConfigurationError, match=r"COREC_GRANT_KEY is not set and .*grant\.key "
+                                                 r"does not exist: run `corec keys init`"):
+        load_key(settings, {})
+    assert not path.exists()  # a process never makes a key of its own
+    # `corec keys init` from several processes at once: one key, the same for all.
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda _: create_key_file(path), range(16)))
+    keys = {load_key(settings, {}) for _ in range(4)}
+    assert made.count(True) == 1 and len(keys) == 1 and len(keys.pop()) == 64
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert [p.name for p in path.parent.iterdir() if p.name.startswith(".grant-")] == []
     os.chmod(path, 0o644)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from corec_tasks.folders import PRIVATE_DIR, ensure_dir
-from corec_tasks.keyfile import key_file
+from corec_tasks.keyfile import create_key_file, key_file
 
 
 def _mode(path: Path) -> int:
@@ -95,8 +95,10 @@ def test_processes_racing_to_make_it_all_succeed(tmp_path: Path) -> None:
 
 
 def test_a_key_file_in_a_data_folder_not_made_yet(tmp_path: Path, umask_022: None) -> None:
-    """A worker or the API asking for the grant key on a fresh machine."""
+    """`corec keys init` on a fresh machine: the data folder is made with the key."""
     data = tmp_path / "fresh" / ".corec"
+    assert create_key_file(data / "grant.key") is True
+    assert create_key_file(data / "grant.key") is False  # kept, never replaced
     key = key_file(data / "grant.key", "grant key")
     assert len(key) == 64 and key_file(data / "grant.key") == key
     assert (_mode(data.parent), _mode(data), _mode(data / "grant.key")) == (0o700, 0o700, 0o600)

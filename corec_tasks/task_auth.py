@@ -149,9 +149,7 @@ def strategy(task: Task, app: Any, consumer: Any, **kwargs: Any) -> Callable[...
                **more: Any) -> Any:  # fmt: skip
         reason = problem(key, message, payload, time.time(), max_age)
         if reason is None:
-            task_id = message.headers["id"]
-            if client.exists(done_key(settings, str(task_id))):
-                reason = "a copy of a task that already ran"
+            reason = _ran_before(settings, client, str(message.headers["id"]))
         if reason is not None:
             refuse(settings, client, message, reason)
             ack(log, connection_errors)  # dropped for good: never requeued, never run
@@ -159,6 +157,20 @@ def strategy(task: Task, app: Any, consumer: Any, **kwargs: Any) -> Callable[...
         return inner(message, payload, ack, reject, callbacks, **more)
 
     return handle
+
+
+def _ran_before(settings: Settings, client: redis.Redis, task_id: str) -> str | None:
+    """Why a genuine message must not run (it is a copy of one that finished), or None.
+
+    Redis unreachable here: it runs. At-least-once delivery wins over replay
+    protection for that moment; every task is idempotent by its own key.
+    """
+    try:
+        if client.exists(done_key(settings, task_id)):
+            return "a copy of a task that already ran"
+    except redis.RedisError as exc:
+        log.warning("could not check whether task %s ran before: %r", task_id, exc)
+    return None
 
 
 def refuse(settings: Settings, client: redis.Redis, message: Any, reason: str) -> None:

@@ -12,12 +12,15 @@ from typing import Any
 from celery import Celery
 from celery.signals import task_postrun, worker_init, worker_process_init, worker_ready
 
+from corec_tasks import broker_transport
 from corec_tasks.celeryconfig import build
 from corec_tasks.redis_conn import redis_client
 from corec_tasks.runtime import get_settings, reset
 from corec_tasks.task_auth import load_key, mark_done
 from corec_tasks.unacked import UnackedHeartbeat
 
+# sentinel:// brokers: a worker that loses the master reconnects (corec_tasks/broker_transport.py).
+broker_transport.register()
 # Every task's messages are authenticated: signed when sent, checked before a worker
 # runs them (corec_tasks/task_auth.py).
 app = Celery("corec_tasks", task_cls="corec_tasks.task_auth:AuthenticatedTask",

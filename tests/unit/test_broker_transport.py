@@ -25,3 +25,13 @@ def test_sentinel_urls_use_corec_transport_across_a_failover_switch() -> None:
                          cwd=ROOT, timeout=60, check=True)  # fmt: skip
     assert out.stdout.split() == ["CorecSentinelTransport", "CorecSentinelTransport",
                                   "CorecSentinelChannel"]  # fmt: skip
+
+
+def test_redis_urls_use_corec_transport() -> None:
+    probe = ("import corec_tasks.celery\nfrom kombu import Connection\n"
+             "for url in ('redis://127.0.0.1:1/0', 'rediss://127.0.0.1:1/0'):\n"
+             "    t = type(Connection(url).transport)\n"
+             "    print(t.__name__, t.Channel.__name__)")  # fmt: skip
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                         cwd=ROOT, timeout=60, check=True)  # fmt: skip
+    assert out.stdout.split() == ["CorecRedisTransport", "CorecRedisChannel"] * 2

@@ -22,7 +22,7 @@ logins are bounded per client and in concurrent password hashes (``plugins.aaa.l
 # time, and the dependency aliases (Who, Raw) are local to create_app.
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from decimal import Decimal
@@ -44,11 +44,13 @@ from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from corec_tasks.errors import CorecError
+from corec_tasks.settings import IPNetwork
 from corec_tasks.strict import USER_ID_MAX, USER_ID_PATTERN, Key, MoneyText, UserId, reason_of
 from plugins.aaa.errors import AAAError, AuthenticationError, AuthorizationError, TokenError
 from plugins.aaa.limits import BusyError, ClientLimiter, TooManyAttemptsError
 from plugins.aaa.service import AAAPlugin
 from plugins.aaa.tokens import Claims
+from plugins.core.clients import client_address
 from plugins.trading.models import Order, Portfolio, Position, Role, User
 
 TASK_TIMEOUT_ENV = "COREC_API_TASK_TIMEOUT_S"
@@ -312,12 +314,20 @@ def create_app(
     *,
     health_checks: dict[str, Callable[[], Any]] | None = None,
     limiter: ClientLimiter | None = None,
+    trusted_proxies: Sequence[IPNetwork] | None = None,
 ) -> FastAPI:
     """The API on ``aaa`` (its database holds users, portfolios, orders, positions).
 
     Logins are counted per client by ``limiter``, else by the AAA plugin's own, else by
-    one on the environment's Redis (``REDIS_URL``, ``COREC_REDIS_PREFIX``).
+    one on the environment's Redis (``REDIS_URL``, ``COREC_REDIS_PREFIX``). The client
+    is the TCP peer, or what ``X-Forwarded-For`` says when the peer is one of
+    ``trusted_proxies`` (default: ``COREC_TRUSTED_PROXIES``, empty; ``plugins.core.clients``).
     """
+    if trusted_proxies is None:
+        from corec_tasks.settings import load_env
+
+        trusted_proxies = load_env().proxies
+    proxies = tuple(trusted_proxies)
     if limiter is not None:
         aaa.limiter = limiter
     elif aaa.limiter is None:
@@ -403,7 +413,8 @@ def create_app(
     Me = Annotated[Caller, Depends(caller)]
 
     def client_of(request: Request) -> str:
-        return request.client.host if request.client else "unknown"
+        peer = request.client.host if request.client else None
+        return client_address(peer, request.headers.getlist("x-forwarded-for"), proxies)
 
     def user_id_of(username: str) -> int:
         """One short read: no connection is held past it."""

@@ -211,8 +211,14 @@ Name = Annotated[str, _bounded(ID_PATTERN, NAME_MAX)]
 #: Free text: an alert message, an error sentence.
 Text = Annotated[str, _bounded(None, TEXT_MAX, 0)]
 NonEmptyText = Annotated[str, _bounded(None, TEXT_MAX)]
+_MONEY_TEXT = cs.custom_error_schema(
+    cs.str_schema(strict=True, min_length=1, max_length=MONEY_DIGITS + 3, pattern=MONEY_TEXT),
+    custom_error_type="money",
+    custom_error_message='Input should be money as a string of ASCII digits with at most 2 '
+    'decimals and no leading zero, like "100.50"',
+)
 #: Money as the API and the tasks take it: a decimal string with at most 2 decimals.
-MoneyText = Annotated[str, _bounded(MONEY_TEXT, MONEY_DIGITS + 3)]
+MoneyText = Annotated[str, GetPydanticSchema(lambda _t, _h: _MONEY_TEXT)]
 
 
 # -- error sentences ---------------------------------------------------------------------

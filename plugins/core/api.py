@@ -50,6 +50,7 @@ from plugins.aaa.errors import AAAError, AuthenticationError, AuthorizationError
 from plugins.aaa.limits import BusyError, ClientLimiter, TooManyAttemptsError
 from plugins.aaa.service import AAAPlugin
 from plugins.aaa.tokens import Claims
+from plugins.core.body import StrictJSONRoute
 from plugins.core.clients import client_address
 from plugins.trading.models import Order, Portfolio, Position, Role, User
 
@@ -342,6 +343,8 @@ def create_app(
         version="1.0",
         description="Capital pool, portfolios, orders and positions of CoreC.",
     )
+    # Every route reads its JSON body strictly: a duplicate key is a 422, never "last wins".
+    app.router.route_class = StrictJSONRoute
     registry = CollectorRegistry()
     requests = Counter("corec_api_requests", "HTTP requests", ["method", "route", "status"],
                        registry=registry)  # fmt: skip

@@ -97,6 +97,9 @@ class Env(BaseSettings):
     #: IPs or CIDRs, comma-separated. Empty (the default): the client is the TCP peer and
     #: the header is ignored, so nobody picks the address a login limit counts.
     trusted_proxies: str = Field("", max_length=10_000, alias="COREC_TRUSTED_PROXIES")
+    #: Clients besides loopback that may read the HTTP API's own ``/metrics``: IPs or
+    #: CIDRs, comma-separated (the client as ``COREC_TRUSTED_PROXIES`` resolves it).
+    api_metrics_from: str = Field("", max_length=10_000, alias="COREC_API_METRICS_FROM")
 
     @property
     def heartbeat_s(self) -> float:
@@ -117,6 +120,11 @@ class Env(BaseSettings):
     def proxies(self) -> tuple[IPNetwork, ...]:
         """The networks of ``COREC_TRUSTED_PROXIES`` (empty: trust no proxy)."""
         return parse_networks(self.trusted_proxies, "COREC_TRUSTED_PROXIES")
+
+    @property
+    def metrics_readers(self) -> tuple[IPNetwork, ...]:
+        """The networks of ``COREC_API_METRICS_FROM`` (empty: loopback only)."""
+        return parse_networks(self.api_metrics_from, "COREC_API_METRICS_FROM")
 
     @property
     def wait_replicas(self) -> int:
@@ -304,7 +312,9 @@ def load_env() -> Env:
         problem = ("COREC_REDIS_SENTINELS", "TLS (rediss://) through Sentinel is not supported; "
                    "use Sentinel on a private network, or one Redis over TLS")  # fmt: skip
         raise ConfigurationError([problem], "environment")
-    parse_networks(env.trusted_proxies, "COREC_TRUSTED_PROXIES")  # fail at start, named
+    # Parsed now, so a bad list stops the process at start, naming its variable.
+    parse_networks(env.trusted_proxies, "COREC_TRUSTED_PROXIES")
+    parse_networks(env.api_metrics_from, "COREC_API_METRICS_FROM")
     rescue = env.cycle_rescue_after_s
     if rescue is not None and rescue <= env.redelivery_s:
         problem = ("COREC_CYCLE_RESCUE_S", f"must exceed the broker's redelivery time "

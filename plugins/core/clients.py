@@ -55,3 +55,12 @@ def client_address(
         if not _trusted(ip, proxies):
             break
     return str(ip)
+
+
+def may_read_metrics(client: str, readers: Sequence[IPNetwork]) -> bool:
+    """True when ``client`` (as ``client_address`` gives it) is loopback or in
+    ``readers``: the API's ``/metrics`` is for the host's own scraper unless the
+    operator names others. Behind a proxy on the same host, list the proxy in
+    ``COREC_TRUSTED_PROXIES``, or every proxied request would look like loopback."""
+    ip = parse_ip(client)
+    return ip is not None and (ip.is_loopback or any(ip in net for net in readers))

@@ -46,3 +46,14 @@ def test_addresses_are_normalised() -> None:
     assert client_address("192.0.2.1", ["2001:DB8:0:0::1"], NETS) == "2001:db8::1"
     assert client_address(None, [], NETS) == "unknown"
     assert client_address("testclient", ["1.2.3.4"], NETS) == "testclient"
+
+
+def test_metrics_readers_are_loopback_and_the_listed_ones() -> None:
+    from plugins.core.clients import may_read_metrics
+
+    listed = (ipaddress.ip_network("10.0.0.0/8"),)
+    for client in ("127.0.0.1", "127.8.9.10", "::1"):
+        assert may_read_metrics(client, ())
+    for client in ("192.0.2.1", "10.1.1.1", "testclient", "unknown", "0.0.0.0"):
+        assert not may_read_metrics(client, ())
+    assert may_read_metrics("10.1.1.1", listed) and not may_read_metrics("11.0.0.1", listed)

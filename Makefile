@@ -27,7 +27,8 @@ all: lint test
 # the venv from scratch, so nothing outside the lock survives in it; a changed
 # setup.cfg only reinstalls CoreC itself. `make lock` regenerates both locks.
 LOCK     := requirements/dev.txt
-LINT_PATHS := corec_tasks plugins tests benchmarks requirements celeryconfig.py beat_schedule.py
+LINT_PATHS := corec_tasks plugins tests benchmarks requirements celeryconfig.py beat_schedule.py \
+	deploy/flower
 VENVSTAMP := $(VENV)/.lock-stamp
 
 $(VENVSTAMP): $(LOCK)
@@ -96,10 +97,13 @@ workers: _ensure_servers
 beat: _ensure_servers
 	$(BIN)/celery -A corec_tasks beat --loglevel $(LOGLEVEL)
 
+# deploy/flower/flowerconfig.py turns Flower's task-apply API off (403) unless
+# COREC_FLOWER_TASK_API=1: Flower would otherwise send any task for whoever has its password.
 flower: install
 	@test -n "$$FLOWER_BASIC_AUTH" || { echo "set FLOWER_BASIC_AUTH=user:password first"; exit 1; }
 	$(BIN)/celery -A corec_tasks flower --address=$(FLOWER_ADDRESS) --port=$(FLOWER_PORT) \
-		--basic-auth="$$FLOWER_BASIC_AUTH" --max_tasks=$(FLOWER_MAX_TASKS)
+		--basic-auth="$$FLOWER_BASIC_AUTH" --max_tasks=$(FLOWER_MAX_TASKS) \
+		--conf=$(CURDIR)/deploy/flower/flowerconfig.py
 
 services-up: install
 	$(BIN)/corec services up

@@ -7,6 +7,7 @@ that ``corec services up`` started under the data directory.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import math
 import re
@@ -95,6 +96,13 @@ class Env(BaseSettings):
     log_level: str = Field("INFO", alias="COREC_LOG_LEVEL")
     #: Folders holding plugin folders, ``os.pathsep``-separated (corec_tasks/discovery.py).
     plugin_path: str = Field("", max_length=10_000, alias="COREC_PLUGIN_PATH")
+    #: Reverse proxies in front of the HTTP API whose ``X-Forwarded-For`` is believed:
+    #: IPs or CIDRs, comma-separated. Empty (the default): the client is the TCP peer and
+    #: the header is ignored, so nobody picks the address a login limit counts.
+    trusted_proxies: str = Field("", max_length=10_000, alias="COREC_TRUSTED_PROXIES")
+    #: Clients besides loopback that may read the HTTP API's own ``/metrics``: IPs or
+    #: CIDRs, comma-separated (the client as ``COREC_TRUSTED_PROXIES`` resolves it).
+    api_metrics_from: str = Field("", max_length=10_000, alias="COREC_API_METRICS_FROM")
 
     @property
     def heartbeat_s(self) -> float:
@@ -110,6 +118,16 @@ class Env(BaseSettings):
     def sentinels(self) -> list[tuple[str, int]]:
         """The sentinels' addresses from ``COREC_REDIS_SENTINELS`` (empty: no Sentinel)."""
         return parse_sentinels(self.redis_sentinels)
+
+    @property
+    def proxies(self) -> tuple[IPNetwork, ...]:
+        """The networks of ``COREC_TRUSTED_PROXIES`` (empty: trust no proxy)."""
+        return parse_networks(self.trusted_proxies, "COREC_TRUSTED_PROXIES")
+
+    @property
+    def metrics_readers(self) -> tuple[IPNetwork, ...]:
+        """The networks of ``COREC_API_METRICS_FROM`` (empty: loopback only)."""
+        return parse_networks(self.api_metrics_from, "COREC_API_METRICS_FROM")
 
     @property
     def wait_replicas(self) -> int:
@@ -145,6 +163,27 @@ def parse_sentinels(text: str) -> list[tuple[str, int]]:
             raise ConfigurationError([problem], "environment")
         out.append((match.group(1) or match.group(2), port))
     return out
+
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def parse_networks(text: str, key: str) -> tuple[IPNetwork, ...]:
+    """``1.2.3.4, 10.0.0.0/8, ::1`` as networks (an address is its own /32 or /128);
+    ConfigurationError naming ``key`` for anything else (host bits set included: a
+    typo in a mask must not widen the trust)."""
+    out: list[IPNetwork] = []
+    for item in text.split(","):
+        item = item.strip(" ")
+        if not item:
+            continue
+        try:
+            out.append(ipaddress.ip_network(item, strict=True))
+        except ValueError as exc:
+            shown = item if len(item) <= 60 else item[:60] + "..."
+            problem = (key, f"expected IPs or CIDRs, comma-separated; {shown!r}: {exc}")
+            raise ConfigurationError([problem], "environment") from None
+    return tuple(out)
 
 
 class Settings:
@@ -276,6 +315,9 @@ def load_env() -> Env:
         problem = ("COREC_REDIS_SENTINELS", "TLS (rediss://) through Sentinel is not supported; "
                    "use Sentinel on a private network, or one Redis over TLS")  # fmt: skip
         raise ConfigurationError([problem], "environment")
+    # Parsed now, so a bad list stops the process at start, naming its variable.
+    parse_networks(env.trusted_proxies, "COREC_TRUSTED_PROXIES")
+    parse_networks(env.api_metrics_from, "COREC_API_METRICS_FROM")
     rescue = env.cycle_rescue_after_s
     if rescue is not None and rescue <= env.redelivery_s:
         problem = ("COREC_CYCLE_RESCUE_S", f"must exceed the broker's redelivery time "

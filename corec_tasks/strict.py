@@ -5,7 +5,8 @@ input accepted on one path is accepted on every path (DESIGN.md, "Input is stric
 
 - a number is a JSON number (int or float, never a boolean, never NaN/Infinity) or a
   string of ASCII decimal digits matching ``DECIMAL`` in full: an optional ``-``,
-  digits, optionally ``.`` and digits. No ``_``, exponent, whitespace, ``+``, lookalike
+  digits (no leading zero: ``"0100"`` and ``"00.5"`` fail, ``"0.5"`` passes, as in JSON),
+  optionally ``.`` and digits. No ``_``, exponent, whitespace, ``+``, lookalike
   digits (fullwidth, Arabic-Indic, ...) or trailing newline: Python's ``Decimal`` and
   ``float`` accept all of those, which is why nothing here calls them on raw text;
 - money has at most 2 decimals and at most ``MONEY_DIGITS`` integer digits;
@@ -31,11 +32,18 @@ from corec_tasks.errors import CorecError
 #: Most integer and fraction digits a decimal string may have (a DoS bound, not money's).
 MAX_INT_DIGITS = 30
 MAX_FRAC_DIGITS = 30
-#: A decimal string, matched with ``fullmatch`` (ASCII digits only: no ``\d``).
-DECIMAL = re.compile(rf"-?[0-9]{{1,{MAX_INT_DIGITS}}}(?:\.[0-9]{{1,{MAX_FRAC_DIGITS}}})?")
-#: Money: up to 10^15 - 0.01 (inside ``NUMERIC(20, 2)``), cents at most.
+#: A decimal string, matched with ``fullmatch`` (ASCII digits only: no ``\d``). The
+#: integer part is ``0`` or starts with 1-9, as in a JSON number: ``"0100"`` and
+#: ``"00.5"`` are refused (some readers take a leading zero for octal, and two spellings
+#: of one amount must not pass as different inputs).
+DECIMAL = re.compile(
+    rf"-?(?:0|[1-9][0-9]{{0,{MAX_INT_DIGITS - 1}}})(?:\.[0-9]{{1,{MAX_FRAC_DIGITS}}})?"
+)
+#: The same digits with leading zeros allowed: only to say why a string was refused.
+_LEADING_ZERO = re.compile(rf"-?0[0-9]{{1,{MAX_INT_DIGITS}}}(?:\.[0-9]{{1,{MAX_FRAC_DIGITS}}})?")
+#: Money: up to 10^15 - 0.01 (inside ``NUMERIC(20, 2)``), cents at most, no leading zero.
 MONEY_DIGITS = 15
-MONEY_TEXT = rf"^[0-9]{{1,{MONEY_DIGITS}}}(?:\.[0-9]{{1,2}})?$"
+MONEY_TEXT = rf"^(?:0|[1-9][0-9]{{0,{MONEY_DIGITS - 1}}})(?:\.[0-9]{{1,2}})?$"
 #: How much of a bad input an error message shows.
 SHOWN = 40
 #: How many validation problems a reason lists before "and N more", and its length cap.
@@ -84,7 +92,12 @@ def decimal_text(text: str, name: str = "value", echo: bool = True) -> Decimal:
 
     ``echo``: end the message with (a cut of) the input; pydantic errors show it anyway.
     """
-    if len(text) > MAX_INT_DIGITS + MAX_FRAC_DIGITS + 2 or not DECIMAL.fullmatch(text):
+    too_long = len(text) > MAX_INT_DIGITS + MAX_FRAC_DIGITS + 2
+    if not too_long and _LEADING_ZERO.fullmatch(text):
+        raise StrictInputError(
+            f'{name} has a leading zero: write "100.50", not "0100.50"{_got(text, echo)}'
+        )
+    if too_long or not DECIMAL.fullmatch(text):
         raise StrictInputError(
             f'{name} is not a number in plain decimal digits such as "100.50" (ASCII digits, '
             f"optional - and ., no spaces, exponent, '_' or other digit scripts)"
@@ -198,8 +211,14 @@ Name = Annotated[str, _bounded(ID_PATTERN, NAME_MAX)]
 #: Free text: an alert message, an error sentence.
 Text = Annotated[str, _bounded(None, TEXT_MAX, 0)]
 NonEmptyText = Annotated[str, _bounded(None, TEXT_MAX)]
+_MONEY_TEXT = cs.custom_error_schema(
+    cs.str_schema(strict=True, min_length=1, max_length=MONEY_DIGITS + 3, pattern=MONEY_TEXT),
+    custom_error_type="money",
+    custom_error_message='Input should be money as a string of ASCII digits with at most 2 '
+    'decimals and no leading zero, like "100.50"',
+)
 #: Money as the API and the tasks take it: a decimal string with at most 2 decimals.
-MoneyText = Annotated[str, _bounded(MONEY_TEXT, MONEY_DIGITS + 3)]
+MoneyText = Annotated[str, GetPydanticSchema(lambda _t, _h: _MONEY_TEXT)]
 
 
 # -- error sentences ---------------------------------------------------------------------

@@ -22,7 +22,7 @@ logins are bounded per client and in concurrent password hashes (``plugins.aaa.l
 # time, and the dependency aliases (Who, Raw) are local to create_app.
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from decimal import Decimal
@@ -44,11 +44,22 @@ from sqlalchemy import select
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from corec_tasks.errors import CorecError
-from corec_tasks.strict import USER_ID_MAX, USER_ID_PATTERN, Key, MoneyText, UserId, reason_of
+from corec_tasks.settings import IPNetwork
+from corec_tasks.strict import (
+    USER_ID_MAX,
+    USER_ID_PATTERN,
+    Key,
+    MoneyText,
+    UserId,
+    reason_of,
+    shown,
+)
 from plugins.aaa.errors import AAAError, AuthenticationError, AuthorizationError, TokenError
 from plugins.aaa.limits import BusyError, ClientLimiter, TooManyAttemptsError
 from plugins.aaa.service import AAAPlugin
 from plugins.aaa.tokens import Claims
+from plugins.core.body import StrictJSONRoute
+from plugins.core.clients import client_address, may_read_metrics
 from plugins.trading.models import Order, Portfolio, Position, Role, User
 
 TASK_TIMEOUT_ENV = "COREC_API_TASK_TIMEOUT_S"
@@ -302,6 +313,8 @@ AUTHED = (401, 403)
 CAPITAL_MOVE = _errors(400, *AUTHED, 404, 500, 503)
 #: FastAPI's answer to a body it cannot decode (found by schemathesis).
 _UNPARSED = (400, "There was an error parsing the body")
+#: Who is refused the API's /metrics.
+_METRICS_403 = "the client is neither loopback nor in COREC_API_METRICS_FROM"
 #: Routes not counted in /metrics: their statuses would count failed logins.
 _UNMETERED = {"/login", "/logout", "/password"}
 
@@ -312,12 +325,25 @@ def create_app(
     *,
     health_checks: dict[str, Callable[[], Any]] | None = None,
     limiter: ClientLimiter | None = None,
+    trusted_proxies: Sequence[IPNetwork] | None = None,
+    metrics_from: Sequence[IPNetwork] | None = None,
 ) -> FastAPI:
     """The API on ``aaa`` (its database holds users, portfolios, orders, positions).
 
     Logins are counted per client by ``limiter``, else by the AAA plugin's own, else by
-    one on the environment's Redis (``REDIS_URL``, ``COREC_REDIS_PREFIX``).
+    one on the environment's Redis (``REDIS_URL``, ``COREC_REDIS_PREFIX``). The client
+    is the TCP peer, or what ``X-Forwarded-For`` says when the peer is one of
+    ``trusted_proxies`` (default: ``COREC_TRUSTED_PROXIES``, empty; ``plugins.core.clients``).
+    ``/metrics`` answers that client only if it is loopback or in ``metrics_from``
+    (default: ``COREC_API_METRICS_FROM``, empty).
     """
+    if trusted_proxies is None or metrics_from is None:
+        from corec_tasks.settings import load_env
+
+        env = load_env()
+        trusted_proxies = env.proxies if trusted_proxies is None else trusted_proxies
+        metrics_from = env.metrics_readers if metrics_from is None else metrics_from
+    proxies, readers = tuple(trusted_proxies), tuple(metrics_from)
     if limiter is not None:
         aaa.limiter = limiter
     elif aaa.limiter is None:
@@ -332,6 +358,8 @@ def create_app(
         version="1.0",
         description="Capital pool, portfolios, orders and positions of CoreC.",
     )
+    # Every route reads its JSON body strictly: a duplicate key is a 422, never "last wins".
+    app.router.route_class = StrictJSONRoute
     registry = CollectorRegistry()
     requests = Counter("corec_api_requests", "HTTP requests", ["method", "route", "status"],
                        registry=registry)  # fmt: skip
@@ -403,7 +431,8 @@ def create_app(
     Me = Annotated[Caller, Depends(caller)]
 
     def client_of(request: Request) -> str:
-        return request.client.host if request.client else "unknown"
+        peer = request.client.host if request.client else None
+        return client_address(peer, request.headers.getlist("x-forwarded-for"), proxies)
 
     def user_id_of(username: str) -> int:
         """One short read: no connection is held past it."""
@@ -453,10 +482,16 @@ def create_app(
                 checks[name] = {"ok": False, "error": str(exc)}
         return JSONResponse({"ok": ok, "checks": checks}, status_code=200 if ok else 503)
 
-    @app.get("/metrics")
-    def metrics() -> Response:
+    @app.get("/metrics", responses={403: {"model": ErrorOut, "description": _METRICS_403}})
+    def metrics(request: Request) -> Response:
         """Prometheus metrics of this API process: requests by route and status (the
-        login, logout and password routes are not counted), latency, capital actions."""
+        login, logout and password routes are not counted), latency, capital actions.
+        Served to loopback clients and ``COREC_API_METRICS_FROM`` only."""
+        client = client_of(request)
+        if not may_read_metrics(client, readers):
+            why = f"not to {shown(client)}"
+            raise HTTPException(403, f"/metrics is served to loopback and "
+                                     f"COREC_API_METRICS_FROM only, {why}")  # fmt: skip
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @app.get("/capital/status", responses=_errors(400, *AUTHED, 500, 503))

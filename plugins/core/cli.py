@@ -50,4 +50,7 @@ def api(host: str, port: int, capital: str) -> None:
     }
     app = create_app(aaa, backend, health_checks=checks)
     click.echo(f"CoreC API on http://{host}:{port} (OpenAPI: /docs), capital via {capital}")
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    # proxy_headers off: uvicorn would otherwise believe X-Forwarded-For from 127.0.0.1
+    # (or FORWARDED_ALLOW_IPS) and hand the app that as the peer; the app decides which
+    # proxies to believe itself (COREC_TRUSTED_PROXIES, plugins.core.clients).
+    uvicorn.run(app, host=host, port=port, log_level="info", proxy_headers=False)

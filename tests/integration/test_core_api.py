@@ -45,6 +45,13 @@ def _token(client: TestClient, user: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {res.json()['access_token']}"}
 
 
+def _scrape(client: TestClient) -> str:
+    """``/metrics`` as the host's own scraper reads it (from loopback)."""
+    res = TestClient(client.app, client=("127.0.0.1", 9000)).get("/metrics")
+    assert res.status_code == 200, res.text
+    return res.text
+
+
 def test_members_move_only_their_own_capital(api: tuple[TestClient, AAAPlugin]) -> None:
     client, aaa = api
     alice, bob, root = _token(client, "alice"), _token(client, "bob"), _token(client, "root")
@@ -124,7 +131,7 @@ def test_portfolios_health_metrics_openapi(api: tuple[TestClient, AAAPlugin]) ->
     assert client.get("/positions", headers=_token(client, "eve")).json() == []
     health = client.get("/health")
     assert health.status_code == 200 and health.json()["checks"]["ping"]["detail"] == "pong"
-    metrics = client.get("/metrics").text
+    metrics = _scrape(client)
     assert 'corec_api_requests_total{method="GET",route="/portfolios",status="200"}' in metrics
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/login", "/capital/contribute", "/capital/withdraw", "/capital/status",
@@ -162,7 +169,7 @@ def test_openapi_lists_every_status_and_metrics_hide_logins(
     for _ in range(2):
         client.post("/login", json={"username": "bob", "password": "wrong password!"})
     _token(client, "alice")
-    metrics = client.get("/metrics").text
+    metrics = _scrape(client)
     assert "/login" not in metrics and "bob" not in metrics and "alice" not in metrics
     paths = client.get("/openapi.json").json()["paths"]
     documented = {(path, method): set(op["responses"]) for path, ops in paths.items()
@@ -172,7 +179,7 @@ def test_openapi_lists_every_status_and_metrics_hide_logins(
         ("/logout", "post"): {"200", "401"},
         ("/password", "post"): {"200", "400", "401", "422", "429", "503"},
         ("/health", "get"): {"200", "503"},
-        ("/metrics", "get"): {"200"},
+        ("/metrics", "get"): {"200", "403"},
         ("/capital/status", "get"): {"200", "400", "401", "403", "500", "503"},
         ("/capital/members/{user}", "get"):
             {"200", "400", "401", "403", "404", "422", "500", "503"},
@@ -210,3 +217,31 @@ def test_direct_capital_refuses_an_action_without_a_caller_and_audits_it(
     details = json.loads(row.details or "{}")
     assert (row.user_id, details["principal"], details["result"]) == (None, "api:no-caller",
                                                                       "refused")  # fmt: skip
+
+
+def test_metrics_are_served_to_loopback_and_named_readers_only(
+    api: tuple[TestClient, AAAPlugin], pool: CapitalPool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The API's /metrics, like `corec metrics serve`, is for this host by default."""
+    client, aaa = api
+    for host in ("127.0.0.1", "127.0.0.53", "::1"):
+        res = TestClient(client.app, client=(host, 9000)).get("/metrics")
+        assert res.status_code == 200 and "corec_api_requests_total" in res.text, host
+    for host in ("192.0.2.9", "10.0.0.1", "testclient"):
+        res = TestClient(client.app, client=(host, 9000)).get("/metrics")
+        assert res.status_code == 403, (host, res.text)
+        assert res.json() == {"ok": False, "error": "/metrics is served to loopback and "
+                              f"COREC_API_METRICS_FROM only, not to {host!r}"}  # fmt: skip
+    # A forwarded header from an untrusted peer changes nothing...
+    res = TestClient(client.app, client=("192.0.2.9", 9000)).get(
+        "/metrics", headers={"X-Forwarded-For": "127.0.0.1"})
+    assert res.status_code == 403
+    # ...and a proxy on loopback, once listed, no longer makes every client loopback.
+    monkeypatch.setenv("COREC_TRUSTED_PROXIES", "127.0.0.1")
+    monkeypatch.setenv("COREC_API_METRICS_FROM", "10.0.0.0/8")
+    app = create_app(aaa, DirectCapital(pool))
+    proxied = TestClient(app, client=("127.0.0.1", 9000))
+    assert proxied.get("/metrics", headers={"X-Forwarded-For": "203.0.113.4"}).status_code == 403
+    assert proxied.get("/metrics", headers={"X-Forwarded-For": "10.1.2.3"}).status_code == 200
+    assert proxied.get("/metrics").status_code == 200  # the host itself, no header
+    assert TestClient(app, client=("10.9.9.9", 9000)).get("/metrics").status_code == 200

@@ -3,13 +3,17 @@ per-client limits, admins not lockable by strangers, bounded hashing, password c
 
 from __future__ import annotations
 
+import socket
 import statistics
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import psutil
 import pytest
 import redis
@@ -17,6 +21,7 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 
 from corec_tasks.cli import main
+from corec_tasks.procs import managed
 from corec_tasks.settings import Settings
 from plugins.aaa.config import AAAConfig
 from plugins.aaa.errors import AuthenticationError, TokenRevokedError
@@ -24,12 +29,15 @@ from plugins.aaa.limits import BusyError
 from plugins.aaa.service import AAAPlugin
 from plugins.capital_pool.service import CapitalPool
 from plugins.core.api import DirectCapital, create_app
+from tests.conftest import DATA
 
 pytestmark = pytest.mark.integration
 
 FAST = {"argon2_time_cost": 1, "argon2_memory_cost": 8, "argon2_parallelism": 1}
 PASSWORD = "correct horse battery"
 MiB = 1024 * 1024
+#: The test client's address (TEST-NET-1).
+PEER = "192.0.2.1"
 
 Api = Callable[..., tuple[TestClient, AAAPlugin]]
 
@@ -45,12 +53,14 @@ def make_api(
     monkeypatch.setenv("COREC_JWT_SECRET", "x" * 40)
     made: list[tuple[TestClient, AAAPlugin]] = []
 
+    monkeypatch.delenv("COREC_TRUSTED_PROXIES", raising=False)
+
     def make(**config: Any) -> tuple[TestClient, AAAPlugin]:
         aaa = AAAPlugin.from_url(capital_settings.database_url, config)
         if not made:
             for name, role in (("root", "admin"), ("alice", "member"), ("bob", "member")):
                 aaa.add_user(name, PASSWORD, role, via="test")
-        client = TestClient(create_app(aaa, DirectCapital(pool)), client=("192.0.2.1", 4000))
+        client = TestClient(create_app(aaa, DirectCapital(pool)), client=(PEER, 4000))
         made.append((client, aaa))
         return client, aaa
 
@@ -109,6 +119,82 @@ def test_a_client_is_limited_and_others_are_not(make_api: Api) -> None:
     res = client.post("/password", headers=_bearer(other, "alice"),
                       json={"old_password": PASSWORD, "new_password": "x" * 20})  # fmt: skip
     assert res.status_code == 429
+
+
+def _xff(hop: str) -> dict[str, str]:
+    return {"X-Forwarded-For": hop}
+
+
+def _ghost(client: Any, forwarded: str) -> int:
+    """A failed login sent with ``X-Forwarded-For: forwarded``; its status."""
+    res = client.post("/login", json={"username": "ghost", "password": "x"},
+                      headers=_xff(forwarded))  # fmt: skip
+    return int(res.status_code)
+
+
+def test_rotating_x_forwarded_for_does_not_escape_the_limit(
+    make_api: Api, redis_client: redis.Redis, capital_settings: Settings
+) -> None:
+    """Measured on main: 100+ logins with a new X-Forwarded-For each, no 429. With no
+    trusted proxy (the default) the header is ignored: the peer is the client."""
+    client, _ = make_api(**FAST)
+    codes = [_ghost(client, f"203.0.113.{i}") for i in range(40)]
+    assert codes[:10] == [401] * 10 and codes[10:] == [429] * 30, codes
+    mine = f"{capital_settings.redis_prefix}aaa:login:client:*"  # this test's keys only
+    keys = sorted(k.decode() for k in redis_client.scan_iter(mine))
+    assert [k.rsplit(":", 1)[1] for k in keys] == [PEER], keys
+    # The right password from a "new" forwarded address is still this client: 429.
+    assert _login(client, "alice").status_code == 429
+
+
+def test_a_trusted_proxy_forwarded_for_is_honoured(
+    make_api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """COREC_TRUSTED_PROXIES lists the test client: each forwarded client has its own
+    allowance, and what a client prepends to the header itself does not count."""
+    monkeypatch.setenv("COREC_TRUSTED_PROXIES", f"{PEER}, 10.0.0.0/8")
+    client, _ = make_api(**FAST)
+    # 12 clients behind the proxy, one attempt each: none limited.
+    assert [_ghost(client, f"198.51.100.{i}") for i in range(12)] == [401] * 12
+    for _ in range(10):  # one forwarded client uses up its own allowance...
+        assert _ghost(client, "203.0.113.5, 10.1.1.1") == 401
+    for spoofed in ("203.0.113.5", "6.6.6.6, 203.0.113.5", "6.6.6.6, 203.0.113.5, 10.2.2.2"):
+        res = client.post("/login", json={"username": "alice", "password": PASSWORD},
+                          headers=_xff(spoofed))  # fmt: skip
+        assert res.status_code == 429, (spoofed, res.text)  # ...whatever it prepends
+    assert client.post("/login", json={"username": "alice", "password": PASSWORD},
+                       headers=_xff("198.51.100.200")).status_code == 200  # fmt: skip
+    # A peer that is not a listed proxy is counted as itself, whatever it forwards.
+    other = TestClient(client.app, client=("192.0.2.2", 4000))
+    codes = [_ghost(other, f"198.51.100.{100 + i}") for i in range(11)]
+    assert codes == [401] * 10 + [429], codes
+
+
+def test_served_api_ignores_x_forwarded_for_from_loopback(
+    capital_settings: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`corec api` as served: uvicorn used to take X-Forwarded-For from 127.0.0.1 as the
+    peer (its proxy_headers default), so the header alone reset the limit."""
+    monkeypatch.setenv("COREC_CONFIG", str(DATA / "capital_config.json"))
+    monkeypatch.setenv("COREC_JWT_SECRET", "j" * 40)
+    monkeypatch.delenv("COREC_TRUSTED_PROXIES", raising=False)
+    monkeypatch.delenv("FORWARDED_ALLOW_IPS", raising=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = int(sock.getsockname()[1])
+    log = tmp_path / "api.log"
+    cmd = [sys.executable, "-m", "corec_tasks.cli", "api", "--port", str(port)]
+    with managed(cmd, log), httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as http:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                http.get("/health")
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
+        codes = [_ghost(http, f"203.0.113.{i}") for i in range(12)]
+    assert codes == [401] * 10 + [429] * 2, codes
 
 
 def test_strangers_cannot_lock_an_admin_out(make_api: Api) -> None:

@@ -308,3 +308,27 @@ def test_self_repairs_are_counted_once_per_block_and_cycle(
     totals = counters.read(redis_client, settings.key(counters.TOTALS))
     assert expected > 0 and totals[counters.REPAIRS + "sensor"] == expected
     assert counters.REPAIRS + "seguridad" not in totals  # it did not repair anything
+
+
+def test_the_exporter_listens_on_loopback_by_default(settings: Settings, tmp_path: Path) -> None:
+    """`corec metrics serve` with no --host: its only listening socket is 127.0.0.1 (the
+    figures include the pool's NAV and equity; compose opens it to its network on purpose)."""
+    import psutil
+
+    port = free_port()
+    log = tmp_path / "serve.log"
+    cmd = [sys.executable, "-m", "corec_tasks.cli", "metrics", "serve", "--port", str(port)]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        listening: list[str] = []
+        while not listening:
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+            listening = [c.laddr.ip for c in psutil.Process(proc.pid).net_connections("inet")
+                         if c.status == psutil.CONN_LISTEN and c.laddr.port == port]  # fmt: skip
+        assert listening == ["127.0.0.1"], listening
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0, log.read_text()

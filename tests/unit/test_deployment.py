@@ -3,8 +3,10 @@ every service's command exists in the CLI, Celery or the Makefile."""
 
 from __future__ import annotations
 
+import copy
 import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 from click.testing import CliRunner
@@ -114,3 +116,87 @@ def test_compose_worker_scales_with_scale_flag() -> None:
     assert not {"container_name", "hostname", "ports", "scale"} & set(worker), worker
     assert "-n" not in worker["command"] and "--hostname" not in worker["command"]
     assert re.fullmatch(r"\$\{WORKER_REPLICAS:-1\}", str(worker["deploy"]["replicas"]))
+
+
+#: The deployment's keys (issue 19) and the services that hold each: every service that
+#: runs CoreC code holds the four node keys; login tokens are the API's alone.
+NODE_KEYS = ("COREC_TASK_KEY", "COREC_GRANT_KEY", "COREC_STREAM_KEY", "COREC_LEDGER_KEY")
+API_KEYS = ("COREC_JWT_SECRET",)
+COREC_SERVICES = {"migrate", "worker", "beat", "flower", "api", "metrics"}
+
+
+def _required(value: object, key: str) -> bool:
+    """``${KEY:?message}``: compose stops when KEY is unset or empty, and has no default."""
+    return re.fullmatch(rf"\$\{{{key}:\?[^}}]+\}}", str(value)) is not None
+
+
+def key_problems(services: dict[str, Any]) -> list[str]:
+    """Each way ``services`` fails to hand a service exactly the keys it needs, each one
+    required (``${KEY:?...}``), none defaulted."""
+    problems = []
+    for name, svc in services.items():
+        env = svc.get("environment") or {}
+        runs_corec = svc.get("image") == "corec:latest"
+        wanted = (NODE_KEYS + (API_KEYS if name == "api" else ())) if runs_corec else ()
+        for key in wanted:
+            if key not in env:
+                problems.append(f"{name} lacks {key}")
+            elif not _required(env[key], key):
+                problems.append(f"{name}: {key} is {env[key]!r}, not ${{{key}:?...}}")
+        for key in sorted(set(env) & set(NODE_KEYS + API_KEYS) - set(wanted)):
+            problems.append(f"{name} holds {key}, which it does not need")
+    return problems
+
+
+def test_compose_passes_every_key_required_to_every_service_that_needs_it() -> None:
+    """Measured on main: neither COREC_GRANT_KEY nor COREC_STREAM_KEY was passed, so each
+    container made its own keys and every capital action through the API was refused."""
+    services = compose()["services"]
+    runs_corec = {n for n, s in services.items() if s.get("image") == "corec:latest"}
+    assert runs_corec == COREC_SERVICES, runs_corec
+    assert key_problems(services) == []
+    # No key anywhere in the file with a default or a literal value.
+    text = (ROOT / "docker-compose.yml").read_text()
+    for key in NODE_KEYS + API_KEYS:
+        for use in re.findall(rf"\$\{{{key}\b[^}}]*\}}", text):
+            assert _required(use, key), use
+
+
+def test_a_service_missing_a_key_fails_the_check() -> None:
+    """The check above on copies of the compose file that each get one key wrong."""
+    for name, key, value, problem in [
+        ("worker", "COREC_STREAM_KEY", None, "worker lacks COREC_STREAM_KEY"),
+        ("api", "COREC_TASK_KEY", None, "api lacks COREC_TASK_KEY"),
+        ("api", "COREC_JWT_SECRET", None, "api lacks COREC_JWT_SECRET"),
+        ("migrate", "COREC_LEDGER_KEY", None, "migrate lacks COREC_LEDGER_KEY"),
+        ("beat", "COREC_GRANT_KEY", "${COREC_GRANT_KEY:-}", "beat: COREC_GRANT_KEY is"),
+        ("flower", "COREC_TASK_KEY", "${COREC_TASK_KEY}", "flower: COREC_TASK_KEY is"),
+        ("metrics", "COREC_STREAM_KEY", "k" * 40, "metrics: COREC_STREAM_KEY is"),
+        ("worker", "COREC_JWT_SECRET", "${COREC_JWT_SECRET:?x}", "worker holds COREC_JWT"),
+        ("redis", "COREC_TASK_KEY", "${COREC_TASK_KEY:?x}", "redis holds COREC_TASK_KEY"),
+    ]:
+        services = copy.deepcopy(compose()["services"])
+        # Its own copy: services sharing the YAML anchor share one dict.
+        env = services[name]["environment"] = dict(services[name].get("environment") or {})
+        if value is None:
+            del env[key]
+        else:
+            env[key] = value
+        found = key_problems(services)
+        assert len(found) == 1 and found[0].startswith(problem), (name, key, found)
+
+
+def test_compose_flower_runs_with_the_task_api_off() -> None:
+    """Flower's task-apply API is off unless .env says COREC_FLOWER_TASK_API=1."""
+    flower = compose()["services"]["flower"]
+    assert "--conf=/app/deploy/flower/flowerconfig.py" in flower["command"]
+    assert (ROOT / "deploy" / "flower" / "flowerconfig.py").is_file()
+    assert flower["environment"]["COREC_FLOWER_TASK_API"] == "${COREC_FLOWER_TASK_API:-0}"
+    assert "--conf=$(CURDIR)/deploy/flower/flowerconfig.py" in (ROOT / "Makefile").read_text()
+
+
+def test_compose_publishes_metrics_and_dashboards_on_loopback_only() -> None:
+    services = compose()["services"]
+    for name in ("metrics", "prometheus", "grafana"):
+        for port in services[name]["ports"]:
+            assert re.fullmatch(r"\$\{\w+:-127\.0\.0\.1\}:\d+:\d+", port), (name, port)

@@ -77,3 +77,37 @@ def test_plugin_config_file_is_found_beside_the_config_and_a_missing_one_is_name
     with pytest.raises(ConfigurationError) as err:
         s.plugin_config_file("pipeline")
     assert err.value.problems == [("plugins.pipeline.config_path", "nowhere.json not found")]
+
+
+def test_trusted_proxies_are_empty_by_default_and_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ipaddress
+
+    monkeypatch.delenv("COREC_TRUSTED_PROXIES", raising=False)
+    assert load_settings().env.proxies == ()
+    monkeypatch.setenv("COREC_TRUSTED_PROXIES", " 10.0.0.5, 172.16.0.0/12,::1 ,")
+    assert load_settings().env.proxies == (
+        ipaddress.ip_network("10.0.0.5/32"),
+        ipaddress.ip_network("172.16.0.0/12"),
+        ipaddress.ip_network("::1/128"),
+    )
+
+
+@pytest.mark.parametrize("key", ["COREC_TRUSTED_PROXIES", "COREC_API_METRICS_FROM"])
+@pytest.mark.parametrize("bad", ["10.0.0.1/8", "proxy.example", "10.0.0.300", "*", "1.2.3.4/33"])
+def test_a_bad_network_list_names_the_key(
+    monkeypatch: pytest.MonkeyPatch, bad: str, key: str
+) -> None:
+    """A mask with host bits (``10.0.0.1/8``) is refused: a typo must not widen the trust."""
+    monkeypatch.setenv(key, f"127.0.0.1,{bad}")
+    with pytest.raises(ConfigurationError, match=key) as info:
+        load_settings()
+    assert repr(bad) in str(info.value)
+
+
+def test_api_metrics_readers_default_to_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ipaddress
+
+    monkeypatch.delenv("COREC_API_METRICS_FROM", raising=False)
+    assert load_settings().env.metrics_readers == ()
+    monkeypatch.setenv("COREC_API_METRICS_FROM", "10.0.0.0/8")
+    assert load_settings().env.metrics_readers == (ipaddress.ip_network("10.0.0.0/8"),)

@@ -54,6 +54,11 @@ ODD: list[tuple[Any, str]] = [
     ("100.", "not a number in plain decimal digits"),
     (".5", "not a number in plain decimal digits"),
     ("0x64", "not a number in plain decimal digits"),
+    ("0100", "leading zero"),
+    ("00.5", "leading zero"),
+    ("-007", "leading zero"),
+    ("00", "leading zero"),
+    ("0100.00", "leading zero"),
     ("NaN", "not a number in plain decimal digits"),
     ("Infinity", "not a number in plain decimal digits"),
     ("-inf", "not a number in plain decimal digits"),
@@ -71,6 +76,7 @@ ODD: list[tuple[Any, str]] = [
 VALID: list[tuple[Any, Decimal]] = [
     ("100", D("100")), ("100.5", D("100.5")), ("100.50", D("100.50")), (100, D(100)),
     (100.5, D("100.5")), ("-12.25", D("-12.25")), ("0.001", D("0.001")),
+    ("0", D("0")), ("0.5", D("0.5")), ("-0.5", D("-0.5")), ("10", D("10")),
 ]  # fmt: skip
 
 
@@ -171,9 +177,10 @@ def test_valid_identifiers_pass() -> None:
 
 
 def test_money_text_is_the_api_form() -> None:
-    for ok in ("100", "100.5", "100.50", "0.01"):
+    for ok in ("100", "100.5", "100.50", "0.01", "0.5", "10", "999999999999999.99"):
         assert TypeAdapter(MoneyText).validate_python(ok) == ok
-    for bad in ("100.001", "-1", "1_000", "１００", " 100", "100\n", "1e2", 100, "1" * 16):
+    for bad in ("100.001", "-1", "1_000", "１００", " 100", "100\n", "1e2", 100, "1" * 16,
+                "0100", "00.5", "00", "0100.00", "01"):
         with pytest.raises(ValidationError):
             TypeAdapter(MoneyText).validate_python(bad)
 

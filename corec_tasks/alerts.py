@@ -3,7 +3,10 @@
 Each alert is ``{"level", "source", "message", "subject", ...}``. An incident raises
 one alert: a marker ``corec:alert:<source>:<subject>`` (SET NX EX) holds back the
 same (source, subject) for :data:`ALERT_TTL_S`, so a block unhealthy for ten cycles
-in a row alerts once, and again only if it still is an hour later.
+in a row alerts once, and again only if it still is an hour later. The marker is
+sealed with the stream key (``corec_tasks/streams/markers.py``): one someone else set,
+one pinned without an expiry, or an old one copied back counts as absent, so holding
+the Redis password is not enough to silence an alert.
 
 What the engine checks after each block run (:func:`check_runs`):
 

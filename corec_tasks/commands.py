@@ -6,11 +6,26 @@ target or command, bad args or a handler that raises get an ``error`` answer, ne
 silence. A payload that is not a command at all (no usable ``id``) cannot be
 answered: it goes to the dead letter with its reason.
 
+**Authority.** Both streams are signed with the stream key (``COREC_STREAM_KEY``,
+``corec_tasks/streams/signing.py``): ``send`` (so ``corec commands send``) and every
+CoreC producer sign what they publish. The dispatcher runs only a command whose
+signature is valid and whose signed send time ``t`` is within :data:`SENT_WITHIN_S`
+(plus ``COREC_PUBLISH_RETRY_S``) of the time Redis added it (the entry id), so a
+captured command copied back later is refused too. A refused command does nothing: it
+is dead-lettered with its reason, one ``error`` alert goes out (source
+``stream.signature``) and it is answered with an ``error`` and ``"refused": <its entry
+id>``, outside the answer-once marker, so a forged copy of a real command's id neither
+runs nor keeps the real one from its answer. Readers (:func:`wait_response`, so
+``corec commands send --wait``) believe only signed answers: a forged one is ignored
+and alerted, and a refusal of another entry than the one they sent is not theirs.
+
 **Once per id.** The answer is published by one script that first sets the marker
-``corec:cmd:answered:<id>`` (SET NX) and appends the response only if it was new, so
-a redelivered or duplicated command is answered once. A handler may run twice only
-if its worker dies between running it and answering (handlers should be idempotent;
-``blocks.redirect`` is an operator's action and says what it moved).
+``corec:cmd:answered:<tag>`` (SET NX) and appends the response only if it was new, so
+a redelivered or duplicated command is answered once. ``<tag>`` is an HMAC of the id
+under the stream key (``signing.tag``): no one without the key can set the marker of
+an id first and so hide the real answer behind a forged one. A handler may run twice
+only if its worker dies between running it and answering (handlers should be
+idempotent; ``blocks.redirect`` is an operator's action and says what it moved).
 
 **Handlers.** The core registers target ``core``: ``status``, ``blocks.list``,
 ``blocks.redirect``. A plugin registers its own under its name: a function
@@ -25,9 +40,9 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
@@ -38,11 +53,12 @@ from corec_tasks.discovery import resolve
 from corec_tasks.errors import CorecError, PluginError
 from corec_tasks.modules.sync import load_of, redirect
 from corec_tasks.settings import Settings
-from corec_tasks.streams.bus import Entry, StreamBus
+from corec_tasks.streams.bus import F_TIME, Entry, StreamBus
 from corec_tasks.streams.consumer import ConsumerLoop
 from corec_tasks.streams.handler import Dead, Done, EntryHandler, Verdict
 from corec_tasks.streams.names import COMMANDS, RESPONSES
 from corec_tasks.streams.schemas import PayloadError, validate_payload
+from corec_tasks.streams.signing import check, sign, stream_key, tag
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +70,18 @@ CORE = "core"
 ANSWERED_TTL_S = 7 * 86400
 #: Longest error text in a response.
 ERROR_MAX = 2000
+#: A command's signed send time and the time Redis added it may differ by this much
+#: (plus ``COREC_PUBLISH_RETRY_S``, how long a publish may wait for Redis): clocks
+#: apart, and no more, so a captured command cannot be sent again later.
+SENT_WITHIN_S = 300
 
 Handler = Callable[[dict[str, Any], "CommandContext"], Any]
 
-# Answer once: the marker and the response in one step, or nothing.
+# Answer once: the marker and the (signed) response in one step, or nothing.
 _ANSWER_ONCE = """
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'EX', ARGV[2]) then
-  return redis.call('XADD', KEYS[2], '*', 'd', ARGV[3], 'i', ARGV[4], 't', ARGV[5])
+  return redis.call('XADD', KEYS[2], '*', 'd', ARGV[3], 'i', ARGV[4], 't', ARGV[5],
+                    's', ARGV[6])
 end
 return false
 """
@@ -221,16 +242,47 @@ def answer_many(
     answer-once script); each entry id, None where that id was answered before."""
     if not payloads:
         return []
+    key = stream_key(settings)
+    instance = settings.instance_id.encode()
     pipe = client.pipeline(transaction=False)
     now, ms = b"%d" % time.time(), b"%d" % (time.time() * 1000)
     for payload in payloads:
-        key = settings.key(f"corec:cmd:answered:{payload['id']}")
-        data = json.dumps(payload, separators=(",", ":"), default=str)
-        pipe.eval(_ANSWER_ONCE, 2, key, settings.key(RESPONSES), now, ANSWERED_TTL_S, data,
-                  settings.instance_id, ms)  # fmt: skip
+        data = json.dumps(payload, separators=(",", ":"), default=str).encode()
+        pipe.eval(_ANSWER_ONCE, 2, answered_key(settings, key, str(payload["id"])),
+                  settings.key(RESPONSES), now, ANSWERED_TTL_S, data, instance, ms,
+                  sign(key, RESPONSES, instance, ms, data))  # fmt: skip
     rids: list[Any] = pipe.execute()
     return [None if r is None else (r.decode() if isinstance(r, bytes) else str(r))
             for r in rids]  # fmt: skip
+
+
+def answered_key(settings: Settings, key: bytes, command_id: str) -> str:
+    """The Redis key of the marker "``command_id`` was answered": named by an HMAC of
+    the id, so only a holder of the stream ``key`` can set it."""
+    return settings.key(f"corec:cmd:answered:{tag(key, 'corec:cmd:answered', command_id)}")
+
+
+def refuse(bus: StreamBus, entry: Entry, why: str) -> str | None:
+    """Answer (signed) a command that carries no authority: an ``error`` and
+    ``refused`` (its entry id), never the answer-once marker; the entry id of the
+    answer, or None if the entry has no usable id."""
+    rid = _raw_id(entry.payload)
+    if rid is None:
+        return None
+    error = f"refused, nothing done: {why}"[:ERROR_MAX]
+    return bus.publish(RESPONSES, {"id": rid, "refused": entry.id, "error": error})
+
+
+def stale(entry: Entry, window_s: float) -> str | None:
+    """Why ``entry`` was not added when it was signed (a copy sent again), or None."""
+    raw = entry.fields.get(F_TIME, b"")
+    if not raw.isdigit():
+        return "no send time (field t)"
+    apart = abs(entry.millis - int(raw)) / 1000
+    if apart > window_s:
+        return (f"signed {apart:.0f} s apart from when Redis added it (more than "
+                f"{window_s:g} s): a captured command sent again, or a clock off")  # fmt: skip
+    return None
 
 
 def handle(
@@ -268,21 +320,36 @@ def _raw_id(raw: bytes) -> str | None:
 
 
 class CommandDispatcher(EntryHandler):
-    """``corec_commands`` on the one consumer loop: answer each command once on
-    ``corec_responses``, then ack it; a payload with no usable id is dead-lettered."""
+    """``corec_commands`` on the one consumer loop: answer each signed command once on
+    ``corec_responses``, then ack it; a payload with no usable id is dead-lettered, and
+    so is a command without authority (unsigned, badly signed, or sent again), after
+    its refusal is answered."""
 
     group = DISPATCH_GROUP
+    signed = True  # the loop dead-letters and alerts the others, then calls refused()
 
     def __init__(self, settings: Settings, client: redis.Redis, registry: CommandRegistry) -> None:
         self.settings = settings
         self.client = client
         self.registry = registry
         self.ctx = CommandContext(settings, BlockStore(settings, client))
+        self.bus = StreamBus(settings, client)
+        self.window_s = SENT_WITHIN_S + settings.env.publish_retry_s
+
+    def refused(self, bad: Sequence[tuple[Entry, str]]) -> None:
+        for entry, why in bad:
+            refuse(self.bus, entry, why)
 
     def handle(self, entry: Entry, deliveries: int) -> Verdict:
+        why = stale(entry, self.window_s)
+        if why is not None:
+            self.bus.alert("error", "stream.signature", COMMANDS,
+                           f"command {entry.id} on {COMMANDS} refused by {self.group}: {why}")
+            refuse(self.bus, entry, why)
+            return Dead(f"{self.group}: {why}")
         rid = _raw_id(entry.payload)
-        answered = self.settings.key(f"corec:cmd:answered:{rid}")
-        if rid is not None and self.client.exists(answered):
+        if rid is not None and self.client.exists(
+                answered_key(self.settings, self.bus.stream_key, rid)):  # fmt: skip
             return Done("duplicates")  # answered already: a redelivery or a reused id
         out = handle(entry, self.registry, self.ctx)
         if isinstance(out, str):
@@ -311,15 +378,21 @@ def drain(
             "dead_lettered": s.dead_lettered}  # fmt: skip
 
 
+class Sent(NamedTuple):
+    """A command sent: its id (answers name it) and its entry id on ``corec_commands``."""
+
+    id: str
+    entry: str
+
+
 def send(settings: Settings, client: redis.Redis, target: str, command: str,
-         args: dict[str, Any] | None = None, command_id: str | None = None) -> str:  # fmt: skip
-    """Publish a command; return its id."""
+         args: dict[str, Any] | None = None, command_id: str | None = None) -> Sent:  # fmt: skip
+    """Publish a command, signed with the stream key (the bus signs ``corec_commands``)."""
     cid = command_id or uuid.uuid4().hex
     payload: dict[str, Any] = {"id": cid, "command": command, "target": target}
     if args is not None:
         payload["args"] = args
-    StreamBus(settings, client).publish(COMMANDS, payload)
-    return cid
+    return Sent(cid, StreamBus(settings, client).publish(COMMANDS, payload))
 
 
 def wait_response(
@@ -327,10 +400,18 @@ def wait_response(
     client: redis.Redis,
     command_id: str,
     *,
+    entry: str | None = None,
     since: str = "0-0",
     timeout_s: float = 30.0,
 ) -> dict[str, Any] | None:
-    """The response to ``command_id`` on ``corec_responses`` (read after ``since``), or None."""
+    """The signed response to ``command_id`` on ``corec_responses`` (read after
+    ``since``), or None.
+
+    An answer without a valid signature is ignored and alerted (``error``, source
+    ``stream.signature``); a refusal of another entry than ``entry`` (the one sent, if
+    given) answers a forged copy of the command, not it, and is skipped.
+    """
+    bus = StreamBus(settings, client)
     key = settings.key(RESPONSES)
     cursor = since
     deadline = time.monotonic() + timeout_s
@@ -346,8 +427,18 @@ def wait_response(
                 data = json.loads(fields.get(b"d", b"{}"))
             except ValueError:
                 continue
-            if isinstance(data, dict) and data.get("id") == command_id:
-                return data
+            if not isinstance(data, dict) or data.get("id") != command_id:
+                continue
+            why = check(bus.stream_key, RESPONSES, fields)
+            if why is not None:
+                log.warning("ignored a forged answer to %s (%s): %s", command_id, cursor, why)
+                bus.alert("error", "stream.signature", RESPONSES,
+                          f"an answer to {command_id} on {RESPONSES} ({cursor}: {why}) was "
+                          "ignored: someone who is not a CoreC producer writes to Redis")
+                continue
+            if "refused" in data and entry is not None and data["refused"] != entry:
+                continue  # the refusal of a forged copy of this command
+            return data
     return None
 
 

@@ -28,9 +28,12 @@ def commands() -> None:
 def send_(target: str, command: str, args_json: str | None, wait: bool, timeout: float) -> None:
     """Send COMMAND to TARGET (``core`` or a plugin's name); print its id, or its answer.
 
-    The answer comes from a worker running ``corec.commands.dispatch`` (beat runs it
-    every 2 s) or from ``corec commands drain``. Exit status 1 on an error answer,
-    2 when --wait times out.
+    The command is signed with the stream key (``COREC_STREAM_KEY``, else
+    ``<data_dir>/stream.key``): workers run only commands signed with the key they
+    hold. The answer comes from a worker running ``corec.commands.dispatch`` (beat runs
+    it every 2 s) or from ``corec commands drain``; --wait shows only an answer signed
+    with the same key (a forged one is ignored and alerted). Exit status 1 on an error
+    answer (a refused command included), 2 when --wait times out.
     """
     from corec_tasks.commands import last_response_id, send, wait_response
     from corec_tasks.redis_conn import redis_client
@@ -46,13 +49,13 @@ def send_(target: str, command: str, args_json: str | None, wait: bool, timeout:
     s = settings()
     client = redis_client(s)
     since = last_response_id(s, client)
-    cid = send(s, client, target, command, args)
+    sent = send(s, client, target, command, args)
     if not wait:
-        print_json({"id": cid})
+        print_json({"id": sent.id})
         return
-    answer = wait_response(s, client, cid, since=since, timeout_s=timeout)
+    answer = wait_response(s, client, sent.id, entry=sent.entry, since=since, timeout_s=timeout)
     if answer is None:
-        click.echo(f"no answer to {cid} within {timeout:g} s (is a worker with beat running, "
+        click.echo(f"no answer to {sent.id} within {timeout:g} s (is a worker with beat running, "
                    f"or `corec commands drain`?)", err=True)  # fmt: skip
         sys.exit(2)
     print_json(answer)

@@ -64,8 +64,9 @@ from redis.retry import Retry
 from corec_tasks.errors import StreamError
 from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings
+from corec_tasks.streams import markers
 from corec_tasks.streams.names import ALERTS, DEAD_LETTER
-from corec_tasks.streams.signing import F_SIG, load_key, sign, signed_streams
+from corec_tasks.streams.signing import F_SIG, sign, signed_streams, stream_key
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
@@ -334,7 +335,7 @@ class StreamBus:
     def stream_key(self) -> bytes:
         """The deployment's stream key (corec_tasks/streams/signing.py), read once."""
         if self._stream_key is None:
-            self._stream_key = load_key(self.settings)
+            self._stream_key = stream_key(self.settings)
         return self._stream_key
 
     def publish(self, stream: str, payload: Mapping[str, Any]) -> str:
@@ -456,17 +457,21 @@ class StreamBus:
             return 0
         key = self.key(stream)
         threshold = max(1, int(self._maxlen * ALERT_RATIO))
-        marker = self.key(f"corec:streams:backlog_alert:{stream}")
+        marker = f"corec:streams:backlog_alert:{stream}"
         checked = f"{marker}:checked"
         c = client or self.client
-        want = stream != ALERTS and not c.exists(marker, checked)
+        now = time.time()
+        want = stream != ALERTS and not any(held for held, _ in markers.read(
+            self.settings, c, self.stream_key,
+            [(checked, BACKLOG_CHECK_EVERY_S), (marker, ALERT_EVERY_S)], now))  # fmt: skip
         reply: Any = self._trim_script(
             keys=[key], args=[self._maxlen, 1 if want else 0, threshold], client=c
         )
         trimmed, backlog, group = int(reply[0]), int(reply[1]), _str(reply[2])
         if backlog >= 0:  # it was counted: not again for a while
-            c.set(checked, 1, ex=BACKLOG_CHECK_EVERY_S)
-        if backlog >= threshold and c.set(marker, 1, nx=True, ex=ALERT_EVERY_S):
+            markers.put(self.settings, c, self.stream_key, checked, BACKLOG_CHECK_EVERY_S, now)
+        if backlog >= threshold and markers.take(self.settings, c, self.stream_key, marker,
+                                                 ALERT_EVERY_S, now):  # fmt: skip
             message = (
                 f"stream {stream}: group {group} has {backlog}+ entries not yet consumed, "
                 f"over {ALERT_RATIO:.0%} of COREC_STREAM_MAXLEN ({self._maxlen}); they are "
@@ -765,11 +770,13 @@ class StreamBus:
         """Publish one alert on ``corec_alerts`` unless (source, subject) alerted within
         ``ttl_s``; True if sent (``corec_tasks/alerts.py``: one alert per incident).
 
-        The marker ``corec:alert:<source>:<subject>`` is set before the publish: a crash
-        in between loses one alert rather than repeating it on every retry.
+        The marker ``corec:alert:<source>:<subject>`` is taken before the publish: a crash
+        in between loses one alert rather than repeating it on every retry. Only a marker
+        this deployment sealed that expires holds an alert back (``streams/markers.py``).
         """
-        marker = self.settings.key(f"corec:alert:{source}:{subject}")
-        if not self.client.set(marker, b"%d" % time.time(), nx=True, ex=ttl_s):
+        name = f"corec:alert:{source}:{subject}"
+        if not markers.take(self.settings, self.client, self.stream_key, name, ttl_s,
+                            time.time()):  # fmt: skip
             return False
         payload = {"level": level, "source": source, "subject": subject, "message": message,
                    **(extra or {})}  # fmt: skip

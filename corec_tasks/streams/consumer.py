@@ -271,6 +271,10 @@ class ConsumerLoop:
             for e, why, _ in bad:
                 log.warning("dead-lettered %s %s: %s", batch.stream, e.id, why)
             self.bus.alert_unsigned(batch.stream, self.group, bad)
+            try:
+                self.handler.refused([(e, why) for e, why, _ in bad])
+            except Exception as exc:  # dead-lettered already; an answer lost is only logged
+                log.warning("%s: refused() failed: %r", self.group, exc)
         if not good:
             return None
         return Batch(batch.stream, [], good, batch.counts)

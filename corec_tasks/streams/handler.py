@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import decimal
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
@@ -132,6 +132,10 @@ class Handler:
     #: Only entries signed with the stream key reach the handler; the loop dead-letters
     #: the others (corec_tasks/streams/signing.py). For handlers that move money.
     signed: bool = False
+
+    def refused(self, bad: Sequence[tuple[Entry, str]]) -> None:
+        """For a ``signed`` handler: the entries (and why) the loop just dead-lettered
+        for lacking a valid signature; the command dispatcher answers them. No-op."""
 
     def ready(self) -> AbstractContextManager[object]:
         """Connect to the dependencies; raise Unavailable if one is down."""

@@ -184,7 +184,8 @@ def grant(member: str, action: str, amount: str, key: str, as_name: str | None) 
 
 @capital.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON (money as strings).")
-@click.option("--no-cache", is_flag=True, help="Read PostgreSQL, not the Redis cache.")
+@click.option("--no-cache", is_flag=True, help="Read PostgreSQL, not the Redis cache (the "
+              "cache is sealed with the stream key; a forged one is ignored and alerted).")
 @handle_errors
 def status(as_json: bool, no_cache: bool) -> None:
     """Equity, cash, active, units, NAV, phase, risk per trade, VIX and every member."""
@@ -261,7 +262,8 @@ def allocate(key: str | None, as_json: bool) -> None:
 
 @capital.command()
 @click.option("--head", "head", metavar="HASH",
-              help="A head hash kept earlier (from `status`): prove nothing up to it changed.")
+              help="A head hash kept earlier (from `status --no-cache`, which reads it from "
+                   "PostgreSQL): prove nothing up to it changed.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def verify(head: str | None, as_json: bool) -> None:

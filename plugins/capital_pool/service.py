@@ -6,7 +6,12 @@ method returns a JSON-able dict, ``{"ok": true, ...}`` or ``{"ok": false, "error
 - **Cache**: ``status()`` is cached in Redis for ``cache_ttl_s`` (1800 s); every change
   bumps a generation counter and deletes the cache after its commit, and a reader only
   stores what it computed if the generation did not move meanwhile (one Lua call), so
-  a status computed before a change can never be cached after it.
+  a status computed before a change can never be cached after it. The cached value is
+  sealed with the stream key (``corec_tasks/streams/signing.py``): one that is not (written
+  by someone holding only the Redis password), or was sealed longer than ``cache_ttl_s``
+  ago (an old one copied back), is ignored with an ``error`` alert (source
+  ``cache.signature``) and the status is computed from PostgreSQL, so a forged NAV or
+  head hash is never shown nor used.
 - **Macro**: the last VIX (written by the ``macro_data`` consumer) is used while it is
   younger than ``max_age_s``; otherwise, or when Redis cannot be read, the pool assumes
   a high VIX (the conservative side: risk per trade is cut).
@@ -29,10 +34,12 @@ import psycopg
 import pybreaker
 import redis
 
+from corec_tasks.alerts import alert
 from corec_tasks.redis_conn import redis_client
 from corec_tasks.runtime import runtime
 from corec_tasks.settings import Settings
 from corec_tasks.streams.bus import StreamBus
+from corec_tasks.streams.signing import seal, stream_key, unseal
 from plugins.capital_pool import accounting as acc
 from plugins.capital_pool.config import CapitalConfig
 from plugins.capital_pool.ledger import InputError, Ledger
@@ -41,6 +48,9 @@ from plugins.capital_pool.money import NAV_SHOWN, RATIO_SHOWN, money_str, units_
 from plugins.trading.channels import CAPITAL_DATA
 
 log = logging.getLogger(__name__)
+
+#: The status cache's Redis key (unprefixed): its value is sealed under this name.
+STATUS_KEY = "capital_pool:status"
 
 _CACHE_SET = """
 local gen = redis.call('GET', KEYS[2])
@@ -75,7 +85,7 @@ class CapitalPool:
         self.ledger = Ledger(database_url or settings.database_url, config)
         self.redis = redis_client(settings, decode=True)
         self._cache_set = self.redis.register_script(_CACHE_SET)
-        self.k_status = settings.key("capital_pool:status")
+        self.k_status = settings.key(STATUS_KEY)
         self.k_gen = settings.key("capital_pool:gen")
         self.k_macro = settings.key("capital_pool:macro")
         self.db = breaker("capital_pool.db", config)
@@ -240,13 +250,13 @@ class CapitalPool:
                 pipe.get(self.k_status)
                 pipe.get(self.k_gen)
                 cached, gen_now = pipe.execute()
-                if cached:
-                    out: dict[str, Any] = json.loads(cached)
-                    out["cached"] = True
-                    return out
                 gen = gen_now or ""
             except redis.RedisError:
-                use_cache = False
+                use_cache, cached = False, None
+            if cached:
+                got = self._cached(cached)
+                if got is not None:
+                    return got
         snap = self._db(self.ledger.snapshot)
         if isinstance(snap, dict):
             return snap
@@ -281,14 +291,34 @@ class CapitalPool:
             "ledger": head,
         }
         if use_cache:
+            sealed = seal(stream_key(self.settings), STATUS_KEY, json.dumps(out).encode(),
+                          time.time())  # fmt: skip
             try:
                 self._cache_set(keys=[self.k_status, self.k_gen],
-                                args=[gen, json.dumps(out),
-                                      self.config.resilience.cache_ttl_s])  # fmt: skip
+                                args=[gen, sealed, self.config.resilience.cache_ttl_s])  # fmt: skip
             except redis.RedisError as exc:
                 log.warning("capital_pool: could not cache the status: %s", exc)
         out["cached"] = False
         return out
+
+    def _cached(self, raw: str) -> dict[str, Any] | None:
+        """The cached status if this deployment sealed it within ``cache_ttl_s``; else
+        None, after one ``error`` alert an hour (the caller reads PostgreSQL)."""
+        data, why = unseal(stream_key(self.settings), STATUS_KEY, raw, time.time(),
+                           self.config.resilience.cache_ttl_s)  # fmt: skip
+        if data is not None:
+            out: dict[str, Any] = json.loads(data)
+            out["cached"] = True
+            return out
+        message = (f"the cached pool status ({STATUS_KEY}) is not one CoreC wrote ({why}): "
+                   "ignored, the status is read from PostgreSQL; someone who is not CoreC "
+                   "writes to Redis")  # fmt: skip
+        log.error("capital_pool: %s", message)
+        try:
+            alert(self.settings, self.redis, "error", "cache.signature", STATUS_KEY, message)
+        except redis.RedisError as exc:  # the status is still read from PostgreSQL
+            log.warning("capital_pool: could not alert on the status cache: %s", exc)
+        return None
 
     def member(self, user_id: str) -> dict[str, Any]:
         status = self.status()

@@ -56,7 +56,7 @@ def test_each_command_is_answered_once_and_unknown_ones_get_an_error(
     }  # fmt: skip
     # The same id twice (a client retry): answered once, run once.
     send(s, redis_client, "core", "blocks.redirect", {"src": ids[0], "dst": ids[1], "count": 5},
-         command_id=sent["redirect"])  # fmt: skip
+         command_id=sent["redirect"].id)  # fmt: skip
     bus = StreamBus(s, redis_client)
     bus.publish(COMMANDS, {"command": "status"})  # no id: cannot be answered
     stats = drain(s, redis_client, registry)
@@ -64,7 +64,7 @@ def test_each_command_is_answered_once_and_unknown_ones_get_an_error(
     assert drain(s, redis_client, registry)["answered"] == 0
     answers = {a["id"]: a for a in _responses(redis_client, s)}
     assert len(_responses(redis_client, s)) == 7
-    got = {name: answers[cid] for name, cid in sent.items()}
+    got = {name: answers[cid.id] for name, cid in sent.items()}
     assert got["status"]["response"]["blocks"] == 40
     assert got["list"]["response"][0]["group"] == "lento"
     assert got["redirect"]["response"] == {"moved": 5, "src": ids[0], "dst": ids[1]}

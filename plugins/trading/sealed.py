@@ -30,6 +30,7 @@ from typing import Any
 
 import redis
 
+from corec_tasks.errors import StreamError
 from corec_tasks.settings import Settings
 from corec_tasks.streams.bus import StreamBus
 from corec_tasks.streams.signing import load_key
@@ -104,11 +105,10 @@ class Seals:
         self.rejected[family] += 1
         log.warning("%s: %s in %s: not written by CoreC, not used", ALERT_SOURCE, why, name)
         try:
-            StreamBus(self.settings, self.client).alert(
-                "error", ALERT_SOURCE, family,
-                f"a value of {name} has {why} and was not used ({self.rejected[family]} "
-                "so far in this process); someone who is not CoreC writes to Redis",
-                {"key": name},
-            )  # fmt: skip
-        except redis.RedisError as exc:
+            with StreamBus(self.settings, self.client) as bus:  # closes its publisher
+                bus.alert("error", ALERT_SOURCE, family,
+                          f"a value of {name} has {why} and was not used "
+                          f"({self.rejected[family]} so far in this process); someone who "
+                          "is not CoreC writes to Redis", {"key": name})  # fmt: skip
+        except (redis.RedisError, StreamError) as exc:
             log.warning("could not alert on an unsealed value of %s: %r", name, exc)

@@ -11,8 +11,6 @@ with an eager strategy (``DEMO_STRATEGY``), and runs the worker and beat on it
 
 from __future__ import annotations
 
-import base64
-import gzip
 import json
 import random
 import time
@@ -41,17 +39,12 @@ def cycle_every_s(settings: Settings) -> float:
 
 
 def demo_events(n: int, rng: random.Random) -> tuple[list[Entry], list[Entry]]:
-    """The pipeline's part of the demo's streams section: up to ``n`` closed trades on
-    ``trading_results`` (a quarter of the share it is offered: each one moves the capital
-    pool's NAV), and one entry its schema refuses (``data`` not base64 gzip)."""
-    out: list[Entry] = []
-    for i in range(n // 4):
-        # A loss is at most the capital at risk (0.001 x 35,000 = 35): the schema says so.
-        trade = {"trade_id": f"demo-{i}", "profit": round(max(rng.gauss(5, 20), -35), 2),
-                 "quantity": 0.001, "price": 35_000.0}  # fmt: skip
-        packed = base64.b64encode(gzip.compress(json.dumps(trade).encode())).decode()
-        out.append(("trading_results", {"data": packed}))
-    return out, [("trading_results", {"data": "not-base64-gzip!"})]
+    """The pipeline's part of the demo's streams section: one entry its schema refuses
+    (``data`` not base64 gzip). It publishes no made-up results: a trading result moves
+    the pool's NAV only against an open allocation the pool issued (the pool refuses
+    anything else, with an alert), so the demo's results come from its trading cycles
+    (``run_trading``)."""
+    return [], [("trading_results", {"data": "not-base64-gzip!"})]
 
 
 def write_demo_config(settings: Settings, out_dir: Path) -> Path:

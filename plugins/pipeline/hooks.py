@@ -12,7 +12,6 @@ with an eager strategy (``DEMO_STRATEGY``), and runs the worker and beat on it
 from __future__ import annotations
 
 import json
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -25,8 +24,6 @@ from corec_tasks.errors import CorecError
 from corec_tasks.folders import ensure_dir
 from corec_tasks.settings import Settings
 
-Entry = tuple[str, dict[str, Any]]
-
 #: Trade on small signals, so a short demo opens and closes positions.
 DEMO_STRATEGY = {"prediction_threshold": "0.00001", "exit_band": "0.000001"}
 
@@ -36,15 +33,6 @@ def cycle_every_s(settings: Settings) -> float:
     from plugins.pipeline.config import trading_config
 
     return 60.0 * trading_config(settings).global_latency
-
-
-def demo_events(n: int, rng: random.Random) -> tuple[list[Entry], list[Entry]]:
-    """The pipeline's part of the demo's streams section: one entry its schema refuses
-    (``data`` not base64 gzip). It publishes no made-up results: a trading result moves
-    the pool's NAV only against an open allocation the pool issued (the pool refuses
-    anything else, with an alert), so the demo's results come from its trading cycles
-    (``run_trading``)."""
-    return [], [("trading_results", {"data": "not-base64-gzip!"})]
 
 
 def write_demo_config(settings: Settings, out_dir: Path) -> Path:

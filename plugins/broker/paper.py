@@ -5,7 +5,10 @@ record of every order keyed by the caller's ``client_order_id``, a second submit
 the same id returns the first order instead of making another, and ``fetch_order``
 answers by that id. The records live in an ``OrderStore``: in memory for unit tests,
 or a Redis hash (``RedisOrderStore``) so they outlive the process that submitted them,
-as a real exchange's would.
+as a real exchange's would. Client order ids are deterministic, so someone holding the
+Redis password could write an order's record before CoreC submits it (a fill at a price
+of their choosing): each record in Redis is sealed (``plugins.trading.sealed``), and one
+that fails its seal is reported and refused (``BrokerError``), never used.
 
 Prices: a market order fills at the given market price moved against the taker by
 ``slippage_bps`` (buy higher, sell lower). A limit order fills only once the market
@@ -34,6 +37,7 @@ from corec_tasks.errors import ConfigurationError, CorecError
 from corec_tasks.plugin_base import ConfigLoader
 from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings
+from plugins.trading.sealed import Seals
 from plugins.trading.types import to_money
 
 PLUGIN = "broker"
@@ -101,7 +105,8 @@ def file_config(path: Path = CONFIG_FILE) -> PaperConfig:
 def redis_store(settings: Settings) -> RedisOrderStore:
     """The exchange-side orders in Redis under the deployment's prefix (they outlive
     any worker, as a real exchange's do)."""
-    return RedisOrderStore(redis_client(settings), settings.key("broker:paper:orders"))
+    client = redis_client(settings)
+    return RedisOrderStore(client, settings.key("broker:paper:orders"), Seals(settings, client))
 
 
 class OrderStore(Protocol):
@@ -138,22 +143,34 @@ class MemoryOrderStore:
 
 
 class RedisOrderStore:
-    """Records in one Redis hash (field: client order id, value: JSON); HSETNX makes
-    creation atomic across processes, so two submits of one id make one order."""
+    """Records in one Redis hash (field: client order id, value: sealed JSON); HSETNX
+    makes creation atomic across processes, so two submits of one id make one order."""
 
-    def __init__(self, client: redis.Redis, key: str) -> None:
+    def __init__(self, client: redis.Redis, key: str, seals: Seals) -> None:
         self._client = client
         self._key = key
+        self._seals = seals
+
+    def _name(self, client_order_id: str) -> str:
+        return f"{self._key}\n{client_order_id}"
 
     def get(self, client_order_id: str) -> dict[str, Any] | None:
         raw = self._client.hget(self._key, client_order_id)
-        return None if raw is None else dict(json.loads(raw))
+        if raw is None:
+            return None
+        record = self._seals.open_json("broker:paper:orders", self._name(client_order_id), raw)
+        if not isinstance(record, dict):
+            raise BrokerError(f"order {client_order_id}: its record in Redis was not written "
+                              "by CoreC (no valid seal); refused")  # fmt: skip
+        return record
 
     def create(self, client_order_id: str, record: dict[str, Any]) -> bool:
-        return bool(self._client.hsetnx(self._key, client_order_id, json.dumps(record)))
+        sealed = self._seals.seal_json(self._name(client_order_id), record)
+        return bool(self._client.hsetnx(self._key, client_order_id, sealed))
 
     def save(self, client_order_id: str, record: dict[str, Any]) -> None:
-        self._client.hset(self._key, client_order_id, json.dumps(record))
+        sealed = self._seals.seal_json(self._name(client_order_id), record)
+        self._client.hset(self._key, client_order_id, sealed)
 
 
 def _d(value: object) -> Decimal:

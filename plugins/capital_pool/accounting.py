@@ -162,6 +162,39 @@ def apply_result(
     )  # fmt: skip
 
 
+def check_result(
+    profit: Decimal, allocation_id: str | None, allocation: tuple[Decimal, str] | None,
+    rules: CapitalRules,
+) -> Decimal:
+    """The amount of the allocation a trading result closes, if the pool may apply it;
+    else ``Rejected`` saying why.
+
+    ``allocation`` is the pool's own row for ``allocation_id``: ``(amount, status)``, or
+    None if the pool never issued it. The rule (a bound no producer can lift): the
+    result names an allocation the pool issued and has not closed or released, and
+    ``-amount <= profit <= amount x max_profit_ratio``. A position is sized within its
+    allocation (``quantity x price <= amount``), so a gain above that ratio means a
+    price that moved more than ``max_profit_ratio`` within the allocation's life, or a
+    result that did not come from the market.
+    """
+    if not allocation_id:
+        raise Rejected("a trading result must name the allocation it closes "
+                       "(allocation_id is missing)")  # fmt: skip
+    if allocation is None:
+        raise Rejected(f"allocation {allocation_id!r} was never issued by the pool")
+    amount, status = allocation
+    if status != "open":
+        raise Rejected(f"allocation {allocation_id!r} is {status}, not open")
+    limit = floor_cents(mul(amount, rules.max_profit_ratio))
+    if profit > limit:
+        raise Rejected(
+            f"a profit of ${money_str(profit)} exceeds the bound of allocation "
+            f"{allocation_id!r} (${money_str(amount)} x max_profit_ratio "
+            f"{rules.max_profit_ratio} = ${money_str(limit)})"
+        )
+    return amount
+
+
 def release(pool: Pool, amount: Decimal) -> Pool:
     """Return an expired allocation's amount from ``active`` to ``cash``."""
     return replace(pool, cash=pool.cash + amount, active=pool.active - amount)

@@ -46,6 +46,11 @@ class CapitalRules(_Strict):
     slots: int = Field(5, ge=1, le=10_000)
     min_allocation: Money = Decimal("10")
     allocation_ttl_s: int = Field(3600, ge=1)
+    #: A trading result's profit is at most its allocation's amount times this
+    #: (``accounting.check_result``; 1: it gains at most the capital it risked, as it
+    #: loses at most that).
+    max_profit_ratio: Annotated[Decimal, Field(gt=0, le=100, allow_inf_nan=False)] = \
+        Decimal("1")  # fmt: skip
 
     @model_validator(mode="after")
     def _phases_ordered(self) -> CapitalRules:

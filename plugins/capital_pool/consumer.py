@@ -6,7 +6,12 @@ is claimed, acknowledged or counted as a delivery (entries wait, uncounted, and 
 applied once it is back).
 
 ``trading_results``: only entries signed with the stream key reach the handler (the
-consumer loop dead-letters the others: ``corec_tasks.streams.signing``). Each is
+consumer loop dead-letters the others: ``corec_tasks.streams.signing``). A signature
+says a CoreC process published it, not that its profit is real (a forged task, a bug),
+so the pool applies a result only against an open allocation it issued and within that
+allocation's bound (``accounting.check_result``); a refused one is dead-lettered with
+the pool's reason and raises an ``error`` alert (source ``capital_pool.trade_refused``,
+once per hour), the NAV unchanged. Each is
 validated (the seed's ``{"data": base64(gzip(json))}`` or plain JSON with ``trade_id``,
 ``profit``, ``quantity``, ``price``; optional ``allocation_id``), applied once per trade
 id (the entry's signature stands in for a missing ``trade_id``: a redelivered or copied
@@ -20,7 +25,9 @@ deliveries. Entries behind a bad one are applied meanwhile.
 ``capital_data``: signed contributions and withdrawals are not consumed here: block
 ``capital_intake`` applies them (``intake.py``).
 
-``macro_data``: the newest valid VIX is remembered for the allocation rule. Entries
+``macro_data``: the VIX sizes every trade's risk, so the stream is signed like the
+others (``channels.signed``): the consumer loop dead-letters unsigned entries with its
+``stream.signature`` alert. The newest valid VIX is remembered for the allocation rule. Entries
 that fail the schema are skipped here; the persister's group dead-letters them (one
 dead letter per bad message, not one per consumer). One that passes the schema but
 still cannot be read as a number is dead-lettered here.
@@ -138,13 +145,18 @@ class TradeResults(_LedgerHandler):
             return Done("duplicates" if result.get("duplicate") else "applied")
         if result.get("retry"):  # the database went down: wait, uncounted
             return Later(f"{GROUP}: {result['error']}")
+        with StreamBus(self.pool.settings) as bus:
+            bus.alert("error", "capital_pool.trade_refused", TRADING_RESULTS,
+                      f"trading result {trade_id} (entry {entry.id}) refused, NAV unchanged: "
+                      f"{result['error']}; see `corec streams dead-letter`")  # fmt: skip
         return Dead(f"{GROUP}: {result['error']}")
 
 
 class MacroData(Handler):
-    """Remember the newest valid VIX of each batch."""
+    """Remember the newest valid VIX of each batch (signed entries only)."""
 
     group = GROUP
+    signed = True
 
     def __init__(self, pool: CapitalPool) -> None:
         self.pool = pool

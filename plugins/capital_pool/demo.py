@@ -8,6 +8,7 @@ import base64
 import gzip
 import json
 import time
+from decimal import Decimal as D
 from typing import Any
 
 from rich.console import Console
@@ -58,8 +59,14 @@ def run_demo(settings: Settings, timeout: float, console: Console) -> None:
     alloc = call("capital_pool.allocate", f"demo-{run}")
     console.print(f"allocation: phase {alloc['phase']}, risk per trade {alloc['risk_per_trade']}, "
                   f"{len(alloc['allocations'])} slots published on capital_data")  # fmt: skip
-    body = json.dumps({"trade_id": f"demo-{run}", "profit": 250.0, "quantity": 0.01,
-                       "price": 35000.0}).encode()  # fmt: skip
+    # A result names the allocation it closes; the pool refuses anything else, and a
+    # profit above that allocation's amount (x max_profit_ratio).
+    first = alloc["allocations"][0] if alloc["allocations"] else None
+    if first is None:
+        raise CorecError("no allocation was made: nothing for a trading result to close")
+    profit = min(D("250.00"), D(first["amount"]))
+    body = json.dumps({"trade_id": f"demo-{run}", "profit": str(profit), "quantity": 0.01,
+                       "price": 35000.0, "allocation_id": first["allocation_id"]}).encode()
     with StreamBus(settings) as bus:
         bus.publish(TRADING_RESULTS, {"data": base64.b64encode(gzip.compress(body)).decode()})
     deadline = time.monotonic() + timeout
@@ -72,7 +79,8 @@ def run_demo(settings: Settings, timeout: float, console: Console) -> None:
         raise CorecError(f"capital ledger check failed: {verified}")
     status = call("capital_pool.status")
     keys = ("equity", "cash", "active", "units", "nav", "phase", "risk_per_trade", "vix")
-    console.print(table("capital pool after a +$250 trading result",
+    console.print(table(f"capital pool after a +${profit} trading result (allocation "
+                        f"{first['allocation_id']})",
                         ["", "value"], [(k, status[k]) for k in keys]))  # fmt: skip
     console.print(table("members", ["user", "units", "value", "contributed", "roi"],
                         [(u, m["units"], m["value"], m["contributed"], m["roi"])

@@ -496,14 +496,15 @@ class Ledger:
         stream_entry: str | None,
     ) -> dict[str, Any]:
         seen_sql = "SELECT profit FROM capital_trade_results WHERE trade_id = %s"
-        alloc_sql = ("SELECT amount FROM capital_allocations "
-                     "WHERE allocation_id = %s AND status = 'open'")  # fmt: skip
+        alloc_sql = "SELECT amount, status FROM capital_allocations WHERE allocation_id = %s"
         reads = (seen_sql, (trade_id,)), (alloc_sql, (allocation_id or "",))
         with self._locked(*reads) as (conn, pool, tip, (seen, alloc)):
             if seen:
                 return {"ok": True, "trade_id": trade_id, "duplicate": True}
-            amount = alloc[0][0] if alloc else None
-            try:
+            try:  # only against an open allocation the pool issued, within its bound
+                amount: Decimal | None = acc.check_result(
+                    profit, allocation_id, (alloc[0][0], alloc[0][1]) if alloc else None,
+                    self.rules)  # fmt: skip
                 change = acc.apply_result(pool, profit, amount, self.rules)
             except Rejected as exc:
                 return {"ok": False, "trade_id": trade_id, "error": str(exc)}

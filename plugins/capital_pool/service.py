@@ -12,9 +12,11 @@ method returns a JSON-able dict, ``{"ok": true, ...}`` or ``{"ok": false, "error
   ago (an old one copied back), is ignored with an ``error`` alert (source
   ``cache.signature``) and the status is computed from PostgreSQL, so a forged NAV or
   head hash is never shown nor used.
-- **Macro**: the last VIX (written by the ``macro_data`` consumer) is used while it is
-  younger than ``max_age_s``; otherwise, or when Redis cannot be read, the pool assumes
-  a high VIX (the conservative side: risk per trade is cut).
+- **Macro**: the last VIX (written by the ``macro_data`` consumer, from signed entries
+  only) is kept sealed (``plugins.trading.sealed``) in ``capital_pool:macro:sealed`` and
+  used while it is younger than ``max_age_s``; otherwise, when Redis cannot be read, or
+  when the value fails its seal (reported), the pool assumes a high VIX (the
+  conservative side: risk per trade is cut).
 - **Circuit breakers** (pybreaker) around the database and the macro source: after
   ``breaker_fail_max`` consecutive connection failures calls fail fast for
   ``breaker_reset_s`` with a clear error instead of piling up on a dead server.
@@ -46,6 +48,7 @@ from plugins.capital_pool.ledger import InputError, Ledger
 from plugins.capital_pool.metrics import watch_breakers
 from plugins.capital_pool.money import NAV_SHOWN, RATIO_SHOWN, money_str, units_str
 from plugins.trading.channels import CAPITAL_DATA
+from plugins.trading.sealed import Seals
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,8 @@ class CapitalPool:
         self._cache_set = self.redis.register_script(_CACHE_SET)
         self.k_status = settings.key(STATUS_KEY)
         self.k_gen = settings.key("capital_pool:gen")
-        self.k_macro = settings.key("capital_pool:macro")
+        self.k_macro = settings.key("capital_pool:macro:sealed")
+        self.seals = Seals(settings, self.redis)
         self.db = breaker("capital_pool.db", config)
         self.macro = breaker("capital_pool.macro", config)
         watch_breakers(settings, self.db, self.macro)
@@ -210,23 +214,22 @@ class CapitalPool:
 
     def record_macro(self, vix: Decimal, sp500: Decimal | None, at: float) -> None:
         """Remember the newest VIX (called by the macro_data consumer)."""
-        current = self.redis.hget(self.k_macro, "at")
-        if current is not None and float(current) > at:
+        current = self._macro()
+        if current is not None and float(current.get("at", 0)) > at:
             return
-        self.redis.hset(
-            self.k_macro,
-            mapping={
-                "vix": f"{vix:f}",
-                "at": repr(at),
-                "sp500": "" if sp500 is None else f"{sp500:f}",
-            },
-        )
+        value = {"vix": f"{vix:f}", "at": repr(at), "sp500": "" if sp500 is None else f"{sp500:f}"}
+        self.redis.set(self.k_macro, self.seals.seal_json(self.k_macro, value))
+
+    def _macro(self) -> dict[str, str] | None:
+        """The sealed last macro levels, or None (absent, or failing its seal: reported)."""
+        got = self.seals.open_json("capital_pool:macro", self.k_macro, self.redis.get(self.k_macro))
+        return got if isinstance(got, dict) else None
 
     def vix(self) -> tuple[Decimal | None, str]:
         """The VIX to use and where it came from; None means "assume high"."""
         try:
-            got: Any = self.macro.call(self.redis.hgetall, self.k_macro)
-            raw: dict[str, str] = got
+            got: Any = self.macro.call(self._macro)
+            raw: dict[str, str] = got or {}
         except (pybreaker.CircuitBreakerError, redis.RedisError):
             return None, "unavailable: assuming a high VIX"
         if not raw or "vix" not in raw:

@@ -4,7 +4,10 @@ Source ``gbm`` (default): the S&P 500 follows geometric Brownian motion and the 
 mean-reverting Ornstein-Uhlenbeck process with a floor, their shocks correlated
 (``rho``, negative by default: stocks fall, volatility rises); see ``sim.py``.
 Source ``csv``: the closes of two OHLC files, one row per tick, from a cursor in Redis.
-The levels, step and cursor live in ``feeds:macro:state``.
+The levels, step and cursor live in ``feeds:macro:sealed``: one JSON object, sealed
+(``plugins.trading.sealed``), since the next VIX is computed from them and the VIX sizes
+every trade's risk. A state that fails its seal is reported and not used: the feed
+starts again from its configured levels (or the CSV's first row).
 
 Payload (validates as ``MacroData``)::
 
@@ -23,8 +26,10 @@ from plugins.feeds.market import TickResult
 from plugins.feeds.replay import row_at, rows_of
 from plugins.feeds.ticks import Ticker
 from plugins.trading.channels import MACRO_DATA, MacroData
+from plugins.trading.sealed import Seals
 
 FEED = "macro"
+FAMILY = "feeds:macro"
 
 
 def macro_payload(vix: float, sp500: float, **extra: Any) -> dict[str, Any]:
@@ -40,6 +45,7 @@ class MacroSync:
     def __init__(self, ticker: Ticker, config: MacroConfig) -> None:
         self.t = ticker
         self.cfg = config
+        self.seals = Seals(ticker.settings, ticker.r)
         if config.source == "csv":
             for path in (config.vix_csv, config.sp500_csv):  # both set: the config checks
                 rows_of(path or "")  # a bad file fails here, naming its line
@@ -47,12 +53,12 @@ class MacroSync:
     def tick(self, key: str) -> TickResult:
         """Run tick ``key`` once: publish the levels and store the state."""
         cfg = self.cfg
-        state_key = self.t.key("macro", "state")
+        state_key = self.t.key("macro", "sealed")
         with self.t.exclusive(FEED):
             if self.t.done(FEED, key):
                 return TickResult(FEED, key, skipped=True)
-            stored: Any = self.t.r.hgetall(state_key)
-            raw = {k.decode(): v.decode() for k, v in stored.items()}
+            opened = self.seals.open_json(FAMILY, state_key, self.t.r.get(state_key))
+            raw: dict[str, Any] = opened if isinstance(opened, dict) else {}
             state: dict[str, Any]
             if cfg.source == "csv":
                 assert cfg.vix_csv and cfg.sp500_csv
@@ -81,7 +87,7 @@ class MacroSync:
 
             def queue(pipe: Any) -> None:
                 if state:
-                    pipe.hset(state_key, mapping=state)
+                    pipe.set(state_key, self.seals.seal_json(state_key, {**raw, **state}))
 
             ids = self.t.commit(FEED, key, MACRO_DATA, payloads, queue)
         return TickResult(FEED, key, len(ids), ids=ids)

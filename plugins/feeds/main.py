@@ -23,10 +23,9 @@ def register_processors(registry: Any) -> None:
 
 
 def _process_source() -> tuple[Any, Any]:
-    from plugins.feeds.market import history_key
     from plugins.feeds.signal import redis_history
     from plugins.feeds.tasks import feeds
 
     f = feeds()
     cfg = f.config.predictor
-    return redis_history(f.ticker.r, lambda s: history_key(f.ticker, s)), cfg
+    return redis_history(f.market.history), cfg

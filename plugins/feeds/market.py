@@ -6,7 +6,14 @@ so any worker continues the path. Source ``csv``: each symbol replays its OHLC f
 one row per tick, from a cursor in Redis.
 
 Every tick also pushes each close onto ``feeds:history:<symbol>`` (newest first,
-``history`` long), which predictor_temporal reads.
+``history`` long, each element sealed: ``history.py``), which predictor_temporal, the
+strategy and the paper broker read.
+
+The state a tick continues from is sealed too (``plugins.trading.sealed``): each
+symbol's last close in ``feeds:market:close`` and the step in ``feeds:market:step``
+(GBM), each symbol's row in ``feeds:market:cursor`` (CSV). A value that fails its seal
+is reported and not used: a close falls back to the symbol's newest authenticated
+history price, else its initial price; the step and a cursor to 0.
 
 Payload (validates as ``MarketData``)::
 
@@ -25,6 +32,7 @@ import numpy as np
 
 from plugins.feeds import sim
 from plugins.feeds.config import MarketConfig
+from plugins.feeds.history import History, history_key
 from plugins.feeds.replay import Row, row_at, rows_of
 from plugins.feeds.ticks import Ticker
 from plugins.trading.channels import MARKET_DATA, MarketData
@@ -48,9 +56,8 @@ class TickResult:
                 "published": self.published, "skipped": self.skipped}  # fmt: skip
 
 
-def history_key(ticker: Ticker, symbol: str) -> str:
-    """The Redis list of ``symbol``'s recent closes (newest first)."""
-    return ticker.key("history", symbol)
+__all__ = ["MarketMonitor", "TickResult", "candle_payload", "history_key"]
+FAMILY = "feeds:market"
 
 
 def candle_payload(
@@ -75,6 +82,8 @@ class MarketMonitor:
     def __init__(self, ticker: Ticker, config: MarketConfig) -> None:
         self.t = ticker
         self.cfg = config
+        self.history = History(ticker)
+        self.seals = self.history.seals
         if config.source == "csv":
             for symbol in config.symbols:  # a bad file fails here, naming its line
                 rows_of(config.csv_files[symbol])
@@ -88,14 +97,12 @@ class MarketMonitor:
                 payloads, updates = self._csv(key)
             else:
                 payloads, updates = self._gbm(key)
-            history = [(p["symbol"], p["price"]) for p in payloads]
+            history = [(p["symbol"], p["price"], p["timestamp"]) for p in payloads]
 
             def queue(pipe: Any) -> None:
                 updates(pipe)
-                for symbol, close in history:
-                    hkey = history_key(self.t, symbol)
-                    pipe.lpush(hkey, repr(close))
-                    pipe.ltrim(hkey, 0, self.cfg.history - 1)
+                for symbol, close, at in history:
+                    self.history.push(pipe, symbol, close, at, key, self.cfg.history)
 
             ids = self.t.commit(FEED, key, MARKET_DATA, payloads, queue)
         return TickResult(FEED, key, len(ids), ids=ids)
@@ -103,11 +110,8 @@ class MarketMonitor:
     def _gbm(self, key: str) -> tuple[list[dict[str, Any]], Any]:
         cfg = self.cfg
         closes_key, step_key = self.t.key("market", "close"), self.t.key("market", "step")
-        stored = self.t.r.hmget(closes_key, list(cfg.symbols))
-        start = [cfg.initial_prices.get(s, cfg.default_price) for s in cfg.symbols]
-        prices = np.array([float(v) if v is not None else p for v, p in zip(stored, start,
-                           strict=True)])  # fmt: skip
-        step = int(self.t.r.get(step_key) or 0)
+        prices = np.array(self._last_closes(closes_key))
+        step = int(self.seals.open(FAMILY, step_key, self.t.r.get(step_key)) or 0)
         c = sim.market_tick(prices, cfg.seed, step, cfg.mu, cfg.sigma, cfg.dt, cfg.substeps,
                             cfg.volume)  # fmt: skip
         payloads = [
@@ -115,13 +119,35 @@ class MarketMonitor:
             for s, *vals in zip(cfg.symbols, c.open.tolist(), c.high.tolist(), c.low.tolist(),
                                 c.close.tolist(), c.volume.tolist(), strict=True)
         ]  # fmt: skip
-        closes = {s: repr(x) for s, x in zip(cfg.symbols, c.close.tolist(), strict=True)}
+        closes = {s: self.seals.seal(f"{closes_key}\n{s}", repr(x).encode())
+                  for s, x in zip(cfg.symbols, c.close.tolist(), strict=True)}  # fmt: skip
 
         def updates(pipe: Any) -> None:
             pipe.hset(closes_key, mapping=closes)
-            pipe.set(step_key, step + 1)
+            pipe.set(step_key, self.seals.seal(step_key, b"%d" % (step + 1)))
 
         return payloads, updates
+
+    def _last_closes(self, closes_key: str) -> list[float]:
+        """Each symbol's sealed last close; else its newest authenticated history
+        price; else its initial price."""
+        cfg = self.cfg
+        stored = self.t.r.hmget(closes_key, list(cfg.symbols))
+        out: list[float] = []
+        missing = []
+        for symbol, raw in zip(cfg.symbols, stored, strict=True):
+            body = self.seals.open(FAMILY, f"{closes_key}\n{symbol}", raw)
+            out.append(float(body) if body is not None else float("nan"))
+            if body is None:
+                missing.append(symbol)
+        if missing:
+            newest = self.history.read(missing, 16)
+            for i, symbol in enumerate(cfg.symbols):
+                if symbol in newest:
+                    got = newest[symbol]
+                    out[i] = float(got[0].price) if got else \
+                        cfg.initial_prices.get(symbol, cfg.default_price)  # fmt: skip
+        return out
 
     def _csv(self, key: str) -> tuple[list[dict[str, Any]], Any]:
         cfg = self.cfg
@@ -129,14 +155,14 @@ class MarketMonitor:
         cursors = self.t.r.hmget(cursor_key, list(cfg.symbols))
         payloads, advanced = [], {}
         for symbol, raw in zip(cfg.symbols, cursors, strict=True):
-            at = int(raw or 0)
+            at = int(self.seals.open(FAMILY, f"{cursor_key}\n{symbol}", raw) or 0)
             row: Row | None = row_at(rows_of(cfg.csv_files[symbol]), at, cfg.loop)
             if row is None:
                 continue  # past the end of a file that does not loop
             payloads.append(candle_payload(symbol, row.open, row.high, row.low, row.close,
                                            row.volume, source="csv", tick=key, date=row.date,
                                            line=row.line))  # fmt: skip
-            advanced[symbol] = at + 1
+            advanced[symbol] = self.seals.seal(f"{cursor_key}\n{symbol}", b"%d" % (at + 1))
 
         def updates(pipe: Any) -> None:
             if advanced:

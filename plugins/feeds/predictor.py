@@ -1,7 +1,8 @@
 """predictor_temporal: a return forecast per symbol on the ``predictions`` stream.
 
 Reads the last ``window`` closes of each symbol, either from the history market_monitor
-keeps in Redis (``source: history``, one LRANGE per symbol, pipelined) or from the
+keeps in Redis (``source: history``, one LRANGE per symbol, pipelined, only the
+elements CoreC sealed: ``history.py``) or from the
 ``market_data`` stream itself (``source: stream``: XREVRANGE over at most ``scan``
 entries, so closes from any producer count; malformed entries are skipped). Fits the
 model of ``model.py`` and publishes, per symbol with enough data::
@@ -24,7 +25,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from plugins.feeds.config import PredictorConfig
-from plugins.feeds.market import TickResult, history_key
+from plugins.feeds.history import History, floats
+from plugins.feeds.market import TickResult
 from plugins.feeds.model import MODEL, predict
 from plugins.feeds.ticks import Ticker
 from plugins.trading.channels import MARKET_DATA, PREDICTIONS, MarketData
@@ -51,16 +53,14 @@ class Predictor:
         self.t = ticker
         self.cfg = config
         self.symbols = tuple(symbols)
+        self.history = History(ticker)
 
     def closes(self) -> dict[str, list[float]]:
         """The recent closes of each symbol, oldest first (at most ``window``)."""
         if self.cfg.source == "stream":
             return self._from_stream()
-        pipe = self.t.r.pipeline(transaction=False)
-        for symbol in self.symbols:
-            pipe.lrange(history_key(self.t, symbol), 0, self.cfg.window - 1)
-        return {s: [float(v) for v in reversed(vals)]
-                for s, vals in zip(self.symbols, pipe.execute(), strict=True)}  # fmt: skip
+        got = self.history.read(self.symbols, self.cfg.window)
+        return {s: floats(closes) for s, closes in got.items()}
 
     def _from_stream(self) -> dict[str, list[float]]:
         want, window = set(self.symbols), self.cfg.window

@@ -24,11 +24,12 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-import redis
 
 from corec_tasks.blocks.processors import ProcessorContext
 from corec_tasks.streams.schemas import PayloadError, validate_payload
 from plugins.feeds.config import PredictorConfig
+from plugins.feeds.history import History as PriceHistory
+from plugins.feeds.history import floats
 from plugins.feeds.model import predict
 from plugins.trading.channels import MARKET_DATA, MarketData
 
@@ -103,21 +104,13 @@ def _before_run(
     return out
 
 
-def redis_history(client: redis.Redis, key: Callable[[str], str]) -> History:
-    """``history`` over market_monitor's lists (newest first in Redis; oldest first out)."""
+def redis_history(prices: PriceHistory) -> History:
+    """``history`` over market_monitor's sealed lists (oldest first out; elements that
+    fail their seal are skipped and reported: ``history.py``)."""
 
     def history(symbols: list[str], count: int) -> dict[str, list[float]]:
         if not symbols:
             return {}
-        pipe = client.pipeline(transaction=False)
-        for symbol in symbols:
-            pipe.lrange(key(symbol), 0, count - 1)
-        out: dict[str, list[float]] = {}
-        for symbol, vals in zip(symbols, pipe.execute(), strict=True):
-            try:
-                out[symbol] = [float(v) for v in reversed(vals)]
-            except ValueError:
-                out[symbol] = []  # not ours: someone else's list under the key
-        return out
+        return {s: floats(c) for s, c in prices.read(symbols, count).items()}
 
     return history

@@ -45,6 +45,10 @@ class TradingConfig(BaseModel):
     #: Retries of an asset's transient failure (database, Redis), with backoff.
     error_retry_count: int = Field(3, ge=0, le=20)
     retry_backoff_s: Annotated[float, Field(ge=0)] = 1.0
+    #: An asset whose newest authenticated price is older than this is not traded (the
+    #: cycle ticks the market first, so its price is seconds old): someone who deletes
+    #: the newest prices from Redis cannot make an old one current.
+    max_price_age_s: Annotated[float, Field(gt=0, le=86_400)] = 600.0
     #: The strategy plugin and its options (one instance per asset, per cycle).
     strategy: dict[str, Any] = Field(default_factory=dict)
     #: The portfolio plugin (capital per asset, rebalancing) and its options.

@@ -30,7 +30,19 @@ portfolio plugin's: that cycle's allocation, every cap 0); the cycle goes on.
 A position's allocation id is remembered; when the position closes, the
 realised profit (net of fees) is published on ``trading_results`` with the close
 order's client id as trade id and the allocation id, so the capital pool applies it
-once, closes the allocation and moves NAV.
+once, closes the allocation and moves NAV. A position holds one allocation: it is not
+added to, and it is closed before its allocation expires (within two cycles of
+``allocation_ttl_s``), since the pool refuses a result on an allocation it released.
+
+No money decision rests on state that someone holding only the Redis password can
+write (issue 19). Prices are the feeds' sealed history (``plugins/feeds/history.py``):
+an asset with no authenticated price younger than ``max_price_age_s`` is not traded.
+The allocation book, each position's allocation and each asset's pending intent are
+sealed values (``plugins.trading.sealed``); predictions are read only from entries
+signed with the stream key; the equity and VIX come from the ledger (the pool's status
+read from PostgreSQL, not its cache); an asset's symbol is its ``Asset`` row's, whatever
+the job says. Whatever still got through (a forged task, a bug) is bounded by the pool:
+a result applies only to an open allocation it issued, within its profit bound.
 
 Idempotent per (portfolio, asset, cycle): the result is stored under a done-mark; a
 redelivered or retried job returns it. What an interrupted job needs to finish (the
@@ -56,11 +68,12 @@ from corec_tasks.redis_conn import redis_client
 from corec_tasks.settings import Settings
 from corec_tasks.streams.bus import Entry, StreamBus
 from corec_tasks.streams.consumer import ConsumerLoop, Dead, Done, EntryHandler, Verdict
+from corec_tasks.streams.signing import check
 from plugins.broker.service import BrokerService
 from plugins.capital_pool.money import CENT
 from plugins.capital_pool.service import CapitalPool
 from plugins.capital_pool.settings import capital_config
-from plugins.feeds.market import history_key
+from plugins.feeds.history import floats
 from plugins.feeds.tasks import Feeds
 from plugins.pipeline.config import TradingConfig, trading_config
 from plugins.pipeline.slots import PluginSlot
@@ -69,6 +82,7 @@ from plugins.trading.channels import CAPITAL_DATA, PREDICTIONS, TRADING_RESULTS
 from plugins.trading.db import make_trading_engine, prepare, session_factory
 from plugins.trading.models import Asset, Portfolio, Position, Role, User
 from plugins.trading.registry import default_registry, load_plugin
+from plugins.trading.sealed import Seals
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +98,8 @@ return 0
 """
 #: A job's stored result lives this long (a day of cycles).
 DONE_TTL_S = 86_400
+#: The seal families of the trading layer's own Redis values (their alerts' subjects).
+F_BOOK, F_POSITION, F_PENDING = "trading:allocations", "trading:positions", "trading:pending"
 
 
 @dataclass(frozen=True)
@@ -134,6 +150,8 @@ class Trading:
         self.max_active_ratio = cap.capital_config.max_active_ratio
         self.allocation_ttl_s = cap.capital_config.allocation_ttl_s
         self.feeds = Feeds(settings)
+        self.history = self.feeds.market.history
+        self.seals = Seals(settings, self.r)
 
     def close(self) -> None:
         self.feeds.close()
@@ -190,7 +208,7 @@ class Trading:
         self.feeds.macro.tick(cycle)
         self.feeds.predictor.tick(cycle)
         predictions = self.predictions(cycle)
-        status = self.capital.status()
+        status = self.capital.status(use_cache=False)  # the ledger's, not a cache's
         equity = Decimal(status.get("equity", "0")) if status.get("ok") else Decimal(0)
         vix = status.get("vix")
         portfolio_id, assets = self.ensure_portfolio()
@@ -256,25 +274,34 @@ class Trading:
         """Before the first predictions, tick the market until the predictor has history."""
         need = self.feeds.config.predictor.lags + 3
         first = self.feeds.config.market.symbols[0]
-        have = int(self.r.llen(history_key(self.feeds.ticker, first)))
+        have = len(self.history.read([first], need)[first])
         for i in range(max(0, need - have)):
             self.feeds.market.tick(f"warm-up-{cycle}-{i}")
 
     def _closes(self, symbols: list[str]) -> dict[str, list[float]]:
-        pipe = self.r.pipeline(transaction=False)
-        for s in symbols:
-            pipe.lrange(history_key(self.feeds.ticker, s), 0, 255)
-        return {s: [float(x) for x in reversed(v)] for s, v in zip(symbols, pipe.execute(),
-                                                                   strict=True)}  # fmt: skip
+        return {s: floats(c) for s, c in self.history.read(symbols, 256).items()}
 
     def predictions(self, cycle: str) -> dict[str, float]:
-        """The cycle's predicted returns per symbol, from the ``predictions`` stream."""
+        """The cycle's predicted returns per symbol, from the ``predictions`` stream's
+        entries signed with the stream key (others are skipped, and alerted once)."""
         n = 4 * len(self.feeds.config.market.symbols) + 16
         out: dict[str, float] = {}
-        for row in self.bus.tail(PREDICTIONS, n):
-            p = row["payload"]
-            if isinstance(p, dict) and str(p.get("tick")) == cycle and p.get("symbol") not in out:
-                out[str(p["symbol"])] = float(p["predicted_return"])
+        rows: Any = self.r.xrevrange(self.bus.key(PREDICTIONS), count=n)
+        bad: list[tuple[Entry, str, int]] = []
+        for eid, fields in rows:
+            why = check(self.bus.stream_key, PREDICTIONS, fields)
+            if why is not None:
+                bad.append((Entry(PREDICTIONS, eid.decode(), fields.get(b"d", b""), fields),
+                            why, 1))  # fmt: skip
+                continue
+            try:
+                p = json.loads(fields[b"d"])
+                if str(p.get("tick")) == cycle and p.get("symbol") not in out:
+                    out[str(p["symbol"])] = float(p["predicted_return"])
+            except (ValueError, TypeError, KeyError, AttributeError):
+                continue  # signed but malformed: the persister dead-letters it
+        if bad:
+            self.bus.alert_unsigned(PREDICTIONS, GROUP, bad)
         return out
 
     # -- the allocation book -------------------------------------------------------------
@@ -285,17 +312,42 @@ class Trading:
         return loop.run(CAPITAL_DATA).counts["added"]
 
     def claim(self) -> dict[str, Any] | None:
-        """The oldest unexpired allocation of the book, taken off it."""
+        """The oldest unexpired allocation of the book, taken off it (an element CoreC
+        did not seal is dropped and reported)."""
+        book = self.key("allocations", "book")
         while True:
-            raw: Any = self.r.lpop(self.key("allocations", "book"))
+            raw: Any = self.r.lpop(book)
             if raw is None:
                 return None
-            msg: dict[str, Any] = json.loads(raw)
+            msg = self.seals.open_json(F_BOOK, book, raw)
+            if not isinstance(msg, dict):
+                continue
             if time.time() - float(msg.get("created_at", 0)) < self.allocation_ttl_s:
                 return msg
 
+    def book(self) -> list[dict[str, Any]]:
+        """The allocations in the book, oldest first (only those CoreC sealed)."""
+        key = self.key("allocations", "book")
+        got = (self.seals.open_json(F_BOOK, key, raw) for raw in self.r.lrange(key, 0, -1))
+        return [a for a in got if isinstance(a, dict)]
+
     def unclaim(self, allocation: dict[str, Any]) -> None:
-        self.r.lpush(self.key("allocations", "book"), json.dumps(allocation))
+        book = self.key("allocations", "book")
+        self.r.lpush(book, self.seals.seal_json(book, allocation))
+
+    def _held_allocation(self, p: int, a: int) -> dict[str, Any] | None:
+        """The allocation the open position of (p, a) holds (sealed), or None."""
+        book, field = self.key("positions", "allocation"), f"{p}:{a}"
+        got = self.seals.open_json(F_POSITION, f"{book}\n{field}", self.r.hget(book, field))
+        return got if isinstance(got, dict) else None
+
+    def _expiring(self, allocation: dict[str, Any] | None) -> bool:
+        """Whether ``allocation`` expires within two cycles: close its position now."""
+        if allocation is None:
+            return False
+        margin = 2 * 60 * self.config.global_latency
+        return time.time() - float(allocation.get("created_at", 0)) > \
+            self.allocation_ttl_s - margin  # fmt: skip
 
     # -- one instrument ------------------------------------------------------------------
 
@@ -316,46 +368,50 @@ class Trading:
         if stored is not None:
             return {**json.loads(stored), "replayed": True}
         out = self._process(job)
-        out.update(symbol=job["symbol"], asset_id=a, cycle=cycle)
+        out.setdefault("symbol", job["symbol"])
+        out.update(asset_id=a, cycle=cycle)
         self.r.set(done, json.dumps(out, default=str), ex=DONE_TTL_S)
         return out
 
     def _process(self, job: dict[str, Any]) -> dict[str, Any]:
-        p, a, cycle, symbol = job["portfolio_id"], job["asset_id"], job["cycle"], job["symbol"]
-        latest: Any = self.r.lindex(history_key(self.feeds.ticker, symbol), 0)
-        if latest is None:
-            return {"ok": False, "action": "none", "error": f"no market price for {symbol}"}
-        price = Decimal(latest.decode()).quantize(Decimal("0.00000001"))
-        pending_key = self.key("pending", p, a, cycle)
-        pending = self.r.hgetall(pending_key)
+        p, a, cycle = job["portfolio_id"], job["asset_id"], job["cycle"]
+        symbol = self._symbol(p, a)
+        if symbol is None:
+            return {"ok": False, "action": "none", "error": f"no asset {a} in portfolio {p}"}
+        job = {**job, "symbol": symbol}
+        latest = self.history.latest(symbol)
+        if latest is None or time.time() - latest.at > self.config.max_price_age_s:
+            return {"ok": False, "action": "none",
+                    "error": f"no authenticated market price for {symbol} younger than "
+                             f"{self.config.max_price_age_s:g} s"}  # fmt: skip
+        price = latest.price.quantize(Decimal("0.00000001"))
+        pending_key = self.key("intent", p, a, cycle)
+        pending = self._pending(pending_key)
         position = self._position(p, a)
         alloc: dict[str, Any] | None = None
         cap = Decimal(job["cap"])
-        if pending:  # a retry after the broker call: finish what was started
-            action = json.loads(pending[b"action"])
-            alloc = json.loads(pending[b"alloc"]) if pending.get(b"alloc") else None
-            before = json.loads(pending[b"position"]) if pending.get(b"position") else None
+        if pending is not None:  # a retry after the broker call: finish what was started
+            action, alloc, before = pending["action"], pending["alloc"], pending["position"]
         else:
             action, alloc, ended = self._decide(job, position, price, cap)
             if ended is not None:
                 return ended
             before = position
-            self.r.hset(pending_key, mapping={
-                "action": json.dumps(action, default=str),
-                "alloc": json.dumps(alloc) if alloc else "",
-                "position": json.dumps(position) if position else "",
-            })  # fmt: skip
-            self.r.expire(pending_key, DONE_TTL_S)
+            record = {"action": action, "alloc": alloc, "position": position}
+            self.r.set(pending_key, self.seals.seal_json(pending_key, record), ex=DONE_TTL_S)
         res = self.broker.execute(action, p, a, price, cycle=cycle)
         filled = Decimal(res.get("filled_quantity") or 0)
         out = {"ok": bool(res.get("success")), "action": action["action"],
                "side": action["parameters"]["side"], "status": res.get("status"),
                "filled": str(filled), "price": res.get("average_price"),
-               "error": res.get("error_message"), "reason": action.get("reason")}  # fmt: skip
+               "error": res.get("error_message"), "reason": action.get("reason"),
+               "symbol": symbol}  # fmt: skip
         book = self.key("positions", "allocation")
         if action["action"] == "open":
             if filled > 0 and alloc:
-                self.r.hset(book, f"{p}:{a}", alloc["allocation_id"])
+                held = {"allocation_id": alloc["allocation_id"],
+                        "created_at": alloc.get("created_at", 0)}  # fmt: skip
+                self.r.hset(book, f"{p}:{a}", self.seals.seal_json(f"{book}\n{p}:{a}", held))
             elif alloc:
                 self.unclaim(alloc)
         elif action["action"] == "close" and filled > 0 and before:
@@ -363,11 +419,11 @@ class Trading:
             avg = Decimal(res["average_price"])
             fee = Decimal(res.get("fee") or 0)
             profit = ((avg - Decimal(before["entry_price"])) * filled * sign - fee).quantize(CENT)
-            allocation_id: Any = self.r.hget(book, f"{p}:{a}")
+            held_alloc = self._held_allocation(p, a)
             self.bus.publish(TRADING_RESULTS, {
                 "trade_id": res["client_order_id"], "profit": str(profit),
-                "quantity": str(filled), "price": str(avg), "symbol": job["symbol"],
-                "allocation_id": allocation_id.decode() if allocation_id else None,
+                "quantity": str(filled), "price": str(avg), "symbol": symbol,
+                "allocation_id": held_alloc["allocation_id"] if held_alloc else None,
             })  # fmt: skip
             self.r.hdel(book, f"{p}:{a}")
             out["profit"] = str(profit)
@@ -379,9 +435,12 @@ class Trading:
     ) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any] | None]:
         """The action for one asset and the allocation it claimed, or the result that ends
         the job (nothing to do, or its strategy failed: audited, this asset skipped)."""
-        if position is not None and job.get("rebalance"):
+        expiring = position is not None and self._expiring(
+            self._held_allocation(job["portfolio_id"], job["asset_id"]))  # fmt: skip
+        if position is not None and (job.get("rebalance") or expiring):
             side = "sell" if position["side"] == "long" else "buy"
-            return {"action": "close", "reason": f"rebalance: above its cap {job['cap']}",
+            why = "its allocation expires" if expiring else f"rebalance: above its cap {job['cap']}"
+            return {"action": "close", "reason": why,
                     "parameters": {"order_type": "market", "side": side, "price": price,
                                    "quantity": Decimal(position["quantity"]),
                                    "stop_loss": None, "take_profit": None}}, None, None  # fmt: skip
@@ -417,10 +476,27 @@ class Trading:
             if alloc:
                 self.unclaim(alloc)
             reason = action.get("reason") or "no allocation free"
-            if action["action"] == "open":
-                reason = "no allocation free"
+            if action["action"] == "open":  # a held position is never added to
+                reason = "already holding" if position is not None else "no allocation free"
             return {}, None, {"ok": True, "action": "none", "reason": reason}
         return action, alloc, None
+
+    def _pending(self, key: str) -> dict[str, Any] | None:
+        """The sealed intent of an interrupted job, or None (one that fails its seal is
+        reported, deleted and not used: the job decides afresh)."""
+        raw: Any = self.r.get(key)
+        got = self.seals.open_json(F_PENDING, key, raw)
+        if raw is not None and not isinstance(got, dict):
+            self.r.delete(key)
+            return None
+        return got if isinstance(got, dict) else None
+
+    def _symbol(self, portfolio_id: int, asset_id: int) -> str | None:
+        """The symbol of the asset row (p, a), never a job's word for it."""
+        with self.sessions() as db:
+            symbol: str | None = db.scalar(select(Asset.symbol).where(
+                Asset.id == asset_id, Asset.portfolio_id == portfolio_id))  # fmt: skip
+            return symbol
 
     def _position(self, portfolio_id: int, asset_id: int) -> dict[str, str] | None:
         with self.sessions() as db:
@@ -456,8 +532,9 @@ class AllocationBook(EntryHandler):
         if not isinstance(allocation_id, str) or not allocation_id:
             return Dead(f"{GROUP}: allocation without an allocation_id")
         t = self.trading
-        added = t.r.eval(_BOOK_ADD, 2, t.key("allocations", "seen"), t.key("allocations", "book"),
-                         allocation_id, json.dumps(msg))  # fmt: skip
+        book = t.key("allocations", "book")
+        added = t.r.eval(_BOOK_ADD, 2, t.key("allocations", "seen"), book, allocation_id,
+                         t.seals.seal_json(book, msg))  # fmt: skip
         return Done("added" if added else "duplicates")
 
 

@@ -11,10 +11,7 @@ with an eager strategy (``DEMO_STRATEGY``), and runs the worker and beat on it
 
 from __future__ import annotations
 
-import base64
-import gzip
 import json
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -27,8 +24,6 @@ from corec_tasks.errors import CorecError
 from corec_tasks.folders import ensure_dir
 from corec_tasks.settings import Settings
 
-Entry = tuple[str, dict[str, Any]]
-
 #: Trade on small signals, so a short demo opens and closes positions.
 DEMO_STRATEGY = {"prediction_threshold": "0.00001", "exit_band": "0.000001"}
 
@@ -38,20 +33,6 @@ def cycle_every_s(settings: Settings) -> float:
     from plugins.pipeline.config import trading_config
 
     return 60.0 * trading_config(settings).global_latency
-
-
-def demo_events(n: int, rng: random.Random) -> tuple[list[Entry], list[Entry]]:
-    """The pipeline's part of the demo's streams section: up to ``n`` closed trades on
-    ``trading_results`` (a quarter of the share it is offered: each one moves the capital
-    pool's NAV), and one entry its schema refuses (``data`` not base64 gzip)."""
-    out: list[Entry] = []
-    for i in range(n // 4):
-        # A loss is at most the capital at risk (0.001 x 35,000 = 35): the schema says so.
-        trade = {"trade_id": f"demo-{i}", "profit": round(max(rng.gauss(5, 20), -35), 2),
-                 "quantity": 0.001, "price": 35_000.0}  # fmt: skip
-        packed = base64.b64encode(gzip.compress(json.dumps(trade).encode())).decode()
-        out.append(("trading_results", {"data": packed}))
-    return out, [("trading_results", {"data": "not-base64-gzip!"})]
 
 
 def write_demo_config(settings: Settings, out_dir: Path) -> Path:

@@ -22,9 +22,11 @@ from typing import Any
 
 import redis
 
+from corec_tasks.settings import load_settings
 from plugins.broker.paper import PaperBroker, RedisOrderStore
 from plugins.broker.service import BrokerService, reconcile
 from plugins.trading.db import make_trading_engine, session_factory
+from plugins.trading.sealed import Seals
 
 
 class DyingBroker(PaperBroker):
@@ -39,7 +41,7 @@ class DyingBroker(PaperBroker):
 def main(argv: list[str]) -> None:
     mode, db_url, redis_url, key, portfolio, asset, cycle, price = argv
     client = redis.Redis.from_url(redis_url)
-    store = RedisOrderStore(client, key)
+    store = RedisOrderStore(client, key, Seals(load_settings(), client))
     config = {"slippage_bps": "10", "fee_bps": "10"}
     broker = DyingBroker(config, store) if mode == "crash" else PaperBroker(config, store)
     engine = make_trading_engine(db_url)

@@ -21,8 +21,11 @@ import pytest
 import redis
 from sqlalchemy import Engine, select
 
+from corec_tasks.settings import load_settings
+from plugins.broker.paper import RedisOrderStore
 from plugins.trading.db import make_trading_engine, prepare, session_factory
 from plugins.trading.models import Asset, Order, OrderStatus, Portfolio, Position, Role, User
+from plugins.trading.sealed import Seals
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.integration
@@ -46,6 +49,11 @@ def exchange(servers: dict[str, str], redis_prefix: str) -> Iterator[tuple[redis
     yield client, key
     client.delete(key)
     client.close()
+
+
+def _record(client: redis.Redis, key: str, cid: str) -> dict[str, Any] | None:
+    """The exchange's record of ``cid`` (sealed in Redis), as the paper broker reads it."""
+    return RedisOrderStore(client, key, Seals(load_settings(), client)).get(cid)
 
 
 def _child(mode: str, *args: object) -> subprocess.CompletedProcess[str]:
@@ -85,7 +93,8 @@ def test_kill_after_submit_then_restart_loses_and_doubles_nothing(
     # After the crash: the intent is in the database, the order is at the exchange,
     # the database never heard back.
     (cid,) = (c.decode() for c in client.hkeys(key))  # type: ignore[union-attr]
-    at_exchange = json.loads(client.hget(key, cid))  # type: ignore[arg-type]
+    at_exchange = _record(client, key, cid)
+    assert at_exchange is not None
     assert at_exchange["status"] == "filled" and D(at_exchange["filled_quantity"]) == D("1.5")
     with sessions() as db:
         (order,) = db.scalars(select(Order).where(Order.portfolio_id == pid)).all()
@@ -105,7 +114,8 @@ def test_kill_after_submit_then_restart_loses_and_doubles_nothing(
 
     # Once at the exchange, once in the database, the position as filled.
     assert client.hlen(key) == 1
-    assert json.loads(client.hget(key, cid))["fills"] == at_exchange["fills"]  # type: ignore[arg-type]
+    after = _record(client, key, cid)
+    assert after is not None and after["fills"] == at_exchange["fills"]
     with sessions() as db:
         (order,) = db.scalars(select(Order).where(Order.portfolio_id == pid)).all()
         assert order.status == OrderStatus.FILLED and order.filled_quantity == D("1.5")

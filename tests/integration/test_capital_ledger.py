@@ -120,18 +120,19 @@ def _packed(body: dict[str, Any]) -> str:
 
 def test_trading_results_applied_once_and_malformed_ones_dead_lettered(pool: CapitalPool) -> None:
     pool.contribute("alice", "1000", "a1", principal=OP)
-    pool.allocate("r1")
-    alloc_id = pool.allocate("r1")["allocations"][0]["allocation_id"]
+    a0, alloc_id, a2 = (a["allocation_id"] for a in pool.allocate("r1")["allocations"][:3])
+    assert pool.allocate("r1")["allocations"][1]["allocation_id"] == alloc_id  # replayed
     with StreamBus(pool.settings) as bus:
         bus.publish(TRADING_RESULTS, {"data": _packed({"profit": 50.0, "quantity": 0.001,
-                                                       "price": 35000.0})})  # fmt: skip
+                                                       "price": 35000.0,
+                                                       "allocation_id": a0})})  # fmt: skip
         bus.publish(TRADING_RESULTS, {"trade_id": "t-1", "profit": "-10.00", "quantity": "1",
                                       "price": "100", "allocation_id": alloc_id})  # fmt: skip
         bus.publish(TRADING_RESULTS, {"trade_id": "t-1", "profit": "-10.00", "quantity": "1",
                                       "price": "100", "allocation_id": alloc_id})  # fmt: skip
         bus.publish(TRADING_RESULTS, {"data": "not base64!"})
         bus.publish(TRADING_RESULTS, {"trade_id": "t-2", "profit": "-5000", "quantity": "1",
-                                      "price": "1"})  # fmt: skip
+                                      "price": "1", "allocation_id": a2})  # fmt: skip
         bus.publish(MACRO_DATA, {"sp500_price": 4500.0, "vix_price": 18.0})
         stats = consume_once(pool)
         assert (stats.applied, stats.duplicates, stats.dead_lettered) == (2, 1, 2)
@@ -158,7 +159,7 @@ def test_only_signed_trading_results_move_the_nav(pool: CapitalPool) -> None:
     from corec_tasks.streams.signing import F_SIG, sign
 
     pool.contribute("alice", "1000", "a1", principal=OP)
-    pool.allocate("r1")
+    a0 = pool.allocate("r1")["allocations"][0]["allocation_id"]
     client: Any = redis.Redis.from_url(pool.settings.redis_url)
     key = pool.settings.key(TRADING_RESULTS)
     forged = json.dumps({"trade_id": "f-1", "profit": "100000", "quantity": "1",
@@ -166,7 +167,8 @@ def test_only_signed_trading_results_move_the_nav(pool: CapitalPool) -> None:
     with StreamBus(pool.settings) as bus:
         assert TRADING_RESULTS in bus.signed_streams
         genuine_id = bus.publish(TRADING_RESULTS, {"data": _packed({
-            "profit": 50.0, "quantity": 0.001, "price": 35000.0})})  # fmt: skip
+            "profit": 50.0, "quantity": 0.001, "price": 35000.0,
+            "allocation_id": a0})})  # fmt: skip
         (genuine,) = client.xrange(key, genuine_id, genuine_id)
         fields = genuine[1]
         assert fields[F_SIG] == sign(bus.stream_key, TRADING_RESULTS, fields[b"i"],
@@ -216,7 +218,8 @@ def test_macro_fallback_assumes_high_vix_when_stale(pool: CapitalPool) -> None:
     assert pool.status(use_cache=False)["risk_per_trade"] == "0.0200"
     pool.record_macro(D("15"), D("4500"), time.time() - 10_000)  # older: ignored
     assert pool.vix()[0] == D("15")
-    pool.redis.hset(pool.k_macro, "at", repr(time.time() - 10_000))
+    stale = {"vix": "15", "at": repr(time.time() - 10_000), "sp500": ""}
+    pool.redis.set(pool.k_macro, pool.seals.seal_json(pool.k_macro, stale))
     vix, why = pool.vix()
     assert vix is None and "assuming a high VIX" in why
 
@@ -345,10 +348,11 @@ def test_the_manifest_declares_the_capital_consumers_and_beat_drives_them(
                                "group": "capital_pool"}
     assert entry["schedule"] == settings.env.persist_every_s
     pool.contribute("alice", "1000", "a1", principal=OP)
-    pool.allocate("r1")
+    a0 = pool.allocate("r1")["allocations"][0]["allocation_id"]
     with StreamBus(pool.settings) as bus:
         bus.publish(TRADING_RESULTS, {"data": _packed({"profit": 50.0, "quantity": 0.001,
-                                                       "price": 35000.0})})  # fmt: skip
+                                                       "price": 35000.0,
+                                                       "allocation_id": a0})})  # fmt: skip
         bus.client.xadd(pool.settings.key(TRADING_RESULTS), {
             b"d": json.dumps({"trade_id": "f", "profit": "9", "quantity": "1",
                               "price": "1"}).encode(), b"i": b"mallory", b"t": b"1"})  # fmt: skip

@@ -241,17 +241,18 @@ def test_capital_consumer_dead_letters_poison_results_and_applies_the_rest(
     pool: CapitalPool,
 ) -> None:
     pool.contribute("alice", "1000", "a1", principal="operator:test")
+    a0, a1, a2, a3 = (a["allocation_id"] for a in pool.allocate("r1")["allocations"][:4])
     long_id = "t-" + "x" * 300  # capital_trade_results.trade_id is varchar(200)
     with StreamBus(pool.settings) as bus:
         ids = [
             bus.publish(TRADING_RESULTS, {"trade_id": "t-1", "profit": "5", "quantity": "1",
-                                          "price": "10"}),
+                                          "price": "10", "allocation_id": a0}),
             bus.publish(TRADING_RESULTS, {"trade_id": "t-huge", "profit": "1e308",
-                                          "quantity": "1", "price": "10"}),
+                                          "quantity": "1", "price": "10", "allocation_id": a1}),
             bus.publish(TRADING_RESULTS, {"trade_id": long_id, "profit": "1", "quantity": "1",
-                                          "price": "10"}),
+                                          "price": "10", "allocation_id": a2}),
             bus.publish(TRADING_RESULTS, {"trade_id": "t-2", "profit": "7", "quantity": "1",
-                                          "price": "10"}),
+                                          "price": "10", "allocation_id": a3}),
         ]  # fmt: skip
         bus.publish(MACRO_DATA, {"vix_price": True, "sp500_price": 4500.0})
         bus.publish(MACRO_DATA, {"vix_price": 18.5, "sp500_price": 4500.0})

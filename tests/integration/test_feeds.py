@@ -92,8 +92,8 @@ def test_gbm_state_survives_a_restart_and_follows_the_seeded_path(
         p = sim.market_tick(p, m.seed, k, m.mu, m.sigma, m.dt, m.substeps, m.volume).close
         expected.extend(p.tolist())
     assert closes == pytest.approx(expected, rel=1e-12)
-    history = redis_client.lrange(settings.key("feeds:history:A"), 0, -1)
-    assert [float(v) for v in history] == pytest.approx(expected[::2][::-1], rel=1e-12)
+    history = make(cfg).market.history.read(["A"], 10)["A"]  # sealed, newest first
+    assert [float(c.price) for c in history] == pytest.approx(expected[::2][::-1], rel=1e-12)
 
 
 def test_csv_replay_cursor_is_shared_and_survives_restarts(
@@ -253,7 +253,6 @@ def test_feeds_signal_block_forecasts_each_candle_and_counts_bad_ones_as_errors(
     from corec_tasks.blocks.model import specs_from_config
     from corec_tasks.blocks.store import BlockStore
     from corec_tasks.config import PluginBlockConfig
-    from plugins.feeds.market import history_key
     from plugins.feeds.signal import PROCESSOR, MarketSignal, redis_history
 
     block = PluginBlockConfig(bloque_id="feeds_signal", canal=3, entidades=200,
@@ -272,7 +271,7 @@ def test_feeds_signal_block_forecasts_each_candle_and_counts_bad_ones_as_errors(
 
     def source() -> tuple[Any, Any]:
         cfg = f.config.predictor
-        return redis_history(f.ticker.r, lambda s: history_key(f.ticker, s)), cfg
+        return redis_history(f.market.history), cfg
 
     registry = default_registry()
     registry.register(PROCESSOR, MarketSignal(source), kind="vector", needs_payload=True)

@@ -152,7 +152,8 @@ def _history(pool: CapitalPool) -> None:
     assert pool.contribute("bob", "500", "b1", principal=OP)["ok"]
     assert pool.contribute("alice", "300", "a2", principal=OP)["ok"]
     assert pool.withdraw("alice", "100", "a3", principal=OP)["ok"]
-    assert pool.apply_trade("t-1", D("17.00"), D("1"), D("100"))["ok"]
+    alloc = pool.allocate("h1")["allocations"][0]["allocation_id"]
+    assert pool.apply_trade("t-1", D("17.00"), D("1"), D("100"), alloc)["ok"]
     assert pool.contribute("bob", "200", "b2", principal=OP)["ok"]
 
 
@@ -240,14 +241,16 @@ def test_status_shows_the_head_hash_and_entry_count(pool: CapitalPool, cli: Any)
     _history(pool)
     links = _links(pool)
     head = pool.status(use_cache=False)["ledger"]
-    assert head == {"entries": 6, "seq": 6, "hash": links[-1][2]}
+    n = len(links)  # 4 client actions, 5 allocations, a trading result, a contribution
+    assert n == 11
+    assert head == {"entries": n, "seq": n, "hash": links[-1][2]}
     assert pool.status()["ledger"] == head  # cached too
     shown = cli("capital", "status", "--no-cache")
     assert shown.exit_code == 0 and links[-1][2] in shown.output
     assert "ledger entries" in shown.output
     verified = cli("capital", "verify")
     assert verified.exit_code == 0
-    assert f"hash chain intact over 6 entries (head seq 6, hash {links[-1][2]})" in " ".join(
+    assert f"hash chain intact over {n} entries (head seq {n}, hash {links[-1][2]})" in " ".join(
         verified.output.split()
     )
 
@@ -288,7 +291,7 @@ def test_the_chain_stays_linear_under_concurrent_writers(capital_settings: Setti
             start.wait()
             for i in range(10):
                 ledger.allocate(f"run-{i}", None)
-                ledger.apply_trade(f"t-{i}", D("1.50"), D("1"), D("10"))
+                ledger.apply_trade(f"t-{i}", D("1.50"), D("1"), D("10"), f"run-{i}:0")
         except BaseException as exc:
             errors.append(exc)
         finally:

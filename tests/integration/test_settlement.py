@@ -89,7 +89,8 @@ def _worked_example(pool: CapitalPool) -> None:
     assert pool.contribute("alice", "1000.00", "a1", principal="operator:test")["ok"]
     assert pool.contribute("bob", "3000.00", "b1", principal="operator:test")["ok"]
     _move_to(pool.settings, DAY1, 0)
-    assert pool.apply_trade("t1", D("400.00"), D("1"), D("1"))["ok"]
+    alloc = pool.allocate("day2")["allocations"][0]["allocation_id"]  # 480.00 of 4,000
+    assert pool.apply_trade("t1", D("400.00"), D("1"), D("1"), alloc)["ok"]
     assert pool.withdraw("alice", "110.00", "a2", principal="operator:test")["ok"]
     _move_to(pool.settings, DAY2, 2)
 
@@ -130,7 +131,8 @@ def test_the_worked_example_and_a_rerun_writes_nothing(pool: CapitalPool) -> Non
         "withdrawn_day": "110.00", "contributed": "1000.00", "withdrawn": "110.00",
         "profit_day": "100.00", "roi_day": "0.10000000", "roi_to_date": "0.10000000"}  # fmt: skip
     assert (b2.value, b2.profit_day, b2.roi_day) == (D("3300.00"), D("300.00"), D("0.1"))
-    assert day2 == {"day": str(DAY2), "seq": 4, "nav": "1.1000000000", "equity": "4290.00",
+    # 2 contributions, 5 allocations, the trade, the withdrawal: seq 9
+    assert day2 == {"day": str(DAY2), "seq": 9, "nav": "1.1000000000", "equity": "4290.00",
                     "units": "3900.00000000", "members": 2}  # fmt: skip
 
 

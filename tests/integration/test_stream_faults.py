@@ -167,7 +167,9 @@ def own_postgres(monkeypatch: pytest.MonkeyPatch, settings: Settings) -> Iterato
 
 
 def _trade(i: int) -> dict[str, Any]:
-    return {"trade_id": f"t-{i}", "profit": f"{1 + i % 7}.25", "quantity": "1", "price": "10"}
+    """A result on the pool's open allocation ``faults:<i>`` (its bound is 30.00)."""
+    return {"trade_id": f"t-{i}", "profit": f"{1 + i % 7}.25", "quantity": "1", "price": "10",
+            "allocation_id": f"faults:{i}"}  # fmt: skip
 
 
 def test_postgres_outage_dead_letters_no_valid_trading_result(
@@ -176,8 +178,12 @@ def test_postgres_outage_dead_letters_no_valid_trading_result(
     settings = load_settings()
     assert settings.env.stream_max_deliveries == 5  # the shipped default
     config = load_config()
+    # One open allocation per result (60% of 100,000 in 2,000 slots of 30.00 each).
+    config = config.model_copy(update={"capital_config": config.capital_config.model_copy(
+        update={"slots": 2_000})})  # fmt: skip
     owner = CapitalPool(settings, config)
     assert owner.contribute("alice", "100000", "a1", principal="operator:test")["ok"]
+    assert len(owner.allocate("faults")["allocations"]) == 2_000
     consumer_pool = CapitalPool(settings, config)
     total: list[ConsumeStats] = []
     crashes: list[BaseException] = []

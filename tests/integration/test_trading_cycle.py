@@ -104,7 +104,7 @@ def test_a_forged_allocation_never_reaches_the_book(
     t = Trading(capital_settings, EAGER)
     try:
         assert t.sync_allocations() == published > 0
-        book = [json.loads(x) for x in t.r.lrange(t.key("allocations", "book"), 0, -1)]
+        book = t.book()
         assert "forged-1" not in {a["allocation_id"] for a in book}
     finally:
         t.close()

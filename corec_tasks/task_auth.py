@@ -209,18 +209,31 @@ def mark_done(task_id: str, state: str) -> None:
 
 
 class SigningAMQP(AMQP):  # type: ignore[misc]  # Celery ships no types
-    """The app's message factory: every task message it builds is signed.
+    """The app's message sender: every task message it sends is signed.
 
     Per app, not a global ``before_task_publish`` receiver: a process may hold other
     Celery apps (a test's plain client standing in for an intruder) that must not sign
     with CoreC's key. Whatever sends through CoreC's app signs: beat, the API, the CLI,
     ``celery call``, Flower, a task's own callbacks and retries.
+
+    Signed at send, after the call's extra headers are merged in, not when the message
+    is built: a retry passes the request's headers on, the old signature among them,
+    and Celery merges those last.
     """
 
-    def as_task_v2(self, *args: Any, **kwargs: Any) -> Any:
-        message = super().as_task_v2(*args, **kwargs)
-        sign(publisher_key(), message.body, message.headers, time.time())
-        return message
+    def _create_task_sender(self) -> Callable[..., Any]:
+        send = super()._create_task_sender()
+
+        def send_task_message(
+            producer: Any, name: str, message: Any, *args: Any,
+            headers: dict[str, Any] | None = None, **kwargs: Any,
+        ) -> Any:  # fmt: skip
+            if headers:
+                message.headers.update(headers)
+            sign(publisher_key(), message.body, message.headers, time.time())
+            return send(producer, name, message, *args, **kwargs)
+
+        return send_task_message
 
 
 class AuthenticatedTask(Task):  # type: ignore[misc]  # Celery ships no types

@@ -23,6 +23,8 @@ from corec_tasks.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
+#: The ledger key of every test run (``COREC_LEDGER_KEY``): fixed, for tests only.
+LEDGER_KEY = "test-ledger-key-" + "5" * 48
 
 
 @pytest.fixture(scope="session")
@@ -105,6 +107,9 @@ def settings(
     monkeypatch.setenv("COREC_REDIS_PREFIX", prefix)
     monkeypatch.setenv("COREC_DATA_DIR", str(tmp_path / ".corec"))
     monkeypatch.setenv("COREC_CONFIG", str(DATA / config))
+    # One ledger key for the test and every process it starts (test_ledger_mac tests the
+    # key file and a wrong key).
+    monkeypatch.setenv("COREC_LEDGER_KEY", LEDGER_KEY)
     return load_settings()
 
 

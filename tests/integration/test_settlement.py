@@ -54,7 +54,7 @@ def settle_settings(
     path.write_text(json.dumps(config))
     monkeypatch.setenv("COREC_CONFIG", str(path))
     with fresh_migrated_database(servers, run_id) as url:
-        assert "0006_settlement" in (current(url) or "")
+        assert "0007_ledger_mac" in (current(url) or "")
         monkeypatch.setenv("DATABASE_URL", url)
         reset_runtime()
         try:

@@ -25,6 +25,8 @@ from corec_tasks.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
+#: The ledger key of every test run (``COREC_LEDGER_KEY``): fixed, for tests only.
+LEDGER_KEY = "test-ledger-key-" + "5" * 48
 
 
 @pytest.fixture(scope="session")
@@ -112,6 +114,9 @@ def settings(
     folders = [m.parent for m in (ROOT / "plugins").glob("*/plugin.json")]
     for spec in all_shipped(folders):
         create_key_file(tmp_path / ".corec" / spec.file)
+    # One ledger key for the test and every process it starts (test_ledger_mac tests the
+    # key file and a wrong key).
+    monkeypatch.setenv("COREC_LEDGER_KEY", LEDGER_KEY)
     return load_settings()
 
 

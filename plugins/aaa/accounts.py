@@ -13,6 +13,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from plugins.aaa import writes
 from plugins.aaa.config import AAAConfig
 from plugins.aaa.errors import AAAError, AuthenticationError, UserError
 from plugins.aaa.limits import HashSlots
@@ -99,19 +100,10 @@ class Accounts:
             raise UserError(
                 f"password must have at least {self.config.min_password_length} characters"
             )
-        user = User(
-            username=username,
-            email=email,
-            role=role,
-            is_active=True,
-            failed_logins=0,
-            password_hash=self._passwords.hash(password),
-            created_at=self._clock(),
-        )
+        password_hash = self._passwords.hash(password)
         try:
             with self._sessions.begin() as db:
-                db.add(user)
-                db.flush()
+                user = writes.add_user(db, username, email, password_hash, role, self._clock())
                 self._audit(
                     db,
                     actor.user_id if actor else None,
@@ -207,7 +199,7 @@ class Accounts:
                                 reason="wrong current password", via=via)  # fmt: skip
                     refusal = AuthenticationError("the current password is wrong")
                 else:
-                    user.password_hash = new_hash
+                    writes.set_password_hash(db, user, new_hash)
                     query = update(UserSession).where(
                         UserSession.user_id == user.id, UserSession.revoked_at.is_(None)
                     )

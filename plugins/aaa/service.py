@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from corec_tasks.contracts import AAAContract
 from corec_tasks.errors import ConfigurationError
 from corec_tasks.plugin_base import ConfigLoader
-from plugins.aaa import tokens
+from plugins.aaa import tokens, writes
 from plugins.aaa.accounts import Accounts, UserInfo
 from plugins.aaa.config import AAAConfig, config_from_settings, load_config
 from plugins.aaa.errors import (
@@ -207,7 +207,7 @@ class AAAPlugin(Accounts, AAAContract):
         if pair is not None and self.limiter is not None:
             self.limiter.pair_clear(pair, user.username)
         if self._passwords.needs_rehash(user.password_hash):
-            user.password_hash = self._passwords.hash(password)
+            writes.set_password_hash(db, user, self._passwords.hash(password))
         issued = now.replace(microsecond=0)
         claims = Claims(
             user_id=user.id,

@@ -261,14 +261,35 @@ def allocate(key: str | None, as_json: bool) -> None:
 
 
 @capital.command()
+@click.option("--as", "as_name", metavar="NAME",
+              help="Record the seal as operator:NAME (default: operator:<OS user>@<host>).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@handle_errors
+def seal(as_name: str | None, as_json: bool) -> None:
+    """Seal, once, the ledger entries written before ledger MACs (the legacy range that
+    migration 0007_ledger_mac recorded): check their hash chain, then record one MAC,
+    under this node's ledger key, over the hash of the last of them. Run it on a node
+    holding the deployment's ledger key (COREC_LEDGER_KEY); until then `verify` is red."""
+    principal = _principal(as_name)
+    with _pool() as pool:
+        result = pool.ledger.seal(principal)
+    summary = result.get("message") or (
+        f"sealed entries seq 1-{result.get('through_seq')} (head {result.get('head_hash')}) "
+        f"under ledger key {result.get('key_id')}, recorded as {principal}")
+    _finish(result, as_json, summary)
+
+
+@capital.command()
 @click.option("--head", "head", metavar="HASH",
               help="A head hash kept earlier (from `status --no-cache`, which reads it from "
                    "PostgreSQL): prove nothing up to it changed.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @handle_errors
 def verify(head: str | None, as_json: bool) -> None:
-    """Check the ledger's hash chain, then pool state and members against it and the
-    invariants; name the first entry that breaks the chain."""
+    """Check the ledger's hash chain and every entry's MAC (under this node's ledger key),
+    then pool state and members against it and the invariants; name the first entry
+    that fails (its seq, kind and why: broken chain, missing MAC, bad MAC). Exit 1 when
+    anything fails."""
     with _pool() as pool:
         result = pool.verify(head, show_chain=True)
     if not as_json and not result.get("ok") and "problems" in result:
@@ -280,5 +301,6 @@ def verify(head: str | None, as_json: bool) -> None:
         summary = (f"hash chain intact over {c['entries']} entries (head seq {c['seq']}, "
                    f"hash {c['hash']})" + (f"; head {head} is in it, so nothing up to it "
                                            "changed" if head else "")
+                   + "; every entry's MAC is valid under this node's ledger key"
                    + "; ledger and pool state agree; every invariant holds")  # fmt: skip
     _finish(result, as_json, summary)

@@ -26,6 +26,13 @@ Hash chain: each entry gets ``seq`` = the previous entry's + 1 and its ``prev_ha
 and ``hash`` (``chain.py``), computed here from the ``pool_state`` row the lock just
 read (its ``seq`` and ``head_hash``) and written with the entry, so the chain is as
 linear as the lock: no round trip is added.
+
+MAC: each entry also gets ``mac`` (``chain.link``), keyed with the ledger key
+(``ledger_key.py``), which the database never holds, so the application database role
+cannot write an entry ``verify`` accepts. It is computed with the hash, from the same
+bytes, in the same statement: no round trip is added. Before its first action on a
+connection the ledger checks its key against the newest MACed entry and refuses to
+write under another key (``LedgerKeyError``).
 """
 
 from __future__ import annotations
@@ -47,9 +54,10 @@ from psycopg.rows import tuple_row
 
 from corec_tasks.db import libpq_url
 from corec_tasks.errors import CorecError
+from corec_tasks.settings import Settings
 from corec_tasks.strict import shown
 from plugins.capital_pool import accounting as acc
-from plugins.capital_pool import audit, chain, reads
+from plugins.capital_pool import audit, chain, ledger_key, reads, seal
 from plugins.capital_pool.accounting import Holding, Pool, Rejected
 from plugins.capital_pool.config import CapitalConfig
 from plugins.capital_pool.money import (
@@ -86,8 +94,8 @@ _ACTION = ("SELECT kind, user_id, amount, result FROM capital_actions "
 _LEDGER = (
     "INSERT INTO capital_ledger (idempotency_key, kind, user_id, ref, cash_delta, "
     "active_delta, units_delta, equity_after, cash_after, active_after, units_after, "
-    "seq, created_at, prev_hash, hash) "
-    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    "seq, created_at, prev_hash, hash, mac) "
+    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 _POOL = (
     "UPDATE pool_state SET equity = %s, cash = %s, active = %s, units = %s, "
@@ -102,9 +110,9 @@ _CLIENT_WRITE = """
 WITH l AS (
     INSERT INTO capital_ledger (idempotency_key, kind, user_id, cash_delta, active_delta,
         units_delta, equity_after, cash_after, active_after, units_after, seq, created_at,
-        prev_hash, hash)
+        prev_hash, hash, mac)
     VALUES (%(key)s, %(kind)s, %(user)s, %(cash_delta)s, 0, %(units_delta)s, %(equity)s,
-        %(cash)s, %(active)s, %(units)s, %(seq)s, %(at)s, %(prev)s, %(hash)s)
+        %(cash)s, %(active)s, %(units)s, %(seq)s, %(at)s, %(prev)s, %(hash)s, %(mac)s)
 ), m AS (
     INSERT INTO capital_members (user_id, units, contributed, withdrawn)
     VALUES (%(user)s, %(m_units)s, %(m_contributed)s, %(m_withdrawn)s)
@@ -141,29 +149,32 @@ class InputError(CorecError, ValueError):
 
 @dataclass(slots=True)
 class _Tip:
-    """The chain's head under the pool lock; ``link`` appends one entry to it."""
+    """The chain's head under the pool lock; ``link`` appends one entry to it, MACed
+    with ``mac_key`` (the ledger key)."""
 
     seq: int
     hash: str
+    mac_key: bytes
     now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def link(self, key: str, kind: str, user: str | None, ref: str | None, cash_delta: Decimal,
              active_delta: Decimal, units_delta: Decimal,
-             after: Pool) -> tuple[int, datetime, str, str]:  # fmt: skip
-        """The next entry's ``seq, created_at, prev_hash, hash``; advances the head."""
+             after: Pool) -> tuple[int, datetime, str, str, str]:  # fmt: skip
+        """The next entry's ``seq, created_at, prev_hash, hash, mac``; advances the head."""
         entry = chain.Entry(self.seq + 1, self.now, key, kind, user, ref, cash_delta,
                             active_delta, units_delta, *_balances(after))  # fmt: skip
         prev = self.hash
-        self.seq, self.hash = entry.seq, chain.entry_hash(prev, entry)
-        return entry.seq, self.now, prev, self.hash
+        digest, mac = chain.link(self.mac_key, prev, entry)
+        self.seq, self.hash = entry.seq, digest
+        return entry.seq, self.now, prev, digest, mac
 
     def link_client(self, params: dict[str, Any]) -> None:
         """Add a contribution's or withdrawal's chain fields to its write ``params``."""
         after = Pool(params["equity"], params["cash"], params["active"], params["units"])
-        seq, at, prev, digest = self.link(params["key"], params["kind"], params["user"], None,
-                                          params["cash_delta"], ZERO, params["units_delta"],
-                                          after)  # fmt: skip
-        params.update(seq=seq, at=at, prev=prev, hash=digest)
+        seq, at, prev, digest, mac = self.link(params["key"], params["kind"], params["user"],
+                                               None, params["cash_delta"], ZERO,
+                                               params["units_delta"], after)  # fmt: skip
+        params.update(seq=seq, at=at, prev=prev, hash=digest, mac=mac)
 
 
 @dataclass(frozen=True, slots=True)
@@ -205,11 +216,23 @@ def check_key(key: object) -> str:
 class Ledger:
     """The ledger on one PostgreSQL connection (one per process or thread)."""
 
-    def __init__(self, database_url: str, config: CapitalConfig) -> None:
+    def __init__(self, database_url: str, config: CapitalConfig, *, key: bytes | None = None,
+                 settings: Settings | None = None) -> None:  # fmt: skip
+        """``key``: the ledger key; default ``ledger_key.load_key(settings)`` at first use."""
         self.url = libpq_url(database_url)
         self.config = config
         self.rules = config.capital_config
+        self._key = key
+        self._settings = settings
         self._conn: psycopg.Connection[tuple[Any, ...]] | None = None
+        self._key_checked: object = None  # the connection the key was checked on
+
+    @property
+    def key(self) -> bytes:
+        """The ledger key (``ledger_key.py``), loaded once."""
+        if self._key is None:
+            self._key = ledger_key.load_key(self._settings)
+        return self._key
 
     # -- connection ------------------------------------------------------------------
 
@@ -240,6 +263,9 @@ class Ledger:
         rolls back.
         """
         conn = self.conn
+        if self._key_checked is not conn:
+            seal.check_key(conn, self.key)
+            self._key_checked = conn
         try:
             with conn.pipeline():
                 conn.execute("BEGIN")
@@ -249,7 +275,7 @@ class Ledger:
                 if row is None:
                     raise RuntimeError("pool_state has no row: run `corec db upgrade`")
                 rows = [cur.fetchall() for cur in cursors]
-                yield conn, Pool(*row[:4]), _Tip(row[4], row[5]), rows
+                yield conn, Pool(*row[:4]), _Tip(row[4], row[5], self.key), rows
                 conn.execute("COMMIT")
         except BaseException as exc:
             if isinstance(exc, psycopg.OperationalError) or conn.closed:
@@ -645,11 +671,17 @@ class Ledger:
         return self.audit(head).problems
 
     def audit(self, head: str | None = None) -> reads.Verification:
-        """The hash chain, pool state and members checked (``reads.audit``); ``head``, a
-        head hash kept earlier, must still be in the intact chain."""
+        """The hash chain and every entry's MAC, pool state and members checked
+        (``reads.audit``); ``head``, a head hash kept earlier, must still be in the
+        intact chain."""
         if head is not None:
             check_head(head)
-        return reads.audit(self.conn, self.rules, head)
+        return reads.audit(self.conn, self.rules, head, self.key)
+
+    def seal(self, by: str) -> dict[str, Any]:
+        """MAC the entries written before ledger MACs, once, after checking their chain
+        (``seal.seal``); ``by`` is the operator recorded."""
+        return seal.seal(self.conn, self.key, by)
 
 
 def allocation_message(

@@ -1,4 +1,5 @@
-"""SQLAlchemy models of the capital ledger (migrations ``0002_capital_pool``, ``0004``).
+"""SQLAlchemy models of the capital ledger (migrations ``0002_capital_pool``, ``0004``,
+``0007_ledger_mac``).
 
 ``contributions``, ``withdrawals`` and ``pool_state`` keep the seed's names; the rest
 are prefixed ``capital_``. ``capital_ledger`` is append-only (a trigger refuses UPDATE,
@@ -175,6 +176,28 @@ class LedgerEntry(CapitalBase):
     created_at: Mapped[datetime] = _created()
     prev_hash: Mapped[str] = mapped_column(String(64), nullable=False)
     hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    #: HMAC-SHA256 under the ledger key (``chain.entry_mac``); NULL only on entries of
+    #: the legacy range (written before migration ``0007_ledger_mac``), which a seal covers.
+    mac: Mapped[str | None] = mapped_column(String(64))
+
+
+class LedgerSeal(CapitalBase):
+    """The legacy range (``kind = 'legacy'``, written once by migration ``0007_ledger_mac``)
+    and the operators' seals of it (``kind = 'seal'``, ``corec capital seal``); see
+    ``seal.py``. Append-only."""
+
+    __tablename__ = "capital_ledger_seals"
+    __table_args__ = (CheckConstraint("kind IN ('legacy', 'seal')",
+                                      name="capital_ledger_seals_kind"),)  # fmt: skip
+
+    id: Mapped[int] = mapped_column(BigInteger, Identity(), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    through_seq: Mapped[int] = mapped_column(BigInteger, nullable=False)
+    head_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    key_id: Mapped[str | None] = mapped_column(String(16))
+    mac: Mapped[str | None] = mapped_column(String(64))
+    sealed_by: Mapped[str | None] = mapped_column(String(220))
+    created_at: Mapped[datetime] = _created()
 
 
 class Action(CapitalBase):
@@ -203,6 +226,7 @@ __all__ = [
     "CapitalBase",
     "Contribution",
     "LedgerEntry",
+    "LedgerSeal",
     "Member",
     "PoolState",
     "TradeResult",

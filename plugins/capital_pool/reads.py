@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 
 from plugins.capital_pool import accounting as acc
-from plugins.capital_pool import chain
+from plugins.capital_pool import chain, ledger_key, seal
 from plugins.capital_pool.accounting import Holding, Pool
 from plugins.capital_pool.config import CapitalRules
 from plugins.capital_pool.money import money_str, units_str
@@ -68,11 +68,14 @@ def history(conn: Conn, limit: int = 50, user_id: str | None = None) -> list[dic
     ]  # fmt: skip
 
 
-def audit(conn: Conn, rules: CapitalRules, head: str | None = None) -> Verification:
-    """Check the hash chain, pool state and members against the ledger, the invariants.
+def audit(conn: Conn, rules: CapitalRules, head: str | None, key: bytes) -> Verification:
+    """Check the hash chain and MACs, pool state and members against the ledger, the
+    invariants.
 
-    Problems (in this order): the first entry whose link or content breaks the hash
-    chain, named by seq, kind, member and key (later breaks are counted); ``head``,
+    Problems (in this order): a ledger ``key`` no MACed entry matches (the wrong key);
+    the first entry whose link, content or MAC fails (a missing or bad MAC after the
+    legacy range), named by seq, kind, member, key and why (later failures are
+    counted); the legacy range unsealed or its seal not matching (``seal.check``); ``head``,
     a head hash kept earlier, not found in the intact chain; ``pool_state``'s head
     not the last entry; balances not the sums of the ledger's deltas and its last
     entry's balances; a member's units not the sum of their ledger units;
@@ -84,7 +87,10 @@ def audit(conn: Conn, rules: CapitalRules, head: str | None = None) -> Verificat
         pool_row = conn.execute(
             "SELECT equity, cash, active, units, seq, head_hash FROM pool_state"
         ).fetchone()
-        report = _walk_chain(conn, [head] if head else [])
+        through, legacy_head, legacy = seal.legacy_range(conn)
+        report = chain.walk(seal.chain_rows(conn), [head] if head else [], key=key,
+                            legacy_through=through, hash_at=[through])  # fmt: skip
+        legacy += seal.check(conn, key, through, legacy_head, report)
         sums = conn.execute(
             "SELECT coalesce(sum(cash_delta), 0), coalesce(sum(active_delta), 0), "
             "coalesce(sum(units_delta), 0), count(*) FROM capital_ledger"
@@ -108,11 +114,17 @@ def audit(conn: Conn, rules: CapitalRules, head: str | None = None) -> Verificat
         ).fetchone()
     assert pool_row is not None and sums is not None and open_sum is not None
     pool = Pool(*pool_row[:4])
-    problems = []
+    problems: list[str] = []
+    if report.macs_checked and report.macs_bad == report.macs_checked:
+        problems.append(f"none of the {report.macs_checked} MACed entries matches this "
+                        f"node's ledger key (id {chain.key_id(key)}, from "
+                        f"{ledger_key.where()}): it is the wrong key (give this node the "
+                        f"deployment's {ledger_key.KEY_ENV}), or every one was forged")
     if report.first_break is not None:
         more = report.broken - 1
-        problems.append(report.first_break + (f" ({more} later entries also break the "
-                                              "chain)" if more else ""))  # fmt: skip
+        problems.append(report.first_break + (f" ({more} later entries also break the chain)"
+                                              if more else ""))  # fmt: skip
+    problems += legacy
     if head is not None and head not in report.found:
         problems.append(f"head {head} is not in the intact chain: an entry up to it was "
                         "rewritten, or it is not this pool's head")  # fmt: skip
@@ -140,16 +152,3 @@ def audit(conn: Conn, rules: CapitalRules, head: str | None = None) -> Verificat
     holdings = [Holding(*m[1:4]) for m in member_rows]
     problems.extend(acc.check(pool, holdings, rules))
     return Verification(problems, report)
-
-
-def _walk_chain(conn: Conn, look_for: list[str]) -> chain.ChainReport:
-    """Walk every entry in seq order, streamed (a server-side cursor) in this snapshot."""
-    with conn.cursor(name="capital_chain") as cur:
-        cur.itersize = 5000
-        cur.execute(
-            "SELECT seq, created_at, idempotency_key, kind, user_id, ref, cash_delta, "
-            "active_delta, units_delta, equity_after, cash_after, active_after, "
-            "units_after, prev_hash, hash FROM capital_ledger ORDER BY seq"
-        )
-        rows = ((chain.Entry(*r[:13]), r[13], r[14]) for r in cur)
-        return chain.walk(rows, look_for)

@@ -85,7 +85,7 @@ class CapitalPool:
         lag); default ``settings.database_url``. Nothing that moves money is sent to it."""
         self.settings = settings
         self.config = config
-        self.ledger = Ledger(database_url or settings.database_url, config)
+        self.ledger = Ledger(database_url or settings.database_url, config, settings=settings)
         self.redis = redis_client(settings, decode=True)
         self._cache_set = self.redis.register_script(_CACHE_SET)
         self.k_status = settings.key(STATUS_KEY)
@@ -351,8 +351,11 @@ class CapitalPool:
         if isinstance(found, dict):
             return found
         out: dict[str, Any] = {"ok": not found.problems, "problems": found.problems}
+        report = found.chain
+        if report.first_seq is not None:  # the first entry that fails: seq, kind and why
+            out["first_failure"] = {"seq": report.first_seq, "kind": report.first_kind,
+                                    "why": report.first_reason}  # fmt: skip
         if show_chain:
-            report = found.chain
             out["chain"] = {"entries": report.entries, "seq": report.head_seq,
                             "hash": report.head_hash}  # fmt: skip
         return out

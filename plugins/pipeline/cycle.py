@@ -69,6 +69,7 @@ from corec_tasks.settings import Settings
 from corec_tasks.streams.bus import Entry, StreamBus
 from corec_tasks.streams.consumer import ConsumerLoop, Dead, Done, EntryHandler, Verdict
 from corec_tasks.streams.signing import check
+from plugins.aaa import writes
 from plugins.broker.service import BrokerService
 from plugins.capital_pool.money import CENT
 from plugins.capital_pool.service import CapitalPool
@@ -83,6 +84,7 @@ from plugins.trading.db import make_trading_engine, prepare, session_factory
 from plugins.trading.models import Asset, Portfolio, Position, Role, User
 from plugins.trading.registry import default_registry, load_plugin
 from plugins.trading.sealed import Seals
+from plugins.trading.types import utcnow
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +177,9 @@ class Trading:
 
                 # A system account nobody knows the password of: it only owns the book.
                 hashed = PasswordHasher().hash(secrets.token_urlsafe(32))
-                owner = User(username=self.config.owner, role=Role.ADMIN, password_hash=hashed)
-                db.add(owner)
-                db.flush()
+                # Through aaa's function: the application role may not INSERT users.
+                owner = writes.add_user(db, self.config.owner, None, hashed, Role.ADMIN,
+                                        utcnow())  # fmt: skip
             portfolio = db.scalar(
                 select(Portfolio).where(
                     Portfolio.user_id == owner.id, Portfolio.name == self.config.portfolio_name

@@ -19,7 +19,7 @@ from tests.conftest import DATA, ROOT
 pytestmark = pytest.mark.integration
 
 KEYS = {"COREC_TASK_KEY": "task.key", "COREC_STREAM_KEY": "stream.key",
-        "COREC_GRANT_KEY": "grant.key"}  # fmt: skip
+        "COREC_GRANT_KEY": "grant.key", "COREC_LEDGER_KEY": "ledger.key"}  # fmt: skip
 
 
 def _corec(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -43,7 +43,7 @@ def test_keys_init_makes_each_key_once_and_show_paths_says_where(
     assert {(r["env"], Path(r["file"]).name, r["state"]) for r in rows} == {
         (k, f, "made") for k, f in KEYS.items()}  # fmt: skip
     keys = {f: (data / f).read_bytes() for f in KEYS.values()}
-    assert len(set(keys.values())) == 3 and all(len(k) == 64 for k in keys.values())
+    assert len(set(keys.values())) == len(KEYS) and all(len(k) == 64 for k in keys.values())
     assert all(stat.S_IMODE((data / f).stat().st_mode) == 0o600 for f in KEYS.values())
     again = _corec("keys", "init", "--json", env=env)
     assert {r["state"] for r in json.loads(again.stdout)} == {"kept"}

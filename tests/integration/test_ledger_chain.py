@@ -213,11 +213,17 @@ def test_a_rewrite_with_every_hash_recomputed_is_caught_by_a_head_kept_elsewhere
                          (prev, digest, row[0]))  # fmt: skip
             prev = digest
         conn.execute("UPDATE pool_state SET head_hash = %s", (prev,))
-    assert pool.verify() == {"ok": True, "problems": []}  # the chain alone cannot tell
+    # The chain alone cannot tell; the MACs can (each covers its prev_hash, so every
+    # entry from the first rewritten one fails), and so can the head kept elsewhere.
+    plain = pool.verify()
+    assert plain["ok"] is False and plain["first_failure"] == {
+        "seq": 1, "kind": "contribute", "why": "bad MAC"}  # fmt: skip
+    assert any(p.startswith("ledger entry seq 1 (contribute by bob, key 'a1'): bad MAC")
+               for p in plain["problems"])  # fmt: skip
     found = pool.verify(head=kept)
     assert found["ok"] is False
-    assert found["problems"] == [f"head {kept} is not in the intact chain: an entry up to it "
-                                 "was rewritten, or it is not this pool's head"]  # fmt: skip
+    assert f"head {kept} is not in the intact chain: an entry up to it was rewritten, or it " \
+        "is not this pool's head" in found["problems"]
     shown = cli("capital", "verify", "--head", kept)
     assert shown.exit_code == 1 and "is not in the intact chain" in shown.output
     bad = pool.verify(head="not-a-hash")
@@ -377,6 +383,9 @@ def test_migration_0004_hashes_a_0003_ledger_in_order_and_scopes_its_keys(
                                   "ORDER BY owner").fetchall()  # fmt: skip
         assert head == (links[-1][2],)
         assert owners == [("alice", "k1"), ("bob", "k2"), ("operator/system", "allocate:run-1")]
+        # Written before ledger MACs: red until an operator seals them (test_ledger_mac).
+        assert "not sealed" in pool.verify()["problems"][0]
+        assert pool.ledger.seal(OP)["sealed"]
         assert pool.verify() == {"ok": True, "problems": []}
         # Old keys still replay for their owner; another member's use is fresh.
         assert pool.contribute("alice", "1000", "k1", principal=OP)["replayed"]

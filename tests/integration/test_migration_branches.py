@@ -70,6 +70,7 @@ def _schema(url: str) -> list[tuple[str, ...]]:
 
 
 CAPITAL_TABLES = {"pool_state", "capital_ledger", "capital_statements", "capital_pool_days"}
+HEADS = "0005_users_guard, 0007_ledger_mac, app_role"
 AAA_TABLES = {"users", "sessions", "audit_log", "portfolios", "orders", "positions"}
 
 
@@ -78,12 +79,12 @@ def test_a_disabled_plugin_gets_no_tables_and_enabled_later_gets_them(
 ) -> None:
     _use(monkeypatch, tmp_path, [{"name": "aaa", "enabled": True}, {**CAPITAL, "enabled": False}])
     migrate.upgrade(fresh_db)
-    assert _rows(fresh_db) == {"app_role", "0004_audit"}
+    assert _rows(fresh_db) == {"app_role", "0005_users_guard"}
     assert _tables(fresh_db) >= AAA_TABLES and not CAPITAL_TABLES & _tables(fresh_db)
     _use(monkeypatch, tmp_path, [{"name": "aaa", "enabled": True}, CAPITAL])
     migrate.upgrade(fresh_db)
     assert _tables(fresh_db) >= CAPITAL_TABLES
-    assert migrate.current(fresh_db) == migrate.head() == "0006_settlement, app_role"
+    assert migrate.current(fresh_db) == migrate.head() == HEADS
 
 
 def test_capital_pool_alone_brings_the_aaa_tables_it_writes_to(
@@ -203,7 +204,7 @@ def test_a_database_of_the_old_linear_chain_is_restamped_and_upgraded(
     migrate.upgrade(fresh_db)
     migrate.upgrade(fresh_db)  # and again: nothing left to do
 
-    assert migrate.current(fresh_db) == migrate.head() == "0006_settlement, app_role"
+    assert migrate.current(fresh_db) == migrate.head() == HEADS
     with psycopg.connect(libpq_url(fresh_db)) as conn:
         assert conn.execute("SELECT user_id, units FROM capital_members").fetchall() == [
             ("alice", 10)]  # fmt: skip
@@ -219,5 +220,5 @@ def test_an_old_database_upgrades_with_capital_pool_disabled(
     _use(monkeypatch, tmp_path, [{"name": "aaa", "enabled": True}, {**CAPITAL, "enabled": False}])
     _old_code_upgrade(fresh_db, "0006_settlement")
     migrate.upgrade(fresh_db)
-    assert _rows(fresh_db) == {"0006_settlement", "app_role"}
+    assert _rows(fresh_db) == {"0006_settlement", "0005_users_guard", "app_role"}
     assert migrate.up_to_date(fresh_db)

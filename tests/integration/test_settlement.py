@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from corec_tasks.db import libpq_url
 from corec_tasks.runtime import reset as reset_runtime
 from corec_tasks.settings import Settings, load_settings
-from plugins.capital_pool import settlement
+from plugins.capital_pool import chain, ledger_key, seal, settlement
 from plugins.capital_pool.config import load_config
 from plugins.capital_pool.service import CapitalPool
 from tests.integration.conftest import fresh_migrated_database
@@ -54,7 +54,7 @@ def settle_settings(
     path.write_text(json.dumps(config))
     monkeypatch.setenv("COREC_CONFIG", str(path))
     with fresh_migrated_database(servers, run_id) as url:
-        assert "0006_settlement" in (current(url) or "")
+        assert "0007_ledger_mac" in (current(url) or "")
         monkeypatch.setenv("DATABASE_URL", url)
         reset_runtime()
         try:
@@ -72,14 +72,24 @@ def pool(settle_settings: Settings) -> Iterator[CapitalPool]:
 
 def _move_to(settings: Settings, day: date, after_seq: int) -> None:
     """Date the ledger's entries after ``after_seq`` to noon of ``day``: a test cannot
-    wait for midnight. (This rewrites hashed fields, so the chain no longer verifies in
-    this throwaway database; the settlement reads balances, not the chain.)"""
+    wait for midnight. This rewrites hashed fields, so the chain is linked and MACed
+    again from there with the test's ledger key (as the ledger would have written it):
+    a ledger refuses to write after a head whose MAC fails."""
     with psycopg.connect(libpq_url(settings.database_url)) as conn:
         conn.execute("ALTER TABLE capital_ledger DISABLE TRIGGER capital_ledger_append_only")
         conn.execute("UPDATE capital_ledger SET created_at = %s + seq * interval '1 second' "
                      "WHERE seq > %s",
                      (datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=12),
                       after_seq))  # fmt: skip
+        key = ledger_key.load_key(settings)
+        rows = conn.execute(f"SELECT {seal.COLUMNS} FROM capital_ledger ORDER BY seq").fetchall()
+        prev = chain.GENESIS
+        for row in rows:
+            digest, mac = chain.link(key, prev, chain.Entry(*row[:13]))
+            conn.execute("UPDATE capital_ledger SET prev_hash = %s, hash = %s, mac = %s "
+                         "WHERE seq = %s", (prev, digest, mac, row[0]))  # fmt: skip
+            prev = digest
+        conn.execute("UPDATE pool_state SET head_hash = %s", (prev,))
         conn.execute("ALTER TABLE capital_ledger ENABLE TRIGGER capital_ledger_append_only")
 
 

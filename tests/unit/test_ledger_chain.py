@@ -135,3 +135,47 @@ def test_the_migrations_frozen_copy_hashes_like_the_chain() -> None:
               _entry(9, created_at=WHEN.astimezone(timezone(timedelta(hours=-5))))]:  # fmt: skip
         row = dataclasses.astuple(e)
         assert m._hash("a" * 64, row) == entry_hash("a" * 64, e)
+
+
+# MACs (capital_ledger/mac/v1) ----------------------------------------------------------
+
+KEY = b"k" * 32
+
+
+def _macced(entries: list[Entry], key: bytes = KEY) -> list[chain.Row]:
+    return [(e, prev, digest, chain.entry_mac(key, prev, e)) for e, prev, digest in _chain(entries)]
+
+
+def test_the_mac_is_the_documented_hmac_of_the_hashed_bytes() -> None:
+    import hashlib
+    import hmac
+
+    body = chain.canonical(GENESIS, _entry())
+    assert chain.entry_mac(KEY, GENESIS, _entry()) == hmac.new(
+        KEY, b"capital_ledger/mac/v1\n" + body, hashlib.sha256).hexdigest()  # fmt: skip
+    assert chain.link(KEY, GENESIS, _entry()) == (entry_hash(GENESIS, _entry()),
+                                                  chain.entry_mac(KEY, GENESIS, _entry()))
+    assert chain.seal_mac(KEY, 3, "a" * 64) == hmac.new(
+        KEY, b'capital_ledger/seal/v1\n[3,"' + b"a" * 64 + b'"]', hashlib.sha256).hexdigest()
+    assert len(chain.key_id(KEY)) == 16 and chain.key_id(KEY) != chain.key_id(b"j" * 32)
+
+
+def test_walk_with_a_key_names_the_first_missing_or_bad_mac() -> None:
+    entries = [_entry(1), _entry(2, user_id="bob"), _entry(3)]
+    good = _macced(entries)
+    assert walk(good, key=KEY).first_break is None
+    missing = [*good[:2], (*good[2][:3], None)]
+    report = walk(missing, key=KEY)
+    assert (report.first_seq, report.first_kind, report.first_reason) == (3, "contribute",
+                                                                          "missing MAC")
+    assert report.first_break is not None and "missing MAC: it carries no MAC" in report.first_break
+    bad = [good[0], (*good[1][:3], "0" * 64), good[2]]
+    report = walk(bad, key=KEY)
+    assert (report.first_seq, report.first_reason, report.broken) == (2, "bad MAC", 1)
+    wrong = walk(good, key=b"j" * 32)
+    assert wrong.macs_checked == wrong.macs_bad == 3
+    # The legacy range needs no MAC of its own (its seal covers it); after it, one is due.
+    legacy = [(e, p, h) for e, p, h, _ in good[:2]] + [good[2]]
+    assert walk(legacy, key=KEY, legacy_through=2, hash_at=[2]).first_break is None
+    assert walk(legacy, key=KEY, legacy_through=1).first_reason == "missing MAC"
+    assert walk(legacy, key=KEY, legacy_through=2, hash_at=[2]).hashes == {2: good[1][2]}

@@ -27,6 +27,9 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 #: The ledger key of every test run (``COREC_LEDGER_KEY``): fixed, for tests only.
 LEDGER_KEY = "test-ledger-key-" + "5" * 48
+# For the whole run, not only tests that take the ``settings`` fixture: a test that opens
+# a Ledger on its own database (test_app_role) and the processes tests start read it.
+os.environ.setdefault("COREC_LEDGER_KEY", LEDGER_KEY)
 
 
 @pytest.fixture(scope="session")

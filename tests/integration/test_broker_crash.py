@@ -21,7 +21,7 @@ import pytest
 import redis
 from sqlalchemy import Engine, select
 
-from corec_tasks.settings import load_settings
+from corec_tasks.settings import Settings, load_settings
 from plugins.broker.paper import RedisOrderStore
 from plugins.trading.db import make_trading_engine, prepare, session_factory
 from plugins.trading.models import Asset, Order, OrderStatus, Portfolio, Position, Role, User
@@ -42,8 +42,11 @@ def engine(trading_url: str) -> Iterator[Engine]:
 
 
 @pytest.fixture()
-def exchange(servers: dict[str, str], redis_prefix: str) -> Iterator[tuple[redis.Redis, str]]:
-    """A Redis client and the hash the paper exchange keeps its orders in."""
+def exchange(
+    servers: dict[str, str], redis_prefix: str, settings: Settings
+) -> Iterator[tuple[redis.Redis, str]]:
+    """A Redis client and the hash the paper exchange keeps its orders in; ``settings``
+    gives this test (and the children it starts) a data folder with the node's keys."""
     client = redis.Redis.from_url(servers["redis_url"])
     key = f"{redis_prefix}broker:paper:{uuid.uuid4().hex[:8]}"
     yield client, key

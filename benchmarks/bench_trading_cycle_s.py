@@ -87,10 +87,14 @@ def _deployment(folder: Path) -> dict[str, str]:
 
 
 def _verify(env: dict[str, str], folder: Path) -> None:
+    from corec_tasks.keyfile import key_file
+    from plugins.capital_pool import ledger_key
     from plugins.capital_pool.config import load_config
     from plugins.capital_pool.ledger import Ledger
 
-    ledger = Ledger(env["DATABASE_URL"], load_config(folder / "capital.yaml"))
+    # That deployment's own ledger key (each bench_env has its data folder and keys).
+    key = key_file(Path(env["COREC_DATA_DIR"]) / ledger_key.KEY_FILE, "ledger key")
+    ledger = Ledger(env["DATABASE_URL"], load_config(folder / "capital.yaml"), key=key)
     problems = ledger.verify()
     ledger.close()
     if problems:

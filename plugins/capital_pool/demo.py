@@ -44,7 +44,8 @@ def run_demo(settings: Settings, timeout: float, console: Console) -> None:
         return call("capital_pool.contribute", user, amount, key, grant=grant)
 
     unsigned = call("capital_pool.contribute", "mallory", "1000000.00", f"demo-{run}-m")
-    console.print(f"a task with no grant (anyone on the broker): refused: {unsigned['error']}")
+    console.print(f"a task with no grant (a task-key holder without the grant key): "
+                  f"refused: {unsigned['error']}")
     for user, amount in (("alice", "4000.00"), ("bob", "1000.00")):
         out = contribute(user, amount, f"demo-{run}-{user}")
         if not out.get("ok"):
